@@ -1,0 +1,1 @@
+//! Benchmarks and load tools for Shoal (criterion benches and the `shoal-perf` load tool).

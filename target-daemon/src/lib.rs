@@ -1,0 +1,2 @@
+//! The `shoald` daemon: configuration, JSON-RPC control plane and reactor start-up, and the
+//! `shoalctl` command-line client.
