@@ -3,6 +3,185 @@
 //! This crate is the lowest layer of Shoal. It holds:
 //! - [`reactor`]: one pinned thread per core, each polling its own io_uring for disks and
 //!   sockets alike, with adaptive polling (spin while busy, sleep in the kernel when idle);
-//! - the block-device trait and its backends (`uring`, `malloc`, `null`, `error`, `delay`).
+//! - [`buf`]: aligned I/O buffers recycled through per-thread pools (no allocation per I/O);
+//! - the block-device trait [`Bdev`] and its backends: [`malloc`] (RAM), [`null`], and
+//!   (in their own modules) `uring`, `error` and `delay`.
+//!
+//! # The I/O contract
+//! A user opens an [`IoChannel`] on its reactor ([`open_channel`]) and submits [`BdevIo`]s to
+//! it with an [`IoSink`] and a tag. The `BdevIo` owns its buffers from submission until the sink's
+//! [`IoSink::io_done`] hands it back with the result. Completion always comes from a later pass
+//! of the reactor loop, never from inside `submit`, so a sink may submit again from `io_done`.
+//! A bad request (out of range, not a whole number of blocks, a closed device, an operation the
+//! device does not support) completes with a [`BdevError`]; nothing here panics on a request.
 //!
 //! See `ARCHITECTURE.md` at the repository root for the I/O path and buffer ownership rules.
+
+pub mod buf;
+mod channel;
+mod error;
+pub mod malloc;
+pub mod null;
+pub mod reactor;
+
+pub use buf::{IoBuf, SgList};
+pub use channel::{IoChannel, IoStats, IoStatsSnapshot, open_channel};
+pub use error::{BdevError, ErrorKind};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use reactor::Reactor;
+use uuid::Uuid;
+
+/// The kinds of block I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IoType {
+    /// Read blocks into the buffers.
+    Read,
+    /// Write the buffers to blocks.
+    Write,
+    /// Make completed writes durable.
+    Flush,
+    /// Set blocks to zero without a data buffer.
+    WriteZeroes,
+    /// Deallocate blocks (TRIM / discard / punch hole).
+    Unmap,
+}
+
+/// One block I/O. It owns its buffers until its completion hands it back.
+#[derive(Debug)]
+pub struct BdevIo {
+    /// What to do.
+    pub io_type: IoType,
+    /// First block.
+    pub offset_blocks: u64,
+    /// Number of blocks (0 for a flush of the whole device).
+    pub num_blocks: u64,
+    /// Data buffers for reads and writes; their lengths add up to `num_blocks * block_size`.
+    pub bufs: SgList,
+}
+
+impl BdevIo {
+    /// A read of `num_blocks` blocks at `offset_blocks` into `bufs`.
+    pub fn read(offset_blocks: u64, num_blocks: u64, bufs: SgList) -> BdevIo {
+        BdevIo { io_type: IoType::Read, offset_blocks, num_blocks, bufs }
+    }
+
+    /// A write of `bufs` to `num_blocks` blocks at `offset_blocks`.
+    pub fn write(offset_blocks: u64, num_blocks: u64, bufs: SgList) -> BdevIo {
+        BdevIo { io_type: IoType::Write, offset_blocks, num_blocks, bufs }
+    }
+
+    /// A flush of the whole device.
+    pub fn flush() -> BdevIo {
+        BdevIo { io_type: IoType::Flush, offset_blocks: 0, num_blocks: 0, bufs: SgList::new() }
+    }
+
+    /// Zeroes `num_blocks` blocks at `offset_blocks`.
+    pub fn write_zeroes(offset_blocks: u64, num_blocks: u64) -> BdevIo {
+        BdevIo { io_type: IoType::WriteZeroes, offset_blocks, num_blocks, bufs: SgList::new() }
+    }
+
+    /// Deallocates `num_blocks` blocks at `offset_blocks`.
+    pub fn unmap(offset_blocks: u64, num_blocks: u64) -> BdevIo {
+        BdevIo { io_type: IoType::Unmap, offset_blocks, num_blocks, bufs: SgList::new() }
+    }
+}
+
+/// Receives block I/O completions.
+pub trait IoSink {
+    /// `io` is complete; its buffers come back with it. Called on the submitting reactor.
+    fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>);
+}
+
+/// What every block device has: identity, geometry, and whether it has been closed.
+#[derive(Debug)]
+pub struct BdevInfo {
+    /// Unique name (SPDK's bdev name).
+    pub name: String,
+    /// Unique identifier.
+    pub uuid: Uuid,
+    /// Logical block size in bytes (512 or 4096).
+    pub block_size: u32,
+    /// Number of logical blocks.
+    pub num_blocks: u64,
+    /// Driver name as SPDK reports it (`Malloc disk`, `Null disk`, `URING bdev`, ...).
+    pub product_name: &'static str,
+    closed: AtomicBool,
+    channels: Mutex<Vec<Arc<IoStats>>>,
+}
+
+impl BdevInfo {
+    /// Identity and geometry of a new device.
+    pub fn new(
+        name: impl Into<String>,
+        uuid: Option<Uuid>,
+        block_size: u32,
+        num_blocks: u64,
+        product_name: &'static str,
+    ) -> BdevInfo {
+        BdevInfo {
+            name: name.into(),
+            uuid: uuid.unwrap_or_else(Uuid::new_v4),
+            block_size,
+            num_blocks,
+            product_name,
+            closed: AtomicBool::new(false),
+            channels: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.num_blocks.saturating_mul(u64::from(self.block_size))
+    }
+
+    /// Whether the device was closed (deleted); new I/O then fails with [`BdevError::Closed`].
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the device closed: I/O submitted from now on fails; I/O in flight completes.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// The I/O counters summed over every channel ever opened on the device.
+    pub fn iostat(&self) -> IoStatsSnapshot {
+        let chans = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        chans.iter().fold(IoStatsSnapshot::default(), |acc, s| acc + s.snapshot())
+    }
+
+    fn register_channel(&self, stats: Arc<IoStats>) {
+        let mut chans = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        chans.push(stats);
+    }
+}
+
+/// Checks that a block size is one Shoal supports.
+pub fn valid_block_size(bs: u32) -> bool {
+    bs == 512 || bs == 4096
+}
+
+/// A block device. Implementations are shared between reactors (`Send + Sync`); each reactor
+/// reaches one through its own channel.
+pub trait Bdev: Send + Sync + 'static {
+    /// Identity and geometry.
+    fn info(&self) -> &BdevInfo;
+
+    /// Whether the device implements `io_type`. Read, write and flush always are.
+    fn supports(&self, io_type: IoType) -> bool;
+
+    /// Creates this reactor's channel to the device (called once per reactor by
+    /// [`open_channel`], which adds the common checks and counters).
+    fn create_channel(self: Arc<Self>, reactor: &Reactor)
+        -> Result<Box<dyn BdevChannel>, BdevError>;
+}
+
+/// A reactor's private path to a device. Requests reaching it were already checked by
+/// [`IoChannel`] (range, length, support, closed).
+pub trait BdevChannel {
+    /// Starts `io`; completes it later to `sink` through the reactor.
+    fn submit(&self, io: BdevIo, sink: std::rc::Rc<dyn IoSink>, tag: u64);
+}

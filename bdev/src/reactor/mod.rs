@@ -1,0 +1,679 @@
+//! Reactors: one pinned thread per core, each polling its own io_uring.
+//!
+//! A reactor owns an io_uring, a slab of in-flight operations (see [`ops`]), timers, pollers,
+//! a queue of deferred block-I/O completions and a channel of messages from other threads. Its
+//! loop does, in order: submit the entries queued during the last pass (one `io_uring_enter`
+//! for all of them), reap completions straight from the shared ring memory, deliver deferred
+//! completions, run expired timers, run pollers, and run messages.
+//!
+//! **Adaptive polling.** While passes find work, the loop spins. After [`ReactorConfig::idle_spin`]
+//! without work it sleeps in `io_uring_enter` until a completion arrives, the next timer is due,
+//! or another thread sends a message (which writes the reactor's eventfd, read by an operation
+//! kept armed in the ring). An idle reactor therefore costs nothing. `idle_spin: None` busy-polls
+//! forever, as SPDK does, for comparison.
+//!
+//! **Rules** (see `ARCHITECTURE.md`): nothing here blocks except the deliberate sleep; nothing is
+//! shared with other reactors but the message channel; completions are never delivered from
+//! inside the call that submitted the work (always from the loop), so a handler may submit more
+//! work from its completion without re-entering itself.
+
+pub mod ops;
+mod timer;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use io_uring::IoUring;
+
+use crate::buf::{IoBuf, SgList};
+use crate::{BdevError, BdevIo, IoSink};
+use ops::{OpDesc, OpHandler, Payload, Slots, Target};
+pub use timer::TimerId;
+use timer::{Expired, Timers};
+
+/// A message run on a reactor thread.
+pub type Message = Box<dyn FnOnce() + Send>;
+
+/// Settings of a reactor.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// How long to keep spinning without work before sleeping; `None` never sleeps.
+    pub idle_spin: Option<Duration>,
+    /// Submission queue entries of the ring.
+    pub ring_entries: u32,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        ReactorConfig {
+            idle_spin: Some(Duration::from_micros(100)),
+            ring_entries: 1024,
+        }
+    }
+}
+
+/// Whether a poller found work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollStatus {
+    /// It did something; the reactor keeps spinning.
+    Busy,
+    /// Nothing to do.
+    Idle,
+}
+
+/// Counters of a reactor, readable from any thread.
+#[derive(Debug, Default)]
+pub struct ReactorStats {
+    /// Loop passes.
+    pub passes: AtomicU64,
+    /// Loop passes that found work.
+    pub busy_passes: AtomicU64,
+    /// Times the reactor went to sleep in the kernel.
+    pub sleeps: AtomicU64,
+    /// Ring operations completed.
+    pub completions: AtomicU64,
+}
+
+/// State shared between a reactor and the handles that message it.
+struct Shared {
+    index: usize,
+    core: Option<usize>,
+    sleeping: AtomicBool,
+    stop: AtomicBool,
+    eventfd: OwnedFd,
+    stats: ReactorStats,
+}
+
+impl Shared {
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local to an eventfd this struct owns. A failure
+        // (counter overflow) still leaves the eventfd readable, which is all a wake-up needs.
+        let _ = unsafe { libc::write(self.eventfd.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+}
+
+/// A `Send` handle to a reactor, used to run code on it from any thread.
+#[derive(Clone)]
+pub struct ReactorHandle {
+    tx: Sender<Message>,
+    shared: Arc<Shared>,
+}
+
+impl ReactorHandle {
+    /// Runs `f` on the reactor's thread. Returns `false` if the reactor has stopped.
+    pub fn send(&self, f: impl FnOnce() + Send + 'static) -> bool {
+        if self.tx.send(Box::new(f)).is_err() {
+            return false;
+        }
+        // Pairs with the SeqCst store of `sleeping` before the reactor checks its queue.
+        if self.shared.sleeping.load(Ordering::SeqCst) {
+            self.shared.wake();
+        }
+        true
+    }
+
+    /// Runs `f` on the reactor and waits for its result (control path only: never call it from
+    /// the same reactor). `None` if the reactor has stopped.
+    pub fn call<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if !self.send(move || {
+            let _ = tx.send(f());
+        }) {
+            return None;
+        }
+        rx.recv().ok()
+    }
+
+    /// Asks the reactor to leave its loop after the current pass.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
+    }
+
+    /// The reactor's index in its set (0 for the first core of the mask).
+    pub fn index(&self) -> usize {
+        self.shared.index
+    }
+
+    /// The core the reactor is pinned to, if pinning succeeded.
+    pub fn core(&self) -> Option<usize> {
+        self.shared.core
+    }
+
+    /// The reactor's counters.
+    pub fn stats(&self) -> &ReactorStats {
+        &self.shared.stats
+    }
+}
+
+struct DeferredIo {
+    sink: Rc<dyn IoSink>,
+    tag: u64,
+    io: BdevIo,
+    result: Result<(), BdevError>,
+}
+
+type Poller = Rc<dyn Fn() -> PollStatus>;
+
+struct Inner {
+    ring: RefCell<IoUring>,
+    slots: RefCell<Slots>,
+    /// Entries that did not fit in the submission queue; pushed on the next pass.
+    backlog: RefCell<VecDeque<io_uring::squeue::Entry>>,
+    deferred: RefCell<VecDeque<DeferredIo>>,
+    deferred_calls: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    timers: RefCell<Timers>,
+    pollers: RefCell<Vec<(u64, Poller)>>,
+    next_poller: Cell<u64>,
+    rx: Receiver<Message>,
+    handle: ReactorHandle,
+    wake_armed: Cell<bool>,
+    /// The earliest deadline a sleep timeout is armed for.
+    sleep_timeout_armed: Cell<Option<Instant>>,
+    config: ReactorConfig,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Reactor>> = const { RefCell::new(None) };
+}
+
+/// A reactor, usable only on the thread that created it.
+#[derive(Clone)]
+pub struct Reactor(Rc<Inner>);
+
+impl Reactor {
+    /// Creates a reactor on the current thread and makes it [`Reactor::current`].
+    pub fn new(index: usize, core: Option<usize>, config: ReactorConfig) -> std::io::Result<Reactor> {
+        let ring = IoUring::builder()
+            .setup_clamp()
+            .build(config.ring_entries)?;
+        // SAFETY: eventfd(2) with valid flags has no memory-safety preconditions.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `efd` is a freshly created descriptor that nothing else owns.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            index,
+            core,
+            sleeping: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            eventfd,
+            stats: ReactorStats::default(),
+        });
+        let r = Reactor(Rc::new(Inner {
+            ring: RefCell::new(ring),
+            slots: RefCell::default(),
+            backlog: RefCell::default(),
+            deferred: RefCell::default(),
+            deferred_calls: RefCell::default(),
+            timers: RefCell::default(),
+            pollers: RefCell::default(),
+            next_poller: Cell::new(0),
+            rx,
+            handle: ReactorHandle { tx, shared },
+            wake_armed: Cell::new(false),
+            sleep_timeout_armed: Cell::new(None),
+            config,
+        }));
+        CURRENT.with(|c| *c.borrow_mut() = Some(r.clone()));
+        Ok(r)
+    }
+
+    /// The reactor of the current thread, if it has one.
+    pub fn current() -> Option<Reactor> {
+        CURRENT.with(|c| c.borrow().clone())
+    }
+
+    /// A `Send` handle to this reactor.
+    pub fn handle(&self) -> ReactorHandle {
+        self.0.handle.clone()
+    }
+
+    /// This reactor's index in its set.
+    pub fn index(&self) -> usize {
+        self.0.handle.shared.index
+    }
+
+    fn push(&self, entry: io_uring::squeue::Entry) {
+        let mut ring = self.0.ring.borrow_mut();
+        // SAFETY: every pointer in `entry` refers to memory owned by its slot in `self.0.slots`
+        // (see `ops::Slots::prepare`), which is released only after the completion is reaped.
+        let pushed = unsafe { ring.submission().push(&entry) };
+        if pushed.is_err() {
+            self.0.backlog.borrow_mut().push_back(entry);
+        }
+    }
+
+    fn submit_op(&self, desc: OpDesc, target: Target, payload: Payload) {
+        let entry = self.0.slots.borrow_mut().prepare(desc, target, payload);
+        self.push(entry);
+    }
+
+    /// Receives into the spare capacity of `buf` (from its length to its capacity). The handler
+    /// gets the buffer back with its length grown by the bytes received (result 0: peer closed).
+    pub fn recv(&self, fd: RawFd, buf: IoBuf, h: Rc<dyn OpHandler>, tag: u64) {
+        self.submit_op(OpDesc::Recv { fd }, Target::Handler(h, tag), Payload::Buf(buf));
+    }
+
+    /// Sends the concatenation of `bufs`, skipping its first `skip` bytes, with one `sendmsg`
+    /// (`MSG_NOSIGNAL`). The result may be a short count; the handler resubmits the rest.
+    pub fn send(&self, fd: RawFd, bufs: SgList, skip: usize, h: Rc<dyn OpHandler>, tag: u64) {
+        self.submit_op(OpDesc::SendMsg { fd, skip }, Target::Handler(h, tag), Payload::Bufs(bufs));
+    }
+
+    /// Accepts a connection on a listening socket; the result is the new descriptor.
+    pub fn accept(&self, fd: RawFd, h: Rc<dyn OpHandler>, tag: u64) {
+        self.submit_op(OpDesc::Accept { fd }, Target::Handler(h, tag), Payload::None);
+    }
+
+    /// Waits until `fd` is readable.
+    pub fn poll_readable(&self, fd: RawFd, h: Rc<dyn OpHandler>, tag: u64) {
+        self.submit_op(OpDesc::PollIn { fd }, Target::Handler(h, tag), Payload::None);
+    }
+
+    /// Reads `io.bufs` (whose lengths give the transfer size) from `fd` at byte `offset` and
+    /// completes `io` to `sink` (a short transfer is an error).
+    pub fn file_read(&self, fd: RawFd, offset: u64, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
+        let expect = crate::buf::sg_len(&io.bufs);
+        let target = Target::Bdev { sink, tag, io, expect };
+        self.submit_op(OpDesc::Readv { fd, offset }, target, Payload::None);
+    }
+
+    /// Writes `io.bufs` to `fd` at byte `offset`, then completes `io` to `sink`.
+    pub fn file_write(&self, fd: RawFd, offset: u64, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
+        let expect = crate::buf::sg_len(&io.bufs);
+        let target = Target::Bdev { sink, tag, io, expect };
+        self.submit_op(OpDesc::Writev { fd, offset }, target, Payload::None);
+    }
+
+    /// `fdatasync`s `fd` through the ring, then completes `io` to `sink`.
+    pub fn file_sync(&self, fd: RawFd, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
+        let target = Target::Bdev { sink, tag, io, expect: 0 };
+        self.submit_op(OpDesc::Fsync { fd }, target, Payload::None);
+    }
+
+    /// `fallocate`s the byte range `(offset, len)` of `fd` with `mode` (e.g. punching a hole),
+    /// then completes `io` to `sink`.
+    pub fn file_fallocate(
+        &self,
+        fd: RawFd,
+        mode: i32,
+        (offset, len): (u64, u64),
+        io: BdevIo,
+        sink: Rc<dyn IoSink>,
+        tag: u64,
+    ) {
+        let target = Target::Bdev { sink, tag, io, expect: 0 };
+        let desc = OpDesc::Fallocate { fd, mode, offset, len };
+        self.submit_op(desc, target, Payload::None);
+    }
+
+    /// Completes `io` to `sink` on a later pass of the loop (never from inside this call).
+    pub fn complete_io(&self, sink: Rc<dyn IoSink>, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
+        self.0.deferred.borrow_mut().push_back(DeferredIo {
+            sink,
+            tag,
+            io,
+            result,
+        });
+    }
+
+    /// Runs `f` on a later pass of the loop (control path: allocates).
+    pub fn defer(&self, f: impl FnOnce() + 'static) {
+        self.0.deferred_calls.borrow_mut().push_back(Box::new(f));
+    }
+
+    /// Runs `f` once after `after`.
+    pub fn call_after(&self, after: Duration, f: impl FnOnce() + 'static) -> TimerId {
+        self.0.timers.borrow_mut().once(Instant::now() + after, Box::new(f))
+    }
+
+    /// Runs `f` every `period` for as long as it returns `true`.
+    pub fn every(&self, period: Duration, f: impl Fn() -> bool + 'static) -> TimerId {
+        self.0.timers.borrow_mut().every(period, Rc::new(f))
+    }
+
+    /// Cancels a timer (a no-op if it already ran).
+    pub fn cancel_timer(&self, id: TimerId) {
+        self.0.timers.borrow_mut().cancel(id);
+    }
+
+    /// Registers a poller, run on every pass; returns its id for [`Reactor::remove_poller`].
+    /// A poller that keeps answering `Busy` keeps the reactor from sleeping.
+    pub fn add_poller(&self, f: impl Fn() -> PollStatus + 'static) -> u64 {
+        let id = self.0.next_poller.get() + 1;
+        self.0.next_poller.set(id);
+        self.0.pollers.borrow_mut().push((id, Rc::new(f)));
+        id
+    }
+
+    /// Removes a poller.
+    pub fn remove_poller(&self, id: u64) {
+        self.0.pollers.borrow_mut().retain(|(i, _)| *i != id);
+    }
+
+    /// Ring operations in flight.
+    pub fn in_flight(&self) -> usize {
+        self.0.slots.borrow().in_flight
+    }
+
+    /// Runs one pass of the loop; returns whether it found work.
+    pub fn poll_once(&self) -> bool {
+        let inner = &self.0;
+        let stats = &inner.handle.shared.stats;
+        stats.passes.fetch_add(1, Ordering::Relaxed);
+        let mut work = self.submit_pending(false);
+        work |= self.reap() > 0;
+        work |= self.run_deferred();
+        work |= self.run_timers();
+        for p in self.pollers_snapshot() {
+            work |= p() == PollStatus::Busy;
+        }
+        while let Ok(m) = inner.rx.try_recv() {
+            m();
+            work = true;
+        }
+        if work {
+            stats.busy_passes.fetch_add(1, Ordering::Relaxed);
+        }
+        work
+    }
+
+    fn pollers_snapshot(&self) -> smallvec::SmallVec<[Poller; 8]> {
+        self.0.pollers.borrow().iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    /// Pushes the backlog and enters the kernel if entries are queued (or `wait` is set).
+    fn submit_pending(&self, wait: bool) -> bool {
+        let mut ring = self.0.ring.borrow_mut();
+        {
+            let mut backlog = self.0.backlog.borrow_mut();
+            let mut sq = ring.submission();
+            while let Some(e) = backlog.front() {
+                // SAFETY: as in `push`: the entry's memory is owned by its slot until reaped.
+                if unsafe { sq.push(e) }.is_err() {
+                    break;
+                }
+                backlog.pop_front();
+            }
+        }
+        let queued = !ring.submission().is_empty();
+        if !queued && !wait {
+            return false;
+        }
+        let res = if wait {
+            ring.submit_and_wait(1)
+        } else {
+            ring.submit()
+        };
+        match res {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => tracing::error!("io_uring_enter failed: {e}"),
+        }
+        queued
+    }
+
+    fn reap(&self) -> usize {
+        let mut n = 0;
+        loop {
+            // Take a batch out of the ring before calling handlers, which may submit.
+            let mut batch: smallvec::SmallVec<[(u64, i32); 64]> = smallvec::SmallVec::new();
+            {
+                let mut ring = self.0.ring.borrow_mut();
+                for cqe in ring.completion().take(64) {
+                    batch.push((cqe.user_data(), cqe.result()));
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            n += batch.len();
+            for (data, res) in batch {
+                let taken = self.0.slots.borrow_mut().finish(data, res);
+                let Some((target, payload)) = taken else {
+                    tracing::error!("completion for unknown ring slot {data}");
+                    continue;
+                };
+                match target {
+                    Target::Handler(h, tag) => h.op_done(tag, res, payload),
+                    Target::Bdev { sink, tag, io, expect } => {
+                        ops::complete_bdev(sink, tag, io, expect, res);
+                    }
+                    Target::Wake => self.0.wake_armed.set(false),
+                    Target::SleepTimeout(at) => {
+                        if self.0.sleep_timeout_armed.get() == Some(at) {
+                            self.0.sleep_timeout_armed.set(None);
+                        }
+                    }
+                }
+            }
+        }
+        self.0
+            .handle
+            .shared
+            .stats
+            .completions
+            .fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    fn run_deferred(&self) -> bool {
+        let mut work = false;
+        loop {
+            let next = self.0.deferred.borrow_mut().pop_front();
+            let Some(d) = next else { break };
+            work = true;
+            d.sink.io_done(d.tag, d.io, d.result);
+        }
+        loop {
+            let next = self.0.deferred_calls.borrow_mut().pop_front();
+            let Some(f) = next else { break };
+            work = true;
+            f();
+        }
+        work
+    }
+
+    fn run_timers(&self) -> bool {
+        if self.0.timers.borrow().is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut work = false;
+        loop {
+            let next = self.0.timers.borrow_mut().pop_expired(now);
+            match next {
+                None => break,
+                Some(Expired::Once(f)) => f(),
+                Some(Expired::Every { id, period, f }) => {
+                    if f() {
+                        self.0.timers.borrow_mut().rearm(id, period, f);
+                    }
+                }
+            }
+            work = true;
+        }
+        work
+    }
+
+    /// Sleeps in the kernel until a completion, a message or the next timer.
+    fn sleep(&self) {
+        let inner = &self.0;
+        let shared = &inner.handle.shared;
+        if !inner.wake_armed.get() {
+            let fd = shared.eventfd.as_raw_fd();
+            self.submit_op(OpDesc::WakeRead { fd }, Target::Wake, Payload::None);
+            inner.wake_armed.set(true);
+        }
+        let deadline = inner.timers.borrow_mut().next_deadline();
+        if let Some(at) = deadline
+            && inner.sleep_timeout_armed.get().is_none_or(|armed| armed > at)
+        {
+            // No timeout armed early enough: arm one. A later one still pending just causes a
+            // spurious wake-up when it fires.
+            let nanos = at.saturating_duration_since(Instant::now()).as_nanos();
+            let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+            if nanos == 0 {
+                return;
+            }
+            self.submit_op(OpDesc::Timeout { nanos }, Target::SleepTimeout(at), Payload::None);
+            inner.sleep_timeout_armed.set(Some(at));
+        }
+        shared.sleeping.store(true, Ordering::SeqCst);
+        let must_stay_awake = !inner.rx.is_empty()
+            || shared.stop.load(Ordering::SeqCst)
+            || !inner.deferred.borrow().is_empty()
+            || !inner.deferred_calls.borrow().is_empty();
+        if !must_stay_awake {
+            shared.stats.sleeps.fetch_add(1, Ordering::Relaxed);
+            self.submit_pending(true);
+        }
+        shared.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Runs the loop until [`ReactorHandle::stop`] is called.
+    pub fn run(&self) {
+        let shared = self.0.handle.shared.clone();
+        let mut last_work = Instant::now();
+        while !shared.stop.load(Ordering::Relaxed) {
+            if self.poll_once() {
+                last_work = Instant::now();
+                continue;
+            }
+            if let Some(spin) = self.0.config.idle_spin
+                && last_work.elapsed() >= spin
+            {
+                self.sleep();
+                last_work = Instant::now();
+            }
+        }
+    }
+
+    /// Runs passes until `done` returns true or `timeout` passes; returns whether `done` held.
+    /// For tests and tools that drive a reactor on their own thread.
+    pub fn run_until(&self, timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            if done() {
+                return true;
+            }
+            if start.elapsed() > timeout {
+                return false;
+            }
+            if !self.poll_once() {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// A set of reactor threads, one per core of a mask.
+pub struct ReactorSet {
+    handles: Vec<ReactorHandle>,
+    joins: Vec<JoinHandle<()>>,
+}
+
+/// Parses an SPDK-style core mask (`0x3`, `3`, or a list `[0,1]`) into core numbers.
+pub fn parse_core_mask(mask: &str) -> Result<Vec<usize>, String> {
+    let m = mask.trim();
+    if let Some(list) = m.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        let mut cores = Vec::new();
+        for part in list.split(',') {
+            let part = part.trim();
+            let core = part
+                .parse::<usize>()
+                .map_err(|_| format!("core list `{mask}`: `{part}` is not a core number"))?;
+            cores.push(core);
+        }
+        cores.sort_unstable();
+        cores.dedup();
+        return if cores.is_empty() {
+            Err(format!("core list `{mask}` is empty"))
+        } else {
+            Ok(cores)
+        };
+    }
+    let hex = m.strip_prefix("0x").or_else(|| m.strip_prefix("0X")).unwrap_or(m);
+    let bits = u128::from_str_radix(hex, 16)
+        .map_err(|_| format!("core mask `{mask}` is not a hexadecimal mask such as 0x3"))?;
+    let cores: Vec<usize> = (0..128).filter(|i| bits & (1u128 << i) != 0).collect();
+    if cores.is_empty() {
+        return Err(format!("core mask `{mask}` selects no core"));
+    }
+    Ok(cores)
+}
+
+impl ReactorSet {
+    /// Starts one pinned reactor thread per core; `init` runs on each reactor before its loop.
+    pub fn start(
+        cores: &[usize],
+        config: ReactorConfig,
+        init: Arc<dyn Fn(&Reactor) + Send + Sync>,
+    ) -> std::io::Result<ReactorSet> {
+        let available = core_affinity::get_core_ids().unwrap_or_default();
+        let mut handles = Vec::new();
+        let mut joins = Vec::new();
+        for (index, &core) in cores.iter().enumerate() {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let config = config.clone();
+            let init = init.clone();
+            let core_id = available.iter().copied().find(|c| c.id == core);
+            let join = std::thread::Builder::new()
+                .name(format!("reactor_{core}"))
+                .spawn(move || {
+                    let pinned = core_id.is_some_and(core_affinity::set_for_current);
+                    if !pinned {
+                        tracing::warn!("reactor {index}: could not pin to core {core}");
+                    }
+                    let pinned_core = pinned.then_some(core);
+                    match Reactor::new(index, pinned_core, config) {
+                        Ok(r) => {
+                            let _ = tx.send(Ok(r.handle()));
+                            init(&r);
+                            r.run();
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                })?;
+            let handle = rx
+                .recv()
+                .map_err(|_| std::io::Error::other("reactor thread died during start-up"))??;
+            handles.push(handle);
+            joins.push(join);
+        }
+        Ok(ReactorSet { handles, joins })
+    }
+
+    /// Handles to the reactors, in core order.
+    pub fn handles(&self) -> &[ReactorHandle] {
+        &self.handles
+    }
+
+    /// Stops every reactor and waits for their threads.
+    pub fn shutdown(self) {
+        for h in &self.handles {
+            h.stop();
+        }
+        for j in self.joins {
+            let _ = j.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
