@@ -23,6 +23,7 @@ mod error;
 pub mod malloc;
 pub mod null;
 pub mod reactor;
+pub mod registry;
 
 pub use buf::{IoBuf, SgList};
 pub use channel::{IoChannel, IoStats, IoStatsSnapshot, open_channel};

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs everything Shoal's tests need on a fresh Debian 12 machine (run as root).
+# Idempotent: what is already there is left alone.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(fio qemu-system-x86 busybox-static nvme-cli cpio kmod iproute2 python3 procps)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [[ -z "${SKIP_FUZZ:-}" ]] && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo +nightly install --locked cargo-fuzz
+fi

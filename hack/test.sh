@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every check and test of Shoal: the one command README.md gives.
+#
+#   hack/test.sh            format, lint, unit + loopback tests, fuzz smoke, Linux-guest tests
+#   SKIP_GUEST=1 hack/test.sh   the same without the QEMU guest (for quick local runs)
+#   SKIP_FUZZ=1 hack/test.sh    without the cargo-fuzz smoke runs
+#
+# Needs what hack/install-deps.sh installs (CI runs that first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace 2>&1 | tee /tmp/shoal-cargo-test.log
+grep -E "^test result:" /tmp/shoal-cargo-test.log | awk '{p+=$4; f+=$6} END {print "unit/loopback tests:", p, "passed,", f, "failed"}'
+
+if [[ -z "${SKIP_FUZZ:-}" && -d nvmf/fuzz ]]; then
+    step "fuzz targets: build and run briefly"
+    hack/fuzz-smoke.sh
+fi
+
+if [[ -z "${SKIP_GUEST:-}" ]]; then
+    for t in hack/tests/*.sh; do
+        [[ -e "$t" ]] || continue
+        step "guest/system test: $t"
+        "$t"
+    done
+fi
+step "all tests passed"
