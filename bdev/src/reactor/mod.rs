@@ -272,7 +272,14 @@ impl Reactor {
         self.submit_op(OpDesc::SendMsg { fd, skip }, Target::Handler(h, tag), Payload::Bufs(bufs));
     }
 
-    /// Accepts a connection on a listening socket; the result is the new descriptor.
+    /// Like [`Reactor::send`] for a long queue of buffers kept in a reusable vector (at most
+    /// [`ops::MAX_IOVECS`] buffers go in one `sendmsg`).
+    pub fn send_vec(&self, fd: RawFd, bufs: Vec<IoBuf>, skip: usize, h: Rc<dyn OpHandler>, tag: u64) {
+        self.submit_op(OpDesc::SendMsg { fd, skip }, Target::Handler(h, tag), Payload::Vec(bufs));
+    }
+
+    /// Accepts a connection on a listening socket. On success the result is 0 and the payload
+    /// is [`Payload::Fd`] with the new connection; otherwise the result is a negated errno.
     pub fn accept(&self, fd: RawFd, h: Rc<dyn OpHandler>, tag: u64) {
         self.submit_op(OpDesc::Accept { fd }, Target::Handler(h, tag), Payload::None);
     }
@@ -443,7 +450,7 @@ impl Reactor {
             n += batch.len();
             for (data, res) in batch {
                 let taken = self.0.slots.borrow_mut().finish(data, res);
-                let Some((target, payload)) = taken else {
+                let Some((target, payload, res)) = taken else {
                     tracing::error!("completion for unknown ring slot {data}");
                     continue;
                 };

@@ -5,7 +5,7 @@
 //! only then are the buffers handed back to whoever submitted the operation. This is the rule
 //! that makes the ring safe to use: the kernel never sees memory that Rust could free or move.
 
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 
 use io_uring::{opcode, squeue, types};
@@ -30,6 +30,10 @@ pub enum Payload {
     Buf(IoBuf),
     /// A scatter-gather list.
     Bufs(SgList),
+    /// A list of buffers whose vector is handed back for reuse (long send queues).
+    Vec(Vec<IoBuf>),
+    /// The descriptor an accept returned (the result is then 0).
+    Fd(std::os::fd::OwnedFd),
 }
 
 /// Who hears about a completion.
@@ -55,6 +59,8 @@ pub(crate) struct Slot {
     pub(crate) payload: Payload,
     /// A receive: on completion the buffer's length grows by the bytes received.
     recv: bool,
+    /// An accept: on success the result is a new descriptor to own.
+    accept: bool,
     /// iovecs pointing into `payload` (or into `Target::Bdev`'s buffers).
     iov: Vec<libc::iovec>,
     /// Boxed so that its address stays fixed while the slab grows.
@@ -69,6 +75,7 @@ impl Slot {
             target: None,
             payload: Payload::None,
             recv: false,
+            accept: false,
             iov: Vec::new(),
             // SAFETY: `msghdr` is a plain C struct for which all-zero bytes are a valid value.
             msg: Box::new(unsafe { std::mem::zeroed() }),
@@ -85,6 +92,9 @@ pub(crate) struct Slots {
     free: Vec<usize>,
     pub(crate) in_flight: usize,
 }
+
+/// Most iovecs one `sendmsg` carries (Linux's `UIO_MAXIOV`); the rest goes in the next one.
+pub const MAX_IOVECS: usize = 1024;
 
 /// A description of an operation to submit.
 pub(crate) enum OpDesc {
@@ -126,6 +136,7 @@ impl Slots {
         slot.target = Some(target);
         slot.payload = payload;
         slot.recv = matches!(desc, OpDesc::Recv { .. });
+        slot.accept = matches!(desc, OpDesc::Accept { .. });
         slot.iov.clear();
         let data = idx as u64;
         let entry = match desc {
@@ -179,10 +190,14 @@ impl Slots {
             OpDesc::SendMsg { fd, mut skip } => {
                 let bufs: &mut [IoBuf] = match &mut slot.payload {
                     Payload::Bufs(b) => b,
+                    Payload::Vec(b) => b,
                     Payload::Buf(b) => std::slice::from_mut(b),
-                    Payload::None => &mut [],
+                    Payload::None | Payload::Fd(_) => &mut [],
                 };
                 for b in bufs.iter_mut() {
+                    if slot.iov.len() >= MAX_IOVECS {
+                        break;
+                    }
                     let len = b.len();
                     if skip >= len {
                         skip -= len;
@@ -222,7 +237,7 @@ impl Slots {
     }
 
     /// Releases the slot of a reaped completion and returns what it held.
-    pub(crate) fn finish(&mut self, idx: u64, res: i32) -> Option<(Target, Payload)> {
+    pub(crate) fn finish(&mut self, idx: u64, mut res: i32) -> Option<(Target, Payload, i32)> {
         let i = usize::try_from(idx).ok()?;
         let slot = self.slots.get_mut(i)?;
         let target = slot.target.take()?;
@@ -231,10 +246,15 @@ impl Slots {
             // The kernel wrote `n` bytes after the old length (at most the spare capacity).
             b.set_len(b.len() + n);
         }
+        if slot.accept && res >= 0 {
+            // SAFETY: a successful accept returns a new descriptor that nothing else owns.
+            payload = Payload::Fd(unsafe { std::os::fd::OwnedFd::from_raw_fd(res) });
+            res = 0;
+        }
         slot.iov.clear();
         self.free.push(i);
         self.in_flight -= 1;
-        Some((target, payload))
+        Some((target, payload, res))
     }
 }
 

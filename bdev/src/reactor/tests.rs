@@ -105,3 +105,30 @@ fn timer_wakes_a_sleeping_reactor() {
     assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
     set.shutdown();
 }
+
+struct Accepted(RefCell<Vec<std::os::fd::OwnedFd>>);
+
+impl OpHandler for Accepted {
+    fn op_done(&self, _tag: u64, result: i32, payload: Payload) {
+        assert_eq!(result, 0);
+        if let Payload::Fd(fd) = payload {
+            self.0.borrow_mut().push(fd);
+        }
+    }
+}
+
+#[test]
+fn accept_hands_over_an_owned_descriptor() {
+    let r = Reactor::new(0, None, ReactorConfig::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let acc = Rc::new(Accepted(RefCell::new(Vec::new())));
+    r.accept(listener.as_raw_fd(), acc.clone(), 0);
+    let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    assert!(r.run_until(Duration::from_secs(5), || !acc.0.borrow().is_empty()));
+    let fd = acc.0.borrow_mut().pop().unwrap();
+    let mut conn = TcpStream::from(fd);
+    conn.write_all(b"ok").unwrap();
+    let mut got = [0u8; 2];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ok");
+}
