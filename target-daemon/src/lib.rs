@@ -1,2 +1,5 @@
 //! The `shoald` daemon: configuration, JSON-RPC control plane and reactor start-up, and the
 //! `shoalctl` command-line client.
+
+pub mod config;
+pub mod rpc;
