@@ -264,7 +264,11 @@ mod tests {
         assert_eq!(p % IO_ALIGN, 0);
         drop(a);
         let b = IoBuf::with_capacity(3000);
-        assert_eq!(b.ptr.as_ptr() as usize, p, "a freed buffer of the same class is reused");
+        assert_eq!(
+            b.ptr.as_ptr() as usize,
+            p,
+            "a freed buffer of the same class is reused"
+        );
         assert_eq!(b.capacity(), 4096);
     }
 

@@ -60,7 +60,10 @@ impl std::ops::Add for IoStatsSnapshot {
 
 fn bump(c: &AtomicU64, by: u64) {
     // Single writer: a load and a store avoid a locked read-modify-write on the I/O path.
-    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
 }
 
 impl IoStats {
@@ -153,7 +156,9 @@ impl IoChannel {
             return;
         }
         let s = &self.stats;
-        let bytes = io.num_blocks.saturating_mul(u64::from(self.bdev.info().block_size));
+        let bytes = io
+            .num_blocks
+            .saturating_mul(u64::from(self.bdev.info().block_size));
         match io.io_type {
             IoType::Read => {
                 bump(&s.num_read_ops, 1);

@@ -19,11 +19,14 @@
 
 pub mod buf;
 mod channel;
+pub mod delay;
 mod error;
+pub mod error_bdev;
 pub mod malloc;
 pub mod null;
 pub mod reactor;
 pub mod registry;
+pub mod uring;
 
 pub use buf::{IoBuf, SgList};
 pub use channel::{IoChannel, IoStats, IoStatsSnapshot, open_channel};
@@ -66,27 +69,52 @@ pub struct BdevIo {
 impl BdevIo {
     /// A read of `num_blocks` blocks at `offset_blocks` into `bufs`.
     pub fn read(offset_blocks: u64, num_blocks: u64, bufs: SgList) -> BdevIo {
-        BdevIo { io_type: IoType::Read, offset_blocks, num_blocks, bufs }
+        BdevIo {
+            io_type: IoType::Read,
+            offset_blocks,
+            num_blocks,
+            bufs,
+        }
     }
 
     /// A write of `bufs` to `num_blocks` blocks at `offset_blocks`.
     pub fn write(offset_blocks: u64, num_blocks: u64, bufs: SgList) -> BdevIo {
-        BdevIo { io_type: IoType::Write, offset_blocks, num_blocks, bufs }
+        BdevIo {
+            io_type: IoType::Write,
+            offset_blocks,
+            num_blocks,
+            bufs,
+        }
     }
 
     /// A flush of the whole device.
     pub fn flush() -> BdevIo {
-        BdevIo { io_type: IoType::Flush, offset_blocks: 0, num_blocks: 0, bufs: SgList::new() }
+        BdevIo {
+            io_type: IoType::Flush,
+            offset_blocks: 0,
+            num_blocks: 0,
+            bufs: SgList::new(),
+        }
     }
 
     /// Zeroes `num_blocks` blocks at `offset_blocks`.
     pub fn write_zeroes(offset_blocks: u64, num_blocks: u64) -> BdevIo {
-        BdevIo { io_type: IoType::WriteZeroes, offset_blocks, num_blocks, bufs: SgList::new() }
+        BdevIo {
+            io_type: IoType::WriteZeroes,
+            offset_blocks,
+            num_blocks,
+            bufs: SgList::new(),
+        }
     }
 
     /// Deallocates `num_blocks` blocks at `offset_blocks`.
     pub fn unmap(offset_blocks: u64, num_blocks: u64) -> BdevIo {
-        BdevIo { io_type: IoType::Unmap, offset_blocks, num_blocks, bufs: SgList::new() }
+        BdevIo {
+            io_type: IoType::Unmap,
+            offset_blocks,
+            num_blocks,
+            bufs: SgList::new(),
+        }
     }
 }
 
@@ -151,7 +179,9 @@ impl BdevInfo {
     /// The I/O counters summed over every channel ever opened on the device.
     pub fn iostat(&self) -> IoStatsSnapshot {
         let chans = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        chans.iter().fold(IoStatsSnapshot::default(), |acc, s| acc + s.snapshot())
+        chans
+            .iter()
+            .fold(IoStatsSnapshot::default(), |acc, s| acc + s.snapshot())
     }
 
     fn register_channel(&self, stats: Arc<IoStats>) {
@@ -176,8 +206,10 @@ pub trait Bdev: Send + Sync + 'static {
 
     /// Creates this reactor's channel to the device (called once per reactor by
     /// [`open_channel`], which adds the common checks and counters).
-    fn create_channel(self: Arc<Self>, reactor: &Reactor)
-        -> Result<Box<dyn BdevChannel>, BdevError>;
+    fn create_channel(
+        self: Arc<Self>,
+        reactor: &Reactor,
+    ) -> Result<Box<dyn BdevChannel>, BdevError>;
 }
 
 /// A reactor's private path to a device. Requests reaching it were already checked by

@@ -23,7 +23,9 @@ pub struct MallocBdev {
 
 impl std::fmt::Debug for MallocBdev {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MallocBdev").field("info", &self.info).finish()
+        f.debug_struct("MallocBdev")
+            .field("info", &self.info)
+            .finish()
     }
 }
 

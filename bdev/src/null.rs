@@ -28,7 +28,9 @@ impl NullBdev {
             )));
         }
         if num_blocks == 0 || num_blocks.checked_mul(u64::from(block_size)).is_none() {
-            return Err(BdevError::Invalid(format!("invalid size: {num_blocks} blocks")));
+            return Err(BdevError::Invalid(format!(
+                "invalid size: {num_blocks} blocks"
+            )));
         }
         Ok(Arc::new(NullBdev {
             info: BdevInfo::new(name, uuid, block_size, num_blocks, "Null disk"),

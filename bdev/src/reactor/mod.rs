@@ -176,6 +176,8 @@ struct Inner {
     rx: Receiver<Message>,
     handle: ReactorHandle,
     wake_armed: Cell<bool>,
+    /// The reactor's own operations in flight (wake-up read, sleep timeouts).
+    internal_ops: Cell<usize>,
     /// The earliest deadline a sleep timeout is armed for.
     sleep_timeout_armed: Cell<Option<Instant>>,
     config: ReactorConfig,
@@ -191,7 +193,11 @@ pub struct Reactor(Rc<Inner>);
 
 impl Reactor {
     /// Creates a reactor on the current thread and makes it [`Reactor::current`].
-    pub fn new(index: usize, core: Option<usize>, config: ReactorConfig) -> std::io::Result<Reactor> {
+    pub fn new(
+        index: usize,
+        core: Option<usize>,
+        config: ReactorConfig,
+    ) -> std::io::Result<Reactor> {
         let ring = IoUring::builder()
             .setup_clamp()
             .build(config.ring_entries)?;
@@ -223,6 +229,7 @@ impl Reactor {
             rx,
             handle: ReactorHandle { tx, shared },
             wake_armed: Cell::new(false),
+            internal_ops: Cell::new(0),
             sleep_timeout_armed: Cell::new(None),
             config,
         }));
@@ -263,50 +270,92 @@ impl Reactor {
     /// Receives into the spare capacity of `buf` (from its length to its capacity). The handler
     /// gets the buffer back with its length grown by the bytes received (result 0: peer closed).
     pub fn recv(&self, fd: RawFd, buf: IoBuf, h: Rc<dyn OpHandler>, tag: u64) {
-        self.submit_op(OpDesc::Recv { fd }, Target::Handler(h, tag), Payload::Buf(buf));
+        self.submit_op(
+            OpDesc::Recv { fd },
+            Target::Handler(h, tag),
+            Payload::Buf(buf),
+        );
     }
 
     /// Sends the concatenation of `bufs`, skipping its first `skip` bytes, with one `sendmsg`
     /// (`MSG_NOSIGNAL`). The result may be a short count; the handler resubmits the rest.
     pub fn send(&self, fd: RawFd, bufs: SgList, skip: usize, h: Rc<dyn OpHandler>, tag: u64) {
-        self.submit_op(OpDesc::SendMsg { fd, skip }, Target::Handler(h, tag), Payload::Bufs(bufs));
+        self.submit_op(
+            OpDesc::SendMsg { fd, skip },
+            Target::Handler(h, tag),
+            Payload::Bufs(bufs),
+        );
     }
 
     /// Like [`Reactor::send`] for a long queue of buffers kept in a reusable vector (at most
     /// [`ops::MAX_IOVECS`] buffers go in one `sendmsg`).
-    pub fn send_vec(&self, fd: RawFd, bufs: Vec<IoBuf>, skip: usize, h: Rc<dyn OpHandler>, tag: u64) {
-        self.submit_op(OpDesc::SendMsg { fd, skip }, Target::Handler(h, tag), Payload::Vec(bufs));
+    pub fn send_vec(
+        &self,
+        fd: RawFd,
+        bufs: Vec<IoBuf>,
+        skip: usize,
+        h: Rc<dyn OpHandler>,
+        tag: u64,
+    ) {
+        self.submit_op(
+            OpDesc::SendMsg { fd, skip },
+            Target::Handler(h, tag),
+            Payload::Vec(bufs),
+        );
     }
 
     /// Accepts a connection on a listening socket. On success the result is 0 and the payload
     /// is [`Payload::Fd`] with the new connection; otherwise the result is a negated errno.
     pub fn accept(&self, fd: RawFd, h: Rc<dyn OpHandler>, tag: u64) {
-        self.submit_op(OpDesc::Accept { fd }, Target::Handler(h, tag), Payload::None);
+        self.submit_op(
+            OpDesc::Accept { fd },
+            Target::Handler(h, tag),
+            Payload::None,
+        );
     }
 
     /// Waits until `fd` is readable.
     pub fn poll_readable(&self, fd: RawFd, h: Rc<dyn OpHandler>, tag: u64) {
-        self.submit_op(OpDesc::PollIn { fd }, Target::Handler(h, tag), Payload::None);
+        self.submit_op(
+            OpDesc::PollIn { fd },
+            Target::Handler(h, tag),
+            Payload::None,
+        );
     }
 
     /// Reads `io.bufs` (whose lengths give the transfer size) from `fd` at byte `offset` and
     /// completes `io` to `sink` (a short transfer is an error).
     pub fn file_read(&self, fd: RawFd, offset: u64, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
         let expect = crate::buf::sg_len(&io.bufs);
-        let target = Target::Bdev { sink, tag, io, expect };
+        let target = Target::Bdev {
+            sink,
+            tag,
+            io,
+            expect,
+        };
         self.submit_op(OpDesc::Readv { fd, offset }, target, Payload::None);
     }
 
     /// Writes `io.bufs` to `fd` at byte `offset`, then completes `io` to `sink`.
     pub fn file_write(&self, fd: RawFd, offset: u64, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
         let expect = crate::buf::sg_len(&io.bufs);
-        let target = Target::Bdev { sink, tag, io, expect };
+        let target = Target::Bdev {
+            sink,
+            tag,
+            io,
+            expect,
+        };
         self.submit_op(OpDesc::Writev { fd, offset }, target, Payload::None);
     }
 
     /// `fdatasync`s `fd` through the ring, then completes `io` to `sink`.
     pub fn file_sync(&self, fd: RawFd, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
-        let target = Target::Bdev { sink, tag, io, expect: 0 };
+        let target = Target::Bdev {
+            sink,
+            tag,
+            io,
+            expect: 0,
+        };
         self.submit_op(OpDesc::Fsync { fd }, target, Payload::None);
     }
 
@@ -321,13 +370,29 @@ impl Reactor {
         sink: Rc<dyn IoSink>,
         tag: u64,
     ) {
-        let target = Target::Bdev { sink, tag, io, expect: 0 };
-        let desc = OpDesc::Fallocate { fd, mode, offset, len };
+        let target = Target::Bdev {
+            sink,
+            tag,
+            io,
+            expect: 0,
+        };
+        let desc = OpDesc::Fallocate {
+            fd,
+            mode,
+            offset,
+            len,
+        };
         self.submit_op(desc, target, Payload::None);
     }
 
     /// Completes `io` to `sink` on a later pass of the loop (never from inside this call).
-    pub fn complete_io(&self, sink: Rc<dyn IoSink>, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
+    pub fn complete_io(
+        &self,
+        sink: Rc<dyn IoSink>,
+        tag: u64,
+        io: BdevIo,
+        result: Result<(), BdevError>,
+    ) {
         self.0.deferred.borrow_mut().push_back(DeferredIo {
             sink,
             tag,
@@ -343,7 +408,10 @@ impl Reactor {
 
     /// Runs `f` once after `after`.
     pub fn call_after(&self, after: Duration, f: impl FnOnce() + 'static) -> TimerId {
-        self.0.timers.borrow_mut().once(Instant::now() + after, Box::new(f))
+        self.0
+            .timers
+            .borrow_mut()
+            .once(Instant::now() + after, Box::new(f))
     }
 
     /// Runs `f` every `period` for as long as it returns `true`.
@@ -370,9 +438,9 @@ impl Reactor {
         self.0.pollers.borrow_mut().retain(|(i, _)| *i != id);
     }
 
-    /// Ring operations in flight.
+    /// Ring operations in flight on behalf of users (the reactor's own are not counted).
     pub fn in_flight(&self) -> usize {
-        self.0.slots.borrow().in_flight
+        self.0.slots.borrow().in_flight - self.0.internal_ops.get()
     }
 
     /// Runs one pass of the loop; returns whether it found work.
@@ -398,7 +466,12 @@ impl Reactor {
     }
 
     fn pollers_snapshot(&self) -> smallvec::SmallVec<[Poller; 8]> {
-        self.0.pollers.borrow().iter().map(|(_, p)| p.clone()).collect()
+        self.0
+            .pollers
+            .borrow()
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     /// Pushes the backlog and enters the kernel if entries are queued (or `wait` is set).
@@ -456,11 +529,20 @@ impl Reactor {
                 };
                 match target {
                     Target::Handler(h, tag) => h.op_done(tag, res, payload),
-                    Target::Bdev { sink, tag, io, expect } => {
+                    Target::Bdev {
+                        sink,
+                        tag,
+                        io,
+                        expect,
+                    } => {
                         ops::complete_bdev(sink, tag, io, expect, res);
                     }
-                    Target::Wake => self.0.wake_armed.set(false),
+                    Target::Wake => {
+                        self.0.wake_armed.set(false);
+                        self.0.internal_ops.set(self.0.internal_ops.get() - 1);
+                    }
                     Target::SleepTimeout(at) => {
+                        self.0.internal_ops.set(self.0.internal_ops.get() - 1);
                         if self.0.sleep_timeout_armed.get() == Some(at) {
                             self.0.sleep_timeout_armed.set(None);
                         }
@@ -524,10 +606,14 @@ impl Reactor {
             let fd = shared.eventfd.as_raw_fd();
             self.submit_op(OpDesc::WakeRead { fd }, Target::Wake, Payload::None);
             inner.wake_armed.set(true);
+            inner.internal_ops.set(inner.internal_ops.get() + 1);
         }
         let deadline = inner.timers.borrow_mut().next_deadline();
         if let Some(at) = deadline
-            && inner.sleep_timeout_armed.get().is_none_or(|armed| armed > at)
+            && inner
+                .sleep_timeout_armed
+                .get()
+                .is_none_or(|armed| armed > at)
         {
             // No timeout armed early enough: arm one. A later one still pending just causes a
             // spurious wake-up when it fires.
@@ -536,7 +622,12 @@ impl Reactor {
             if nanos == 0 {
                 return;
             }
-            self.submit_op(OpDesc::Timeout { nanos }, Target::SleepTimeout(at), Payload::None);
+            self.submit_op(
+                OpDesc::Timeout { nanos },
+                Target::SleepTimeout(at),
+                Payload::None,
+            );
+            inner.internal_ops.set(inner.internal_ops.get() + 1);
             inner.sleep_timeout_armed.set(Some(at));
         }
         shared.sleeping.store(true, Ordering::SeqCst);
@@ -587,6 +678,21 @@ impl Reactor {
     }
 }
 
+/// Shuts a socket down in both directions (`shutdown(2)`). Operations pending on it in a ring
+/// complete (a receive with 0, an accept on a listening socket with `EINVAL`), which is how a
+/// connection or listener is closed while the ring still holds an operation on it.
+pub fn shutdown_socket(fd: &impl std::os::fd::AsFd) -> std::io::Result<()> {
+    let raw = fd.as_fd().as_raw_fd();
+    // SAFETY: shutdown(2) on a descriptor borrowed for the duration of the call; it touches no
+    // memory of ours.
+    let rc = unsafe { libc::shutdown(raw, libc::SHUT_RDWR) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A set of reactor threads, one per core of a mask.
 pub struct ReactorSet {
     handles: Vec<ReactorHandle>,
@@ -613,7 +719,10 @@ pub fn parse_core_mask(mask: &str) -> Result<Vec<usize>, String> {
             Ok(cores)
         };
     }
-    let hex = m.strip_prefix("0x").or_else(|| m.strip_prefix("0X")).unwrap_or(m);
+    let hex = m
+        .strip_prefix("0x")
+        .or_else(|| m.strip_prefix("0X"))
+        .unwrap_or(m);
     let bits = u128::from_str_radix(hex, 16)
         .map_err(|_| format!("core mask `{mask}` is not a hexadecimal mask such as 0x3"))?;
     let cores: Vec<usize> = (0..128).filter(|i| bits & (1u128 << i) != 0).collect();

@@ -98,16 +98,42 @@ pub const MAX_IOVECS: usize = 1024;
 
 /// A description of an operation to submit.
 pub(crate) enum OpDesc {
-    Readv { fd: RawFd, offset: u64 },
-    Writev { fd: RawFd, offset: u64 },
-    Fsync { fd: RawFd },
-    Fallocate { fd: RawFd, mode: i32, offset: u64, len: u64 },
-    Recv { fd: RawFd },
-    SendMsg { fd: RawFd, skip: usize },
-    Accept { fd: RawFd },
-    PollIn { fd: RawFd },
-    WakeRead { fd: RawFd },
-    Timeout { nanos: u64 },
+    Readv {
+        fd: RawFd,
+        offset: u64,
+    },
+    Writev {
+        fd: RawFd,
+        offset: u64,
+    },
+    Fsync {
+        fd: RawFd,
+    },
+    Fallocate {
+        fd: RawFd,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    },
+    Recv {
+        fd: RawFd,
+    },
+    SendMsg {
+        fd: RawFd,
+        skip: usize,
+    },
+    Accept {
+        fd: RawFd,
+    },
+    PollIn {
+        fd: RawFd,
+    },
+    WakeRead {
+        fd: RawFd,
+    },
+    Timeout {
+        nanos: u64,
+    },
 }
 
 fn iov_of(buf: &mut IoBuf, from: usize, to: usize) -> libc::iovec {
@@ -123,7 +149,12 @@ impl Slots {
     ///
     /// All pointers placed in the entry point into memory owned by the slot (heap allocations
     /// that do not move when the slab grows) and stay valid until [`Slots::finish`].
-    pub(crate) fn prepare(&mut self, desc: OpDesc, target: Target, payload: Payload) -> squeue::Entry {
+    pub(crate) fn prepare(
+        &mut self,
+        desc: OpDesc,
+        target: Target,
+        payload: Payload,
+    ) -> squeue::Entry {
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {

@@ -49,7 +49,9 @@ fn socket_recv_and_send_through_the_ring() {
     assert!(r.run_until(Duration::from_secs(5), || !rec.done.borrow().is_empty()));
     assert_eq!(rec.done.borrow()[0], (7, 5, b"hello".to_vec()));
 
-    let bufs: SgList = [IoBuf::copy_from(b"xxab"), IoBuf::copy_from(b"cd")].into_iter().collect();
+    let bufs: SgList = [IoBuf::copy_from(b"xxab"), IoBuf::copy_from(b"cd")]
+        .into_iter()
+        .collect();
     r.send(conn.as_raw_fd(), bufs, 2, rec.clone(), 8);
     assert!(r.run_until(Duration::from_secs(5), || rec.done.borrow().len() == 2));
     assert_eq!(rec.done.borrow()[1].1, 4, "skip drops the first two bytes");
@@ -75,12 +77,17 @@ fn timers_fire_in_order_and_can_be_cancelled() {
     });
     assert!(r.run_until(Duration::from_secs(5), || log.borrow().len() == 2));
     assert_eq!(*log.borrow(), vec![1, 2]);
-    assert_eq!(ticks.get(), 3, "a periodic timer stops when it returns false");
+    assert_eq!(
+        ticks.get(),
+        3,
+        "a periodic timer stops when it returns false"
+    );
 }
 
 #[test]
 fn idle_reactor_sleeps_and_messages_wake_it() {
-    let set = ReactorSet::start(&[0], ReactorConfig::default(), Arc::new(|_: &Reactor| {})).unwrap();
+    let set =
+        ReactorSet::start(&[0], ReactorConfig::default(), Arc::new(|_: &Reactor| {})).unwrap();
     let h = set.handles()[0].clone();
     std::thread::sleep(Duration::from_millis(300));
     let passes = h.stats().passes.load(Ordering::Relaxed);
@@ -89,13 +96,18 @@ fn idle_reactor_sleeps_and_messages_wake_it() {
     // A spinning reactor would make millions of passes in 300 ms.
     assert!(passes < 10_000, "idle reactor made {passes} passes");
     let got = h.call(|| Reactor::current().map(|r| r.index()));
-    assert_eq!(got, Some(Some(0)), "a message wakes the sleeping reactor and runs on it");
+    assert_eq!(
+        got,
+        Some(Some(0)),
+        "a message wakes the sleeping reactor and runs on it"
+    );
     set.shutdown();
 }
 
 #[test]
 fn timer_wakes_a_sleeping_reactor() {
-    let set = ReactorSet::start(&[0], ReactorConfig::default(), Arc::new(|_: &Reactor| {})).unwrap();
+    let set =
+        ReactorSet::start(&[0], ReactorConfig::default(), Arc::new(|_: &Reactor| {})).unwrap();
     let h = set.handles()[0].clone();
     let (tx, rx) = crossbeam_channel::bounded(1);
     h.send(move || {

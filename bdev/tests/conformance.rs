@@ -1,0 +1,470 @@
+//! One conformance suite run against every block-device backend, at 512- and 4096-byte blocks.
+//!
+//! Each backend is a [`Backend`]: a factory plus what it promises (whether it stores data,
+//! whether unmapped blocks read back as zeroes). The `conformance!` macro instantiates every
+//! test for every (backend, block size) pair as `<backend>_<bs>::<test>`.
+
+// Test arithmetic on small constants (block counts, sizes, seeds): a truncating cast cannot
+// happen here, and if it did the data comparisons would fail.
+#![allow(clippy::cast_possible_truncation)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Harness, flatten, pattern, sg, sg_zeroed};
+use shoal_bdev::delay::{DelayBdev, DelayLatencies};
+use shoal_bdev::error_bdev::ErrorBdev;
+use shoal_bdev::malloc::MallocBdev;
+use shoal_bdev::null::NullBdev;
+use shoal_bdev::uring::UringBdev;
+use shoal_bdev::{Bdev, BdevError, BdevIo, ErrorKind, IoBuf, SgList, open_channel};
+
+/// Blocks of every device under test.
+const NUM_BLOCKS: u64 = 256;
+
+/// A device under test and what keeps its backing store alive.
+struct Fixture {
+    bdev: Arc<dyn Bdev>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A backend: how to make one, and what it promises.
+struct Backend {
+    make: fn(u32) -> Fixture,
+    /// Reads return what was written (false for `null`, which reads zeroes).
+    stores_data: bool,
+    /// Unmapped blocks read back as zeroes.
+    unmap_zeroes: bool,
+}
+
+fn malloc(bs: u32) -> Fixture {
+    let bdev = MallocBdev::create("Malloc0", None, NUM_BLOCKS, bs).unwrap();
+    Fixture { bdev, _dir: None }
+}
+
+fn null(bs: u32) -> Fixture {
+    let bdev = NullBdev::create("Null0", None, NUM_BLOCKS, bs).unwrap();
+    Fixture { bdev, _dir: None }
+}
+
+fn uring(bs: u32) -> Fixture {
+    let dir = common::disk_tempdir();
+    let path = common::make_file(dir.path(), "disk", NUM_BLOCKS * u64::from(bs));
+    let bdev = UringBdev::create("Uring0", &path, Some(bs), None).unwrap();
+    assert!(
+        bdev.is_direct(),
+        "files in /var/tmp must be opened O_DIRECT"
+    );
+    Fixture {
+        bdev,
+        _dir: Some(dir),
+    }
+}
+
+fn error_on_malloc(bs: u32) -> Fixture {
+    let base = malloc(bs);
+    let bdev = ErrorBdev::create(base.bdev, None).unwrap();
+    Fixture { bdev, _dir: None }
+}
+
+fn error_on_uring(bs: u32) -> Fixture {
+    let base = uring(bs);
+    let bdev = ErrorBdev::create(base.bdev, None).unwrap();
+    Fixture {
+        bdev,
+        _dir: base._dir,
+    }
+}
+
+fn delay_on_malloc(bs: u32) -> Fixture {
+    let base = malloc(bs);
+    let lat = DelayLatencies {
+        avg_read_us: 30,
+        p99_read_us: 200,
+        avg_write_us: 50,
+        p99_write_us: 300,
+    };
+    let bdev = DelayBdev::create("Delay0", base.bdev, None, lat).unwrap();
+    Fixture { bdev, _dir: None }
+}
+
+const MALLOC: Backend = Backend {
+    make: malloc,
+    stores_data: true,
+    unmap_zeroes: true,
+};
+const NULL: Backend = Backend {
+    make: null,
+    stores_data: false,
+    unmap_zeroes: true,
+};
+const URING: Backend = Backend {
+    make: uring,
+    stores_data: true,
+    unmap_zeroes: true,
+};
+const ERROR_MALLOC: Backend = Backend {
+    make: error_on_malloc,
+    stores_data: true,
+    unmap_zeroes: true,
+};
+const ERROR_URING: Backend = Backend {
+    make: error_on_uring,
+    stores_data: true,
+    unmap_zeroes: true,
+};
+const DELAY_MALLOC: Backend = Backend {
+    make: delay_on_malloc,
+    stores_data: true,
+    unmap_zeroes: true,
+};
+
+/// What reading `data` back from the backend must give.
+fn expect(b: &Backend, data: &[u8]) -> Vec<u8> {
+    if b.stores_data {
+        data.to_vec()
+    } else {
+        vec![0; data.len()]
+    }
+}
+
+fn geometry(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let info = f.bdev.info();
+    assert_eq!(info.block_size, bs);
+    assert_eq!(info.num_blocks, NUM_BLOCKS);
+    assert_eq!(info.size_bytes(), NUM_BLOCKS * u64::from(bs));
+    assert!(!info.is_closed());
+    assert!(f.bdev.supports(shoal_bdev::IoType::Read));
+    assert!(f.bdev.supports(shoal_bdev::IoType::Write));
+    assert!(f.bdev.supports(shoal_bdev::IoType::Flush));
+}
+
+fn write_then_read(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let bsz = bs as usize;
+    for (i, &(off, blocks)) in [(3u64, 1u64), (10, 8), (100, 33)].iter().enumerate() {
+        let data = pattern(blocks as usize * bsz, i as u32 + 1);
+        h.write(off, &data).unwrap();
+        assert_eq!(
+            h.read(off, blocks).unwrap(),
+            expect(b, &data),
+            "blocks {off}+{blocks}"
+        );
+    }
+    // Overwrite part of a written range; the rest keeps its data.
+    let first = pattern(4 * bsz, 7);
+    let second = pattern(bsz, 8);
+    h.write(50, &first).unwrap();
+    h.write(51, &second).unwrap();
+    let mut want = first.clone();
+    want[bsz..2 * bsz].copy_from_slice(&second);
+    assert_eq!(h.read(50, 4).unwrap(), expect(b, &want));
+}
+
+fn first_and_last_block(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let first = pattern(bs as usize, 11);
+    let last = pattern(bs as usize, 12);
+    h.write(0, &first).unwrap();
+    h.write(NUM_BLOCKS - 1, &last).unwrap();
+    assert_eq!(h.read(0, 1).unwrap(), expect(b, &first));
+    assert_eq!(h.read(NUM_BLOCKS - 1, 1).unwrap(), expect(b, &last));
+    // The whole device in one I/O.
+    let all = pattern(NUM_BLOCKS as usize * bs as usize, 13);
+    h.write(0, &all).unwrap();
+    assert_eq!(h.read(0, NUM_BLOCKS).unwrap(), expect(b, &all));
+}
+
+fn assert_out_of_range(r: Result<(), BdevError>) {
+    match r {
+        Err(e @ BdevError::OutOfRange { .. }) => assert_eq!(e.kind(), ErrorKind::OutOfRange),
+        other => panic!("expected OutOfRange, got {other:?}"),
+    }
+}
+
+fn out_of_range(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let one = || sg_zeroed(&[bs as usize]);
+    let two = || sg_zeroed(&[2 * bs as usize]);
+    assert_out_of_range(h.run(BdevIo::read(NUM_BLOCKS, 1, one())).1);
+    assert_out_of_range(h.run(BdevIo::write(NUM_BLOCKS, 1, one())).1);
+    assert_out_of_range(h.run(BdevIo::read(NUM_BLOCKS - 1, 2, two())).1);
+    assert_out_of_range(h.run(BdevIo::write_zeroes(NUM_BLOCKS - 1, 2)).1);
+    assert_out_of_range(h.run(BdevIo::unmap(NUM_BLOCKS, 1)).1);
+    // offset + count overflows u64.
+    assert_out_of_range(h.run(BdevIo::read(u64::MAX, 2, two())).1);
+    assert_out_of_range(h.run(BdevIo::write(1, u64::MAX, one())).1);
+    assert_out_of_range(h.run(BdevIo::unmap(u64::MAX - 1, u64::MAX)).1);
+    // Zero blocks is not a valid range either.
+    assert_out_of_range(h.run(BdevIo::read(0, 0, SgList::new())).1);
+    assert_eq!(h.chan.stats().num_errors, 9, "refused requests are counted");
+    assert_eq!(h.chan.stats().num_read_ops, 0, "and not counted as I/O");
+    // The buffers come back with the error.
+    let (io, r) = h.run(BdevIo::read(NUM_BLOCKS, 1, one()));
+    assert!(r.is_err());
+    assert_eq!(io.bufs.len(), 1);
+}
+
+fn bad_length(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let bsz = bs as usize;
+    for (blocks, lens) in [
+        (1u64, vec![bsz - 1]),
+        (1, vec![bsz + 512]),
+        (2, vec![bsz]),
+        (1, vec![]),
+    ] {
+        for write in [false, true] {
+            let bufs = sg_zeroed(&lens);
+            let io = if write {
+                BdevIo::write(0, blocks, bufs)
+            } else {
+                BdevIo::read(0, blocks, bufs)
+            };
+            match h.run(io).1 {
+                Err(e @ BdevError::BadLength { .. }) => {
+                    assert_eq!(e.kind(), ErrorKind::InvalidRequest)
+                }
+                other => panic!("{blocks} blocks in {lens:?}: expected BadLength, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn flush(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    h.run(BdevIo::flush()).1.unwrap();
+    h.write(5, &pattern(bs as usize, 3)).unwrap();
+    h.run(BdevIo::flush()).1.unwrap();
+    assert_eq!(h.chan.stats().num_flush_ops, 2);
+}
+
+fn write_zeroes(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let bsz = bs as usize;
+    let data = pattern(8 * bsz, 21);
+    h.write(40, &data).unwrap();
+    h.run(BdevIo::write_zeroes(42, 4)).1.unwrap();
+    let mut want = data.clone();
+    want[2 * bsz..6 * bsz].fill(0);
+    assert_eq!(h.read(40, 8).unwrap(), expect(b, &want));
+}
+
+fn unmap(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let bsz = bs as usize;
+    let data = pattern(16 * bsz, 22);
+    h.write(64, &data).unwrap();
+    h.run(BdevIo::unmap(66, 12)).1.unwrap();
+    let got = h.read(64, 16).unwrap();
+    assert_eq!(
+        got[..2 * bsz],
+        expect(b, &data[..2 * bsz]),
+        "before the unmapped range"
+    );
+    assert_eq!(
+        got[14 * bsz..],
+        expect(b, &data[14 * bsz..]),
+        "after the unmapped range"
+    );
+    if b.unmap_zeroes {
+        assert!(
+            got[2 * bsz..14 * bsz].iter().all(|&x| x == 0),
+            "unmapped blocks read zeroes"
+        );
+    }
+}
+
+fn closed(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    h.write(0, &pattern(bs as usize, 1)).unwrap();
+    f.bdev.info().close();
+    assert!(f.bdev.info().is_closed());
+    let one = sg_zeroed(&[bs as usize]);
+    for io in [
+        BdevIo::read(0, 1, one),
+        BdevIo::write(0, 1, sg_zeroed(&[bs as usize])),
+        BdevIo::flush(),
+        BdevIo::unmap(0, 1),
+        BdevIo::write_zeroes(0, 1),
+    ] {
+        match h.run(io).1 {
+            Err(e @ BdevError::Closed) => assert_eq!(e.kind(), ErrorKind::Closed),
+            other => panic!("expected Closed, got {other:?}"),
+        }
+    }
+    assert!(matches!(open_channel(&f.bdev), Err(BdevError::Closed)));
+}
+
+fn scatter_gather(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let bsz = bs as usize;
+    let data = pattern(6 * bsz, 31);
+    // Written as 1 + 3 + 2 blocks, read back as 2 + 1 + 1 + 2.
+    let parts = [&data[..bsz], &data[bsz..4 * bsz], &data[4 * bsz..]];
+    h.run(BdevIo::write(20, 6, sg(&parts))).1.unwrap();
+    let (io, r) = h.run(BdevIo::read(
+        20,
+        6,
+        sg_zeroed(&[2 * bsz, bsz, bsz, 2 * bsz]),
+    ));
+    r.unwrap();
+    assert_eq!(io.bufs.len(), 4);
+    assert_eq!(io.bufs[1].len(), bsz, "buffer lengths are kept");
+    assert_eq!(flatten(&io.bufs), expect(b, &data));
+}
+
+fn many_in_flight(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let bsz = bs as usize;
+    let n = 64u64;
+    for i in 0..n {
+        let io = BdevIo::write(i * 2, 2, sg(&[&pattern(2 * bsz, i as u32)]));
+        h.submit(io, i);
+    }
+    let done = h.wait(n as usize);
+    assert_eq!(done.len(), n as usize);
+    let mut tags: Vec<u64> = done.iter().map(|d| d.0).collect();
+    tags.sort_unstable();
+    assert_eq!(
+        tags,
+        (0..n).collect::<Vec<_>>(),
+        "every tag completes exactly once"
+    );
+    assert!(done.iter().all(|d| d.2.is_ok()));
+    for i in 0..n {
+        h.submit(BdevIo::read(i * 2, 2, sg_zeroed(&[2 * bsz])), i);
+    }
+    for (tag, io, r) in h.wait(n as usize) {
+        r.unwrap();
+        assert_eq!(
+            io.offset_blocks,
+            tag * 2,
+            "the I/O comes back with its own tag"
+        );
+        assert_eq!(flatten(&io.bufs), expect(b, &pattern(2 * bsz, tag as u32)));
+    }
+    let st = f.bdev.info().iostat();
+    assert_eq!(st.num_write_ops, n);
+    assert_eq!(st.num_read_ops, n);
+    assert_eq!(st.bytes_read, n * 2 * u64::from(bs));
+}
+
+fn two_reactors(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let bsz = bs as usize;
+    let half = NUM_BLOCKS / 2;
+    let workers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let bdev = f.bdev.clone();
+            let stores = b.stores_data;
+            std::thread::spawn(move || {
+                let h = Harness::new(&bdev);
+                let range = t * half..(t + 1) * half;
+                // Keep up to 16 writes in flight on this reactor.
+                let mut inflight = 0;
+                for blk in range.clone() {
+                    let data = pattern(bsz, 1000 * t as u32 + blk as u32);
+                    h.submit(BdevIo::write(blk, 1, sg(&[&data])), blk);
+                    inflight += 1;
+                    if inflight == 16 {
+                        assert!(h.wait(16).iter().all(|d| d.2.is_ok()));
+                        inflight = 0;
+                    }
+                }
+                assert!(h.wait(inflight).iter().all(|d| d.2.is_ok()));
+                for blk in range {
+                    let want = pattern(bsz, 1000 * t as u32 + blk as u32);
+                    let want = if stores { want } else { vec![0; bsz] };
+                    assert_eq!(h.read(blk, 1).unwrap(), want, "block {blk} from its writer");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker thread");
+    }
+    let h = Harness::new(&f.bdev);
+    let all = h.read(0, NUM_BLOCKS).unwrap();
+    for blk in 0..NUM_BLOCKS {
+        let t = blk / half;
+        let want = pattern(bsz, 1000 * t as u32 + blk as u32);
+        let got = &all[blk as usize * bsz..(blk as usize + 1) * bsz];
+        assert_eq!(
+            got,
+            expect(b, &want),
+            "block {blk} as seen from a third reactor"
+        );
+    }
+}
+
+fn keeps_buffers(b: &Backend, bs: u32) {
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let bsz = bs as usize;
+    let buf = IoBuf::copy_from(&pattern(bsz, 5));
+    let ptr = buf.as_slice().as_ptr();
+    let (io, r) = h.run(BdevIo::write(9, 1, [buf].into_iter().collect()));
+    r.unwrap();
+    assert_eq!(
+        io.bufs[0].as_slice().as_ptr(),
+        ptr,
+        "the caller's own buffer comes back"
+    );
+    assert_eq!(
+        io.bufs[0].as_slice(),
+        &pattern(bsz, 5)[..],
+        "a write leaves the data alone"
+    );
+    assert_eq!((io.offset_blocks, io.num_blocks), (9, 1));
+    let _ = b;
+}
+
+macro_rules! conformance {
+    ($($name:ident: $backend:expr, $bs:expr;)*) => {$(
+        mod $name {
+            use super::*;
+            fn b() -> &'static Backend { &$backend }
+            #[test] fn geometry() { super::geometry(b(), $bs) }
+            #[test] fn write_then_read() { super::write_then_read(b(), $bs) }
+            #[test] fn first_and_last_block() { super::first_and_last_block(b(), $bs) }
+            #[test] fn out_of_range() { super::out_of_range(b(), $bs) }
+            #[test] fn bad_length() { super::bad_length(b(), $bs) }
+            #[test] fn flush() { super::flush(b(), $bs) }
+            #[test] fn write_zeroes() { super::write_zeroes(b(), $bs) }
+            #[test] fn unmap() { super::unmap(b(), $bs) }
+            #[test] fn closed() { super::closed(b(), $bs) }
+            #[test] fn scatter_gather() { super::scatter_gather(b(), $bs) }
+            #[test] fn many_in_flight() { super::many_in_flight(b(), $bs) }
+            #[test] fn keeps_buffers() { super::keeps_buffers(b(), $bs) }
+            #[test] fn two_reactors() { super::two_reactors(b(), $bs) }
+        }
+    )*};
+}
+
+conformance! {
+    malloc_512: MALLOC, 512;
+    malloc_4096: MALLOC, 4096;
+    null_512: NULL, 512;
+    null_4096: NULL, 4096;
+    uring_512: URING, 512;
+    uring_4096: URING, 4096;
+    error_malloc_512: ERROR_MALLOC, 512;
+    error_malloc_4096: ERROR_MALLOC, 4096;
+    error_uring_512: ERROR_URING, 512;
+    error_uring_4096: ERROR_URING, 4096;
+    delay_malloc_512: DELAY_MALLOC, 512;
+    delay_malloc_4096: DELAY_MALLOC, 4096;
+}

@@ -1,0 +1,233 @@
+//! The part of a controller that its queue pairs share across reactors.
+//!
+//! A controller is created by the admin queue's Fabrics Connect and lives on that queue's
+//! reactor; its I/O queues may sit on other reactors. What they must agree on lives here,
+//! behind a mutex taken only on the control path (connect, admin commands, keep-alive checks,
+//! namespace changes), never per I/O.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::subsystem::Subsystem;
+
+/// An asynchronous event waiting for an Asynchronous Event Request to carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncEvent {
+    /// Asynchronous event type (bits 02:00 of CQE dword 0; 2 = notice).
+    pub event_type: u8,
+    /// Asynchronous event information (bits 15:08; 0 = namespace attribute changed).
+    pub info: u8,
+    /// Log page to read to clear the event (bits 23:16; 04h = changed namespace list).
+    pub log_page: u8,
+}
+
+impl AsyncEvent {
+    /// "Namespace Attribute Changed" notice (NVMe Base 2.0, Figure 150/151).
+    pub const NS_ATTR_CHANGED: AsyncEvent = AsyncEvent {
+        event_type: 2,
+        info: 0,
+        log_page: 0x04,
+    };
+
+    /// Completion queue entry dword 0 for this event.
+    pub fn dw0(self) -> u32 {
+        u32::from(self.event_type) | (u32::from(self.info) << 8) | (u32::from(self.log_page) << 16)
+    }
+}
+
+/// Settable feature values and controller registers.
+#[derive(Debug, Clone, Default)]
+pub struct ControllerState {
+    /// Controller Configuration register.
+    pub cc: u32,
+    /// Controller Status register.
+    pub csts: u32,
+    /// Number of I/O submission / completion queues granted (0's based, as in Set Features 07h).
+    pub num_queues: Option<(u16, u16)>,
+    /// Asynchronous event configuration (feature 0Bh).
+    pub async_event_config: u32,
+    /// Volatile write cache enabled (feature 06h).
+    pub volatile_write_cache: bool,
+    /// Other features the host set, by feature id (value of dword 11).
+    pub other_features: std::collections::BTreeMap<u8, u32>,
+    /// Events waiting for an AER.
+    pub pending_events: VecDeque<AsyncEvent>,
+    /// Namespaces changed since the host last read the Changed Namespace List log.
+    pub changed_namespaces: BTreeSet<u32>,
+    /// Whether a namespace-attribute notice is outstanding (masked until the log is read).
+    pub ns_notice_masked: bool,
+    /// I/O queue IDs connected.
+    pub io_queues: BTreeSet<u16>,
+}
+
+/// Per-controller counters for the SMART / Health log.
+#[derive(Debug, Default)]
+pub struct ControllerCounters {
+    /// 512-byte units read (NVMe counts thousands of them; the log does the rounding).
+    pub read_units: AtomicU64,
+    /// 512-byte units written.
+    pub write_units: AtomicU64,
+    /// Read commands completed.
+    pub read_commands: AtomicU64,
+    /// Write commands completed.
+    pub write_commands: AtomicU64,
+}
+
+type Hook = Box<dyn Fn() + Send + Sync>;
+
+/// What a controller's queue pairs share.
+pub struct ControllerShared {
+    /// Controller ID.
+    pub cntlid: u16,
+    /// The subsystem.
+    pub subsystem: Arc<Subsystem>,
+    /// Host NQN from the admin Connect.
+    pub hostnqn: String,
+    /// Host identifier from the admin Connect.
+    pub hostid: [u8; 16],
+    /// Keep-alive timeout in milliseconds (0: disabled).
+    pub kato_ms: std::sync::atomic::AtomicU32,
+    /// When the controller was created.
+    pub created: Instant,
+    state: Mutex<ControllerState>,
+    last_keep_alive_ms: AtomicU64,
+    failed: AtomicBool,
+    fail_reason: Mutex<Option<String>>,
+    /// Counters for the SMART log, summed over the I/O queues.
+    pub counters: ControllerCounters,
+    hooks: Mutex<Vec<(u16, Hook)>>,
+}
+
+impl std::fmt::Debug for ControllerShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerShared")
+            .field("cntlid", &self.cntlid)
+            .field("subnqn", &self.subsystem.nqn)
+            .field("hostnqn", &self.hostnqn)
+            .finish()
+    }
+}
+
+impl ControllerShared {
+    /// A new controller of `subsystem` for a host.
+    pub fn new(
+        cntlid: u16,
+        subsystem: Arc<Subsystem>,
+        hostnqn: &str,
+        hostid: [u8; 16],
+        kato_ms: u32,
+    ) -> ControllerShared {
+        ControllerShared {
+            cntlid,
+            subsystem,
+            hostnqn: hostnqn.to_string(),
+            hostid,
+            kato_ms: kato_ms.into(),
+            created: Instant::now(),
+            state: Mutex::new(ControllerState::default()),
+            last_keep_alive_ms: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            fail_reason: Mutex::new(None),
+            counters: ControllerCounters::default(),
+            hooks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Locks the registers and features.
+    pub fn state(&self) -> MutexGuard<'_, ControllerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Restarts the keep-alive timer (NVMe Base 2.0, section 3.9).
+    pub fn keep_alive(&self) {
+        self.last_keep_alive_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether the keep-alive timer expired: nothing was heard from the host for KATO
+    /// (NVMe Base 2.0, section 3.9.1: the controller shall then treat it as a fatal error).
+    pub fn keep_alive_expired(&self) -> bool {
+        let kato = u64::from(self.kato_ms.load(Ordering::Relaxed));
+        kato != 0
+            && self
+                .now_ms()
+                .saturating_sub(self.last_keep_alive_ms.load(Ordering::Relaxed))
+                > kato
+    }
+
+    /// Whether the controller has failed (keep-alive expiry, deletion, fatal error).
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Why the controller failed.
+    pub fn fail_reason(&self) -> Option<String> {
+        self.fail_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Fails the controller: every queue pair is told, and closes its connection.
+    pub fn fail(&self, reason: &str) {
+        if self.failed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, host = %self.hostnqn, "controller failed: {reason}");
+        *self.fail_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+        self.subsystem.unregister_controller(self.cntlid);
+        self.poke_all();
+    }
+
+    /// Registers a queue pair's wake-up hook (it runs on any thread and should only send a
+    /// message to the queue pair's reactor).
+    pub fn add_hook(&self, qid: u16, hook: Hook) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((qid, hook));
+    }
+
+    /// Removes a queue pair's hook.
+    pub fn remove_hook(&self, qid: u16) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(q, _)| *q != qid);
+    }
+
+    fn poke_all(&self) {
+        for (_, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            h();
+        }
+    }
+
+    fn poke_admin(&self) {
+        for (q, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if *q == 0 {
+                h();
+            }
+        }
+    }
+
+    /// A namespace was added, removed or changed: queue a notice if the host enabled them
+    /// (Asynchronous Event Configuration bit 8, NVMe Base 2.0, Figure 316).
+    pub fn namespace_changed(&self, nsid: u32) {
+        {
+            let mut st = self.state();
+            st.changed_namespaces.insert(nsid);
+            if st.async_event_config & (1 << 8) == 0 || st.ns_notice_masked {
+                return;
+            }
+            st.ns_notice_masked = true;
+            st.pending_events.push_back(AsyncEvent::NS_ATTR_CHANGED);
+        }
+        self.poke_admin();
+    }
+}

@@ -1,0 +1,134 @@
+//! Listening sockets: accept on one reactor, spread connections over all of them.
+
+use std::cell::{Cell, RefCell};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use shoal_bdev::reactor::ops::{OpHandler, Payload};
+use shoal_bdev::reactor::{Reactor, ReactorHandle, shutdown_socket};
+
+use crate::subsystem::ListenAddress;
+
+/// Where a new connection is handed: called on the chosen reactor with the socket and the
+/// address it arrived on.
+pub type ConnStarter = Arc<dyn Fn(OwnedFd, ListenAddress) + Send + Sync>;
+
+/// One listening address, accepting on the reactor that created it.
+pub struct Listener {
+    me: Weak<Listener>,
+    addr: ListenAddress,
+    socket: TcpListener,
+    reactors: Vec<ReactorHandle>,
+    next: Cell<usize>,
+    start: ConnStarter,
+    closed: Cell<bool>,
+}
+
+fn bracket(addr: &str) -> String {
+    if addr.contains(':') && !addr.starts_with('[') {
+        format!("[{addr}]")
+    } else {
+        addr.to_string()
+    }
+}
+
+impl Listener {
+    fn arm(&self) {
+        if let (Some(r), Some(me)) = (Reactor::current(), self.me.upgrade()) {
+            r.accept(self.socket.as_raw_fd(), me, 0);
+        }
+    }
+
+    /// Stops accepting; the pending accept completes and is not re-armed.
+    pub fn close(&self) {
+        self.closed.set(true);
+        let _ = shutdown_socket(&self.socket);
+    }
+}
+
+impl OpHandler for Listener {
+    fn op_done(&self, _tag: u64, result: i32, payload: Payload) {
+        if self.closed.get() {
+            return;
+        }
+        match payload {
+            Payload::Fd(fd) if result == 0 => {
+                let here = Reactor::current().map(|r| r.index());
+                let i = self.next.get() % self.reactors.len().max(1);
+                self.next.set(i.wrapping_add(1));
+                let start = self.start.clone();
+                let addr = self.addr.clone();
+                match self.reactors.get(i) {
+                    Some(h) if Some(h.index()) != here => {
+                        h.send(move || start(fd, addr));
+                    }
+                    _ => start(fd, addr),
+                }
+            }
+            _ => tracing::warn!(
+                "accept on {}:{} failed: {}",
+                self.addr.traddr,
+                self.addr.trsvcid,
+                std::io::Error::from_raw_os_error(-result)
+            ),
+        }
+        self.arm();
+    }
+}
+
+thread_local! {
+    static LISTENERS: RefCell<Vec<Rc<Listener>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Binds `addr` and accepts on the current reactor; connections go round-robin to `reactors`
+/// and are started there with `start`. Returns the bound address (port 0 is resolved).
+pub fn listen(
+    addr: ListenAddress,
+    reactors: Vec<ReactorHandle>,
+    start: ConnStarter,
+) -> std::io::Result<SocketAddr> {
+    if Reactor::current().is_none() {
+        return Err(std::io::Error::other("listen must run on a reactor"));
+    }
+    let socket = TcpListener::bind(format!("{}:{}", bracket(&addr.traddr), addr.trsvcid))?;
+    let local = socket.local_addr()?;
+    let l = Rc::new_cyclic(|me| Listener {
+        me: me.clone(),
+        addr,
+        socket,
+        reactors,
+        next: Cell::new(0),
+        start,
+        closed: Cell::new(false),
+    });
+    l.arm();
+    LISTENERS.with(|ls| ls.borrow_mut().push(l));
+    Ok(local)
+}
+
+/// Closes and forgets the listener on `addr` of the current reactor; returns whether one existed.
+pub fn unlisten(addr: &ListenAddress) -> bool {
+    LISTENERS.with(|ls| {
+        let mut ls = ls.borrow_mut();
+        let before = ls.len();
+        ls.retain(|l| {
+            let same = l.addr.traddr == addr.traddr && l.addr.trsvcid == addr.trsvcid;
+            if same {
+                l.close();
+            }
+            !same
+        });
+        ls.len() != before
+    })
+}
+
+/// Closes every listener of the current reactor.
+pub fn close_all() {
+    LISTENERS.with(|ls| {
+        for l in ls.borrow_mut().drain(..) {
+            l.close();
+        }
+    });
+}

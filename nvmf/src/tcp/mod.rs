@@ -1,0 +1,341 @@
+//! NVMe/TCP queue pairs on Shoal's reactors (target side).
+//!
+//! A [`Conn`] is one TCP connection, i.e. one NVMe queue pair (NVMe/TCP 1.0, section 3.3: "a
+//! one-to-one mapping between NVMe/TCP connections and NVMe queues"). It lives on one reactor:
+//! - **receive**: one `recv` into a connection buffer is always outstanding; complete PDUs are
+//!   cut out by the bounded deframer ([`crate::pdu`]) and handled in order ([`capsule`]);
+//! - **send**: responses, R2Ts and C2HData headers are packed into header buffers, data buffers
+//!   are queued as they are, and everything queued in a reactor pass goes out in one `sendmsg`
+//!   (a per-reactor poller flushes the connections that queued something);
+//! - **block I/O**: commands become [`shoal_bdev::BdevIo`]s on the reactor's channel to the
+//!   namespace's device; the connection is their sink ([`io`]).
+//!
+//! A protocol violation ends the connection with a C2HTermReq naming the fatal error
+//! (section 3.6.2.9); a bad command gets an NVMe status and the queue carries on.
+
+mod capsule;
+mod io;
+pub mod listener;
+mod slots;
+mod tx;
+mod wire;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use shoal_bdev::reactor::ops::{OpHandler, Payload};
+use shoal_bdev::reactor::{PollStatus, Reactor, TimerId, shutdown_socket};
+use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink};
+
+use crate::controller::ControllerShared;
+use crate::subsystem::{ListenAddress, Subsystem, Target, TransportConfig};
+use slots::Slots;
+use tx::TxQueue;
+use wire::Deframer;
+
+/// Bytes of the receive buffer: room for the largest PDU a host may send (an H2CData of
+/// MAXH2CDATA, or a capsule with the largest in-capsule data) plus headers and digests.
+fn rx_capacity(t: &TransportConfig) -> usize {
+    let biggest = t.io_unit_size.max(t.in_capsule_data_size).max(8192);
+    (usize::try_from(biggest).unwrap_or(1 << 20) + 256).next_power_of_two()
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the host's ICReq (NVMe/TCP 1.0, section 3.6.1).
+    AwaitIcReq,
+    /// Initialized; capsules flow.
+    Ready,
+    /// Closing: nothing more is read; queued data is still sent.
+    Closing,
+}
+
+/// Per-connection state behind the `RefCell`.
+struct State {
+    phase: Phase,
+    deframer: Deframer,
+    /// The receive buffer, absent while a `recv` holds it.
+    rx: Option<IoBuf>,
+    /// Bytes of `rx` already consumed.
+    rx_pos: usize,
+    tx: TxQueue,
+    /// Host PDU data alignment from the ICReq (HPDA, in dwords, 0's based).
+    hpda: u8,
+    hdgst: bool,
+    ddgst: bool,
+    /// Outstanding R2Ts the host accepts per command (MAXR2T, 1's based here).
+    maxr2t: u32,
+    /// Queue this connection serves once connected.
+    qid: Option<u16>,
+    /// Submission queue size (1's based) from Connect.
+    sqsize: u16,
+    /// Connect asked to disable SQ flow control (CATTR bit 2), so SQHD is not needed and a
+    /// read's C2HData may carry SUCCESS.
+    sq_flow_disabled: bool,
+    sqhd: u16,
+    ctrl: Option<Arc<ControllerShared>>,
+    subsystem: Option<Arc<Subsystem>>,
+    slots: Slots,
+    ns_cache: io::NsCache,
+    /// Asynchronous Event Requests waiting for an event (their CIDs).
+    aers: Vec<u16>,
+    keep_alive_timer: Option<TimerId>,
+}
+
+/// One NVMe/TCP connection (queue pair) on the current reactor.
+pub struct Conn {
+    me: Weak<Conn>,
+    id: u64,
+    sock: TcpStream,
+    reactor: Reactor,
+    target: Arc<Target>,
+    listen: ListenAddress,
+    transport: TransportConfig,
+    st: RefCell<State>,
+}
+
+thread_local! {
+    static CONNS: RefCell<HashMap<u64, Weak<Conn>>> = RefCell::new(HashMap::new());
+    static DIRTY: RefCell<Vec<Rc<Conn>>> = const { RefCell::new(Vec::new()) };
+    static FLUSHER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Starts serving a connection accepted on `listen`, on the current reactor.
+pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
+    let Some(reactor) = Reactor::current() else {
+        tracing::error!("start_conn called off a reactor");
+        return;
+    };
+    let sock = TcpStream::from(fd);
+    let _ = sock.set_nodelay(true);
+    let transport = target.transport();
+    install_flusher(&reactor);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let conn = Rc::new_cyclic(|me| Conn {
+        me: me.clone(),
+        id,
+        sock,
+        reactor: reactor.clone(),
+        listen,
+        st: RefCell::new(State {
+            phase: Phase::AwaitIcReq,
+            deframer: Deframer::target(&transport),
+            rx: Some(IoBuf::with_capacity(rx_capacity(&transport))),
+            rx_pos: 0,
+            tx: TxQueue::default(),
+            hpda: 0,
+            hdgst: false,
+            ddgst: false,
+            maxr2t: 1,
+            qid: None,
+            sqsize: 0,
+            sq_flow_disabled: false,
+            sqhd: 0,
+            ctrl: None,
+            subsystem: None,
+            slots: Slots::default(),
+            ns_cache: io::NsCache::default(),
+            aers: Vec::new(),
+            keep_alive_timer: None,
+        }),
+        transport,
+        target,
+    });
+    CONNS.with(|c| c.borrow_mut().insert(id, Rc::downgrade(&conn)));
+    conn.post_recv();
+}
+
+/// Closes every connection of the current reactor (daemon shutdown).
+pub fn close_all() {
+    let conns: Vec<Rc<Conn>> =
+        CONNS.with(|c| c.borrow().values().filter_map(Weak::upgrade).collect());
+    for c in conns {
+        c.close("target shutting down");
+    }
+}
+
+/// Number of live connections on the current reactor.
+pub fn conn_count() -> usize {
+    CONNS.with(|c| c.borrow().values().filter(|w| w.strong_count() > 0).count())
+}
+
+fn install_flusher(reactor: &Reactor) {
+    if FLUSHER.with(|f| f.replace(true)) {
+        return;
+    }
+    reactor.add_poller(|| {
+        let dirty: Vec<Rc<Conn>> = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        if dirty.is_empty() {
+            return PollStatus::Idle;
+        }
+        for c in dirty {
+            c.flush_tx();
+        }
+        PollStatus::Busy
+    });
+}
+
+/// Runs `f` on the live connection `id` of the current reactor.
+fn with_conn(id: u64, f: impl FnOnce(&Rc<Conn>)) {
+    let conn = CONNS.with(|c| c.borrow().get(&id).and_then(Weak::upgrade));
+    if let Some(c) = conn {
+        f(&c);
+    }
+}
+
+const TAG_RECV: u64 = u64::MAX;
+const TAG_SEND: u64 = u64::MAX - 1;
+
+impl Conn {
+    fn rc(&self) -> Option<Rc<Conn>> {
+        self.me.upgrade()
+    }
+
+    fn post_recv(&self) {
+        let Some(me) = self.rc() else { return };
+        let mut st = self.st.borrow_mut();
+        if st.phase == Phase::Closing {
+            return;
+        }
+        let Some(mut buf) = st.rx.take() else { return };
+        // Move unconsumed bytes to the front so the spare capacity is as large as possible.
+        let pos = st.rx_pos;
+        if pos > 0 {
+            let len = buf.len();
+            buf.full_mut().copy_within(pos..len, 0);
+            buf.set_len(len - pos);
+            st.rx_pos = 0;
+        }
+        drop(st);
+        self.reactor.recv(self.sock.as_raw_fd(), buf, me, TAG_RECV);
+    }
+
+    /// Marks the connection as having queued output for this pass's flush.
+    fn mark_dirty(&self) {
+        if let Some(me) = self.rc() {
+            let mut st = self.st.borrow_mut();
+            if !st.tx.dirty {
+                st.tx.dirty = true;
+                drop(st);
+                DIRTY.with(|d| d.borrow_mut().push(me));
+            }
+        }
+    }
+
+    fn flush_tx(&self) {
+        let Some(me) = self.rc() else { return };
+        let mut st = self.st.borrow_mut();
+        st.tx.dirty = false;
+        if let Some((bufs, skip)) = st.tx.take_batch() {
+            drop(st);
+            self.reactor
+                .send_vec(self.sock.as_raw_fd(), bufs, skip, me, TAG_SEND);
+        } else if st.phase == Phase::Closing && !st.tx.in_flight {
+            drop(st);
+            let _ = shutdown_socket(&self.sock);
+        }
+    }
+
+    /// Ends the connection: stop reading, send what is queued, then shut the socket.
+    fn close(&self, why: &str) {
+        let mut st = self.st.borrow_mut();
+        if st.phase == Phase::Closing {
+            return;
+        }
+        tracing::debug!(conn = self.id, qid = ?st.qid, "closing connection: {why}");
+        st.phase = Phase::Closing;
+        if let Some(t) = st.keep_alive_timer.take() {
+            self.reactor.cancel_timer(t);
+        }
+        let ctrl = st.ctrl.take();
+        let qid = st.qid;
+        drop(st);
+        if let (Some(ctrl), Some(qid)) = (ctrl, qid) {
+            ctrl.remove_hook(qid);
+            if qid == 0 {
+                ctrl.fail("admin queue closed");
+            } else {
+                ctrl.state().io_queues.remove(&qid);
+            }
+        }
+        CONNS.with(|c| c.borrow_mut().remove(&self.id));
+        self.mark_dirty();
+    }
+
+    fn on_recv(&self, result: i32, payload: Payload) {
+        let Payload::Buf(buf) = payload else { return };
+        {
+            let mut st = self.st.borrow_mut();
+            st.rx = Some(buf);
+            if st.phase == Phase::Closing {
+                return;
+            }
+        }
+        if result <= 0 {
+            let why = if result == 0 {
+                "host closed the connection".to_string()
+            } else {
+                std::io::Error::from_raw_os_error(-result).to_string()
+            };
+            self.close(&why);
+            return;
+        }
+        capsule::process_rx(self);
+        self.post_recv();
+        self.mark_dirty();
+    }
+
+    fn on_sent(&self, result: i32, payload: Payload) {
+        let Payload::Vec(bufs) = payload else { return };
+        let mut st = self.st.borrow_mut();
+        match usize::try_from(result) {
+            Ok(n) => st.tx.sent(bufs, n),
+            Err(_) => {
+                st.tx.in_flight = false;
+                drop(st);
+                self.close("send failed");
+                let _ = shutdown_socket(&self.sock);
+                return;
+            }
+        }
+        drop(st);
+        self.mark_dirty();
+    }
+
+    /// Called (on this reactor) when the controller changed: failed, or has an event.
+    fn poke(&self) {
+        let ctrl = self.st.borrow().ctrl.clone();
+        let Some(ctrl) = ctrl else { return };
+        if ctrl.is_failed() {
+            let why = ctrl.fail_reason().unwrap_or_default();
+            self.close(&format!("controller failed: {why}"));
+            return;
+        }
+        capsule::deliver_events(self, &ctrl);
+        self.mark_dirty();
+    }
+}
+
+impl OpHandler for Conn {
+    fn op_done(&self, tag: u64, result: i32, payload: Payload) {
+        match tag {
+            TAG_RECV => self.on_recv(result, payload),
+            TAG_SEND => self.on_sent(result, payload),
+            _ => {}
+        }
+    }
+}
+
+impl IoSink for Conn {
+    fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
+        io::io_done(self, tag, io, result);
+        self.mark_dirty();
+    }
+}
