@@ -83,6 +83,8 @@ pub struct TestHost {
     rx: Vec<u8>,
     next_cid: u16,
     pub cntlid: u16,
+    /// Subsystem NQN used by Connect.
+    pub subnqn: String,
 }
 
 /// A received PDU and its data.
@@ -101,6 +103,7 @@ impl TestHost {
             rx: Vec::new(),
             next_cid: 1,
             cntlid: 0xFFFF,
+            subnqn: NQN.to_string(),
         }
     }
 
@@ -219,7 +222,7 @@ impl TestHost {
         sqe.cdw11.set(u32::from(sqsize) | (1 << 18)); // CATTR: SQ flow control disabled
         sqe.cdw12.set(kato);
         sqe.dptr = SglDescriptor::in_capsule(1024);
-        let cd = ConnectData::new([7; 16], self.cntlid, NQN, HOSTNQN);
+        let cd = ConnectData::new([7; 16], self.cntlid, &self.subnqn, HOSTNQN);
         let (cqe, _) = self.command(sqe, zerocopy::IntoBytes::as_bytes(&cd));
         if cqe.status().is_success() {
             self.cntlid = u16::try_from(cqe.dw0.get() & 0xFFFF).unwrap();
@@ -251,7 +254,13 @@ impl TestHost {
 
     /// ICReq, admin Connect, CC.EN = 1 and wait for CSTS.RDY.
     pub fn admin(addr: SocketAddr, digests: bool, kato: u32) -> TestHost {
+        TestHost::admin_to(addr, NQN, digests, kato)
+    }
+
+    /// Like [`TestHost::admin`] for another subsystem (e.g. discovery).
+    pub fn admin_to(addr: SocketAddr, subnqn: &str, digests: bool, kato: u32) -> TestHost {
         let mut h = TestHost::connect(addr);
+        h.subnqn = subnqn.to_string();
         h.ic(digests, digests);
         let c = h.fabrics_connect(0, 31, kato);
         assert!(c.status().is_success(), "admin connect: {:?}", c.status());
@@ -376,4 +385,29 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 /// Same status code type and code, whatever DNR and More say.
 pub fn same(a: Status, b: Status) -> bool {
     a.sct == b.sct && a.sc == b.sc
+}
+
+impl TestHost {
+    /// Get Log Page `lid` of `len` bytes at `offset`.
+    pub fn log_page(&mut self, lid: u8, len: u32, offset: u64) -> (Cqe, Vec<u8>) {
+        let cid = self.cid();
+        let mut sqe = Sqe::new(admin::GET_LOG_PAGE, cid);
+        sqe.nsid.set(0xFFFF_FFFF);
+        let numd = len / 4 - 1;
+        sqe.cdw10.set(u32::from(lid) | ((numd & 0xFFFF) << 16));
+        sqe.cdw11.set(numd >> 16);
+        sqe.cdw12.set((offset & 0xFFFF_FFFF) as u32);
+        sqe.cdw13.set((offset >> 32) as u32);
+        sqe.dptr = SglDescriptor::transport(len);
+        self.command(sqe, &[])
+    }
+
+    /// Set Features with dword 11.
+    pub fn set_feature(&mut self, fid: u8, cdw11: u32) -> Cqe {
+        let cid = self.cid();
+        let mut sqe = Sqe::new(admin::SET_FEATURES, cid);
+        sqe.cdw10.set(u32::from(fid));
+        sqe.cdw11.set(cdw11);
+        self.command(sqe, &[]).0
+    }
 }
