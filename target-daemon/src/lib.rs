@@ -2,4 +2,6 @@
 //! `shoalctl` command-line client.
 
 pub mod config;
+pub mod daemon;
+pub mod methods;
 pub mod rpc;

@@ -1,0 +1,154 @@
+//! The state of a running `shoald`: its reactors, bdevs, NVMe-oF target and listeners.
+//!
+//! RPC handlers get a `&Daemon`. Anything that must happen on a reactor (binding a listener,
+//! closing connections) is sent there as a message and waited for; nothing here runs on the
+//! I/O path.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use shoal_bdev::reactor::ReactorHandle;
+use shoal_bdev::registry::BdevRegistry;
+use shoal_nvmf::subsystem::{ListenAddress, Target};
+use shoal_nvmf::tcp::{self, listener};
+
+/// How a bdev was created, so that `save_config` can recreate it.
+#[derive(Debug, Clone)]
+pub struct BdevRecipe {
+    /// The RPC method that created it (`bdev_malloc_create`, ...).
+    pub method: String,
+    /// Its parameters, as they should be saved.
+    pub params: Value,
+}
+
+/// The daemon's state, shared by the RPC threads.
+pub struct Daemon {
+    /// Block devices by name.
+    pub bdevs: BdevRegistry,
+    /// How each bdev was made, by name, in creation order.
+    pub recipes: Mutex<Vec<(String, BdevRecipe)>>,
+    /// Subsystems, namespaces, hosts and transport.
+    pub target: Arc<Target>,
+    /// The reactors, in core order; listeners accept on the first.
+    pub reactors: Vec<ReactorHandle>,
+    /// Typed handles to the stacked (error, delay) bdevs; its lock also serialises bdev and
+    /// claim changes in the RPC methods.
+    pub stacked: Mutex<crate::methods::Stacked>,
+    /// Addresses being listened on, with the number of subsystems using each.
+    listeners: Mutex<BTreeMap<(String, String), (ListenAddress, usize)>>,
+}
+
+impl Daemon {
+    /// A daemon over running reactors.
+    pub fn new(reactors: Vec<ReactorHandle>) -> Daemon {
+        Daemon {
+            bdevs: BdevRegistry::new(),
+            recipes: Mutex::new(Vec::new()),
+            target: Arc::new(Target::new()),
+            reactors,
+            stacked: Mutex::new(crate::methods::Stacked::default()),
+            listeners: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn first_reactor(&self) -> Result<&ReactorHandle, String> {
+        self.reactors
+            .first()
+            .ok_or_else(|| "no reactor is running".to_string())
+    }
+
+    /// Starts listening on `addr` (or counts one more user of an existing listener).
+    pub fn listen(&self, addr: &ListenAddress) -> Result<(), String> {
+        let key = (addr.traddr.clone(), addr.trsvcid.clone());
+        let mut ls = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, users)) = ls.get_mut(&key) {
+            *users += 1;
+            return Ok(());
+        }
+        let reactors = self.reactors.clone();
+        let target = self.target.clone();
+        let a = addr.clone();
+        let starter: listener::ConnStarter =
+            Arc::new(move |fd, listen| tcp::start_conn(target.clone(), fd, listen));
+        let bound = self
+            .first_reactor()?
+            .call(move || listener::listen(a, reactors, starter).map_err(|e| e.to_string()))
+            .ok_or("the reactor has stopped")??;
+        tracing::info!("listening on {bound} (NVMe/TCP)");
+        ls.insert(key, (addr.clone(), 1));
+        Ok(())
+    }
+
+    /// Drops one user of the listener on `addr`; the socket closes with the last one.
+    pub fn unlisten(&self, addr: &ListenAddress) {
+        let key = (addr.traddr.clone(), addr.trsvcid.clone());
+        let mut ls = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((_, users)) = ls.get_mut(&key) else {
+            return;
+        };
+        *users -= 1;
+        if *users > 0 {
+            return;
+        }
+        ls.remove(&key);
+        let a = addr.clone();
+        if let Ok(r) = self.first_reactor() {
+            let _ = r.call(move || listener::unlisten(&a));
+        }
+    }
+
+    /// Remembers how a bdev was made.
+    pub fn record_bdev(&self, name: &str, method: &str, params: Value) {
+        let mut r = self.recipes.lock().unwrap_or_else(|e| e.into_inner());
+        r.push((
+            name.to_string(),
+            BdevRecipe {
+                method: method.to_string(),
+                params,
+            },
+        ));
+    }
+
+    /// Forgets how a bdev was made (it was deleted).
+    pub fn forget_bdev(&self, name: &str) {
+        let mut r = self.recipes.lock().unwrap_or_else(|e| e.into_inner());
+        r.retain(|(n, _)| n != name);
+    }
+
+    /// Stops accepting, closes every connection, and lets in-flight I/O finish.
+    pub fn quiesce(&self) {
+        let addrs: Vec<ListenAddress> = {
+            let mut ls = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *ls)
+                .into_values()
+                .map(|(a, _)| a)
+                .collect()
+        };
+        if let Ok(r) = self.first_reactor() {
+            let _ = r.call(move || {
+                for a in &addrs {
+                    listener::unlisten(a);
+                }
+            });
+        }
+        for r in &self.reactors {
+            let _ = r.call(tcp::close_all);
+        }
+        // Give closing connections a moment to drain their queued responses and I/O.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let live: usize = self
+                .reactors
+                .iter()
+                .filter_map(|r| {
+                    r.call(|| shoal_bdev::reactor::Reactor::current().map_or(0, |x| x.in_flight()))
+                })
+                .sum();
+            if live == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}

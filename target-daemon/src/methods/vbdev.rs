@@ -1,0 +1,256 @@
+//! Stacked bdevs: `bdev_error_*` (fault injection, SPDK's `vbdev_error`) and `bdev_delay_*`
+//! (added latency, SPDK's `vbdev_delay`).
+//!
+//! A stacked bdev claims its base: the base cannot back a namespace or another stacked bdev,
+//! and cannot be deleted, until the stacked bdev is deleted.
+//!
+//! `bdev_error_inject_error` follows SPDK's model of one injection per I/O type: a new
+//! injection replaces the injections it covers entirely (injecting `read` twice leaves the
+//! second; `all` replaces everything). `nomem` and `queue_depth` have no Shoal equivalent and
+//! are refused with `-95`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use shoal_bdev::delay::{DelayBdev, DelayLatencies, LatencyType};
+use shoal_bdev::error_bdev::{ErrorBdev, Injection, IoTypeSet};
+use shoal_bdev::{Bdev, IoType};
+
+use super::bdev::{add_bdev, bdev_error, check_new_name, claimed_by, delete};
+use super::lock;
+use crate::daemon::Daemon;
+use crate::rpc::params::bdev::{
+    BdevDelayCreate, BdevDelayUpdateLatency, BdevDelete, BdevErrorCreate, BdevErrorInjectError,
+    DelayLatencyType, ErrorIoType, ErrorKind,
+};
+use crate::rpc::{Registry, RpcError};
+
+/// Typed handles to the stacked bdevs, by name. The mutex holding it in [`Daemon`] also
+/// serialises every change to bdevs and claims (creation, deletion, adding a namespace).
+#[derive(Default)]
+pub struct Stacked {
+    errors: BTreeMap<String, Arc<ErrorBdev>>,
+    delays: BTreeMap<String, Arc<DelayBdev>>,
+}
+
+impl Stacked {
+    /// The stacked bdev built on `base`, if any.
+    #[must_use]
+    pub fn user_of(&self, base: &str) -> Option<String> {
+        self.errors
+            .iter()
+            .find(|(_, e)| e.base().info().name == base)
+            .map(|(n, _)| n.clone())
+            .or_else(|| {
+                self.delays
+                    .iter()
+                    .find(|(_, d)| d.base().info().name == base)
+                    .map(|(n, _)| n.clone())
+            })
+    }
+
+    /// The error bdev `name`.
+    #[must_use]
+    pub fn error(&self, name: &str) -> Option<Arc<ErrorBdev>> {
+        self.errors.get(name).cloned()
+    }
+
+    /// The delay bdev `name`.
+    #[must_use]
+    pub fn delay(&self, name: &str) -> Option<Arc<DelayBdev>> {
+        self.delays.get(name).cloned()
+    }
+
+    /// Forgets `name` (it was deleted).
+    pub fn forget(&mut self, name: &str) {
+        self.errors.remove(name);
+        self.delays.remove(name);
+    }
+
+    /// `driver_specific` of `bdev_get_bdevs` for a stacked bdev (SPDK's shapes).
+    #[must_use]
+    pub fn driver_specific(&self, name: &str) -> Option<Value> {
+        if let Some(e) = self.errors.get(name) {
+            return Some(json!({"error_disk": {"base_bdev": e.base().info().name}}));
+        }
+        self.delays.get(name).map(|d| {
+            let l = d.latencies();
+            json!({"delay": {
+                "name": name,
+                "base_bdev_name": d.base().info().name,
+                "avg_read_latency": l.avg_read_us,
+                "p99_read_latency": l.p99_read_us,
+                "avg_write_latency": l.avg_write_us,
+                "p99_write_latency": l.p99_write_us,
+            }})
+        })
+    }
+
+    /// The current latencies of the delay bdev `name`, as `bdev_delay_create` params.
+    #[must_use]
+    pub fn delay_latency_params(&self, name: &str) -> Option<[(&'static str, u64); 4]> {
+        self.delays.get(name).map(|d| {
+            let l = d.latencies();
+            [
+                ("avg_read_latency", l.avg_read_us),
+                ("p99_read_latency", l.p99_read_us),
+                ("avg_write_latency", l.avg_write_us),
+                ("p99_write_latency", l.p99_write_us),
+            ]
+        })
+    }
+}
+
+/// Registers the error and delay methods.
+pub fn register(r: &mut Registry<Daemon>) {
+    r.register("bdev_error_create", error_create);
+    r.register("bdev_error_delete", |d: &Daemon, p: BdevDelete| {
+        delete(d, &p.name, "bdev_error_create", "error")
+    });
+    r.register("bdev_error_inject_error", error_inject);
+    r.register("bdev_delay_create", delay_create);
+    r.register("bdev_delay_delete", |d: &Daemon, p: BdevDelete| {
+        delete(d, &p.name, "bdev_delay_create", "delay")
+    });
+    r.register("bdev_delay_update_latency", delay_update);
+}
+
+/// Looks up a base bdev and checks that it is free to claim.
+fn claimable_base(
+    daemon: &Daemon,
+    stacked: &Stacked,
+    name: &str,
+) -> Result<Arc<dyn Bdev>, RpcError> {
+    let base = daemon
+        .bdevs
+        .get(name)
+        .ok_or_else(|| RpcError::no_such_device(format!("base bdev {name}")))?;
+    let real = base.info().name.clone();
+    if let Some(holder) = claimed_by(daemon, stacked, &real) {
+        return Err(RpcError::busy(format!(
+            "bdev {real} is already claimed by {holder}"
+        )));
+    }
+    Ok(base)
+}
+
+fn error_create(daemon: &Daemon, p: BdevErrorCreate) -> Result<Value, RpcError> {
+    let mut stacked = lock(&daemon.stacked);
+    let base = claimable_base(daemon, &stacked, &p.base_name)?;
+    let base_name = base.info().name.clone();
+    check_new_name(daemon, &format!("EE_{base_name}"))?;
+    let bdev = ErrorBdev::create(base, p.uuid).map_err(|e| bdev_error("bdev_error_create", &e))?;
+    let name = bdev.info().name.clone();
+    let recipe = json!({"base_name": base_name, "uuid": bdev.info().uuid});
+    add_bdev(daemon, bdev.clone(), "bdev_error_create", recipe)?;
+    stacked.errors.insert(name, bdev);
+    Ok(Value::Bool(true))
+}
+
+fn io_types(t: ErrorIoType) -> IoTypeSet {
+    match t {
+        ErrorIoType::Read => IoTypeSet::only(IoType::Read),
+        ErrorIoType::Write => IoTypeSet::only(IoType::Write),
+        ErrorIoType::Unmap => IoTypeSet::only(IoType::Unmap),
+        ErrorIoType::Flush => IoTypeSet::only(IoType::Flush),
+        ErrorIoType::All | ErrorIoType::Clear => IoTypeSet::ALL,
+    }
+}
+
+fn covers(outer: IoTypeSet, inner: IoTypeSet) -> bool {
+    [
+        IoType::Read,
+        IoType::Write,
+        IoType::Flush,
+        IoType::WriteZeroes,
+        IoType::Unmap,
+    ]
+    .into_iter()
+    .all(|t| !inner.contains(t) || outer.contains(t))
+}
+
+fn error_inject(daemon: &Daemon, p: BdevErrorInjectError) -> Result<Value, RpcError> {
+    let bdev = lock(&daemon.stacked)
+        .error(&p.name)
+        .ok_or_else(|| RpcError::no_such_device(format!("error bdev {}", p.name)))?;
+    if p.io_type == ErrorIoType::Clear {
+        bdev.clear();
+        return Ok(Value::Bool(true));
+    }
+    if p.queue_depth.is_some_and(|q| q != 0) {
+        return Err(RpcError::not_supported(
+            "bdev_error_inject_error: `queue_depth` triggers are not supported by Shoal",
+        ));
+    }
+    let types = io_types(p.io_type);
+    let injection = match p.error_type {
+        ErrorKind::Failure => Injection::failure(types),
+        ErrorKind::Pending => Injection::pending(types),
+        ErrorKind::CorruptData => {
+            let value = p.corrupt_value.unwrap_or(0);
+            if value == 0 {
+                return Err(RpcError::invalid_argument(
+                    "corrupt_data needs a non-zero `corrupt_value`",
+                ));
+            }
+            Injection::corrupt(types, p.corrupt_offset.unwrap_or(0), value)
+        }
+        ErrorKind::Nomem => {
+            return Err(RpcError::not_supported(
+                "bdev_error_inject_error: `nomem` has no equivalent in Shoal's bdev layer",
+            ));
+        }
+    }
+    .count(u64::from(p.count()));
+    for (id, old) in bdev.rules() {
+        if covers(types, old.io_types) {
+            bdev.remove(id);
+        }
+    }
+    bdev.inject(injection)
+        .map_err(|e| bdev_error("bdev_error_inject_error", &e))?;
+    Ok(Value::Bool(true))
+}
+
+fn delay_create(daemon: &Daemon, p: BdevDelayCreate) -> Result<Value, RpcError> {
+    let mut stacked = lock(&daemon.stacked);
+    check_new_name(daemon, &p.name)?;
+    let base = claimable_base(daemon, &stacked, &p.base_bdev_name)?;
+    let base_name = base.info().name.clone();
+    let latencies = DelayLatencies {
+        avg_read_us: p.avg_read_latency,
+        p99_read_us: p.p99_read_latency,
+        avg_write_us: p.avg_write_latency,
+        p99_write_us: p.p99_write_latency,
+    };
+    let bdev = DelayBdev::create(&p.name, base, p.uuid, latencies)
+        .map_err(|e| bdev_error("bdev_delay_create", &e))?;
+    let recipe = json!({
+        "base_bdev_name": base_name,
+        "name": p.name,
+        "avg_read_latency": p.avg_read_latency,
+        "p99_read_latency": p.p99_read_latency,
+        "avg_write_latency": p.avg_write_latency,
+        "p99_write_latency": p.p99_write_latency,
+        "uuid": bdev.info().uuid,
+    });
+    add_bdev(daemon, bdev.clone(), "bdev_delay_create", recipe)?;
+    stacked.delays.insert(p.name.clone(), bdev);
+    Ok(Value::String(p.name))
+}
+
+fn delay_update(daemon: &Daemon, p: BdevDelayUpdateLatency) -> Result<Value, RpcError> {
+    let bdev = lock(&daemon.stacked)
+        .delay(&p.delay_bdev_name)
+        .ok_or_else(|| RpcError::no_such_device(format!("delay bdev {}", p.delay_bdev_name)))?;
+    let which = match p.latency_type {
+        DelayLatencyType::AvgRead => LatencyType::AvgRead,
+        DelayLatencyType::P99Read => LatencyType::P99Read,
+        DelayLatencyType::AvgWrite => LatencyType::AvgWrite,
+        DelayLatencyType::P99Write => LatencyType::P99Write,
+    };
+    bdev.update_latency(which, p.latency_us)
+        .map_err(|e| bdev_error("bdev_delay_update_latency", &e))?;
+    Ok(Value::Bool(true))
+}
