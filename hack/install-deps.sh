@@ -12,6 +12,10 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# SPDK's own JSON-RPC client (scripts/rpc.py's library): the RPC tests drive shoald with it.
+if ! python3 -c 'import spdk' 2>/dev/null; then
+    python3 -m pip install --quiet 'spdk==26.9'
+fi
 if [[ -z "${SKIP_FUZZ:-}" ]] && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo +nightly install --locked cargo-fuzz
 fi
