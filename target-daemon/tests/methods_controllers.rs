@@ -70,6 +70,8 @@ fn controllers_qpairs_and_stats() {
     assert_eq!(qpairs[0]["state"], "enabled");
     assert_eq!(qpairs[0]["cntlid"], cntlid);
     assert_eq!(qpairs[0]["hostnqn"], HOST_A);
+    assert_eq!(qpairs[0]["listen_address"]["traddr"], "127.0.0.1");
+    assert_eq!(qpairs[0]["peer_address"]["traddr"], "127.0.0.1");
 
     let stats = t.ok("nvmf_get_stats", json!({}));
     assert_eq!(stats["tick_rate"], 1_000_000_000u64);

@@ -161,6 +161,68 @@ pub fn close_all() {
     }
 }
 
+/// What a queue pair of the current reactor is connected to (for `nvmf_subsystem_get_qpairs`).
+#[derive(Debug, Clone)]
+pub struct QpairInfo {
+    /// Subsystem NQN, once connected.
+    pub subnqn: Option<String>,
+    /// Controller ID, once connected.
+    pub cntlid: Option<u16>,
+    /// Queue ID, once connected.
+    pub qid: Option<u16>,
+    /// Host NQN, once connected.
+    pub hostnqn: Option<String>,
+    /// The listener the connection arrived on.
+    pub listen: ListenAddress,
+    /// The host's address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// `active` once connected, `connecting` before.
+    pub state: &'static str,
+}
+
+/// The queue pairs of the current reactor.
+pub fn qpairs() -> Vec<QpairInfo> {
+    let conns: Vec<Rc<Conn>> =
+        CONNS.with(|c| c.borrow().values().filter_map(Weak::upgrade).collect());
+    conns
+        .iter()
+        .map(|c| {
+            let st = c.st.borrow();
+            QpairInfo {
+                subnqn: st.subsystem.as_ref().map(|s| s.nqn.clone()),
+                cntlid: st.ctrl.as_ref().map(|c| c.cntlid),
+                qid: st.qid,
+                hostnqn: st.ctrl.as_ref().map(|c| c.hostnqn.clone()),
+                listen: c.listen.clone(),
+                peer: c.sock.peer_addr().ok(),
+                state: if st.qid.is_some() {
+                    "active"
+                } else {
+                    "connecting"
+                },
+            }
+        })
+        .collect()
+}
+
+/// Closes the connections of the current reactor that arrived on `listen` (all of them, or
+/// only those of subsystem `subnqn`); returns how many. Used when a listener is removed.
+pub fn disconnect_listener(listen: &ListenAddress, subnqn: Option<&str>) -> usize {
+    let conns: Vec<Rc<Conn>> =
+        CONNS.with(|c| c.borrow().values().filter_map(Weak::upgrade).collect());
+    let mut n = 0;
+    for c in conns {
+        let same_addr = c.listen.traddr == listen.traddr && c.listen.trsvcid == listen.trsvcid;
+        let same_sub =
+            subnqn.is_none_or(|q| c.st.borrow().subsystem.as_ref().is_some_and(|s| s.nqn == q));
+        if same_addr && same_sub {
+            c.close("listener removed");
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Number of live connections on the current reactor.
 pub fn conn_count() -> usize {
     CONNS.with(|c| c.borrow().values().filter(|w| w.strong_count() > 0).count())

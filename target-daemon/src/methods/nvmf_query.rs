@@ -13,21 +13,17 @@
 //! * `nvmf_subsystem_get_controllers`: `[{"cntlid", "cntrltype": "io"|"discovery", "hostnqn",
 //!   "hostid", "num_io_qpairs"}]` (`num_io_qpairs` counts I/O queues only);
 //! * `nvmf_subsystem_get_qpairs`: `[{"cntlid", "qid", "state": "enabled"|"deactivating",
-//!   "hostnqn"}]`;
+//!   "hostnqn", "listen_address", "peer_address"}]`;
 //! * `nvmf_get_stats`: `{"tick_rate", "poll_groups": [{"name": "nvmf_tgt_poll_group_NNN",
 //!   "current_qpairs", "transports": [{"trtype": "TCP"}], ...}]}`, one poll group per reactor.
-//!   `current_qpairs` counts the TCP connections on that reactor. With a single reactor the
-//!   group also carries
-//!   `admin_qpairs`, `io_qpairs`, `current_admin_qpairs`, `current_io_qpairs` (live counts:
-//!   Shoal keeps no cumulative ones).
+//!   `current_qpairs` counts the TCP connections on that reactor, and `admin_qpairs`,
+//!   `io_qpairs`, `current_admin_qpairs`, `current_io_qpairs` the connected ones by kind (live
+//!   counts: Shoal keeps no cumulative ones).
 //!
 //! Listeners: adding one opens the socket (or shares one already open for another subsystem);
 //! a bind failure is `-32602` naming the address. Removing one closes the socket with its last
-//! user. Existing connections of the subsystem are failed when its last listener goes (they all
-//! came through removed listeners); while other listeners remain, connections made through the
-//! removed one stay up, because the NVMe-oF crate does not yet say which listener a queue pair
-//! came through (SPDK disconnects them). The same gap leaves `listen_address` out of
-//! `nvmf_subsystem_get_qpairs`.
+//! user. The subsystem's queue pairs that came through the removed listener are disconnected,
+//! as SPDK does.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -153,10 +149,17 @@ fn remove_listener(daemon: &Daemon, p: NvmfSubsystemListener) -> Result<Value, R
         ))
     })?;
     daemon.unlisten(&addr);
-    if sub.with_config(|c| c.listeners.is_empty()) {
-        for c in sub.controllers() {
-            c.fail("listener removed");
-        }
+    // SPDK disconnects the subsystem's queue pairs that came through the removed listener.
+    let nqn = p.nqn.clone();
+    let mut closed = 0;
+    for r in &daemon.reactors {
+        let (a, q) = (addr.clone(), nqn.clone());
+        closed += r
+            .call(move || tcp::disconnect_listener(&a, Some(&q)))
+            .unwrap_or(0);
+    }
+    if closed > 0 {
+        tracing::info!(nqn = %p.nqn, "{closed} queue pair(s) closed with the listener");
     }
     tracing::info!(nqn = %p.nqn, "listener {}:{} removed", addr.traddr, addr.trsvcid);
     Ok(Value::Bool(true))
@@ -264,53 +267,54 @@ fn get_qpairs(daemon: &Daemon, p: NvmfSubsystemGetQpairs) -> Result<Value, RpcEr
     check_tgt(p.tgt_name.as_deref())?;
     let sub = find_subsystem(daemon, &p.nqn)?;
     let mut list = Vec::new();
-    for c in sub.controllers() {
-        let state = if c.is_failed() {
-            "deactivating"
-        } else {
-            "enabled"
-        };
-        let qids: Vec<u16> = std::iter::once(0)
-            .chain(c.state().io_queues.iter().copied())
-            .collect();
-        for qid in qids {
+    for r in &daemon.reactors {
+        for q in r.call(tcp::qpairs).unwrap_or_default() {
+            if q.subnqn.as_deref() != Some(sub.nqn.as_str()) {
+                continue;
+            }
+            let failed = q
+                .cntlid
+                .and_then(|id| sub.controller(id))
+                .is_none_or(|c| c.is_failed());
             list.push(json!({
-                "cntlid": c.cntlid,
-                "qid": qid,
-                "state": state,
-                "hostnqn": c.hostnqn,
+                "cntlid": q.cntlid,
+                "qid": q.qid,
+                "state": if failed { "deactivating" } else { "enabled" },
+                "hostnqn": q.hostnqn,
+                "listen_address": address_json(&q.listen),
+                "peer_address": q.peer.map(|a| json!({
+                    "trtype": "TCP",
+                    "adrfam": if a.is_ipv4() { "IPv4" } else { "IPv6" },
+                    "traddr": a.ip().to_string(),
+                    "trsvcid": a.port().to_string(),
+                })),
             }));
         }
     }
+    list.sort_by_key(|q| (q["cntlid"].as_u64(), q["qid"].as_u64()));
     Ok(Value::Array(list))
 }
 
 fn get_stats(daemon: &Daemon, p: NvmfGetStats) -> Result<Value, RpcError> {
     check_tgt(p.tgt_name.as_deref())?;
-    let single = daemon.reactors.len() == 1;
-    let (mut admin, mut io) = (0usize, 0usize);
-    if single {
-        for sub in daemon.target.subsystems() {
-            for c in sub.controllers() {
-                admin += 1;
-                io += c.state().io_queues.len();
-            }
-        }
-    }
     let mut groups = Vec::new();
     for (i, r) in daemon.reactors.iter().enumerate() {
-        let Some(conns) = r.call(tcp::conn_count) else {
+        let Some(qpairs) = r.call(tcp::qpairs) else {
             continue;
         };
+        let admin = qpairs.iter().filter(|q| q.qid == Some(0)).count();
+        let io = qpairs
+            .iter()
+            .filter(|q| q.qid.is_some_and(|x| x > 0))
+            .count();
         let mut g = Map::new();
         g.insert("name".into(), json!(format!("nvmf_tgt_poll_group_{i:03}")));
-        if single {
-            g.insert("admin_qpairs".into(), json!(admin));
-            g.insert("io_qpairs".into(), json!(io));
-            g.insert("current_admin_qpairs".into(), json!(admin));
-            g.insert("current_io_qpairs".into(), json!(io));
-        }
-        g.insert("current_qpairs".into(), json!(conns));
+        // Live counts: Shoal keeps no cumulative ones.
+        g.insert("admin_qpairs".into(), json!(admin));
+        g.insert("io_qpairs".into(), json!(io));
+        g.insert("current_admin_qpairs".into(), json!(admin));
+        g.insert("current_io_qpairs".into(), json!(io));
+        g.insert("current_qpairs".into(), json!(qpairs.len()));
         g.insert("transports".into(), json!([{"trtype": "TCP"}]));
         groups.push(Value::Object(g));
     }
