@@ -11,8 +11,6 @@
 //! window reaching past the end gets what exists, and the caller zero-fills up to the length
 //! the host asked for (see `admin::execute`).
 
-use std::sync::atomic::Ordering;
-
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64, U128};
 
@@ -134,17 +132,17 @@ pub fn data_units(units_512: u64) -> u128 {
 /// counters, a composite temperature of 300 K (no sensor; below WCTEMP), full spare, nothing
 /// used up, no critical warning.
 pub fn smart_log(ctrl: &ControllerShared) -> SmartLog {
-    let c = &ctrl.counters;
+    let c = ctrl.counters.totals();
     let mut log = SmartLog::zeroed();
     log.critical_warning = 0;
     log.composite_temperature = U16::new(300);
     log.available_spare = 100;
     log.available_spare_threshold = 10;
     log.percentage_used = 0;
-    log.data_units_read = U128::new(data_units(c.read_units.load(Ordering::Relaxed)));
-    log.data_units_written = U128::new(data_units(c.write_units.load(Ordering::Relaxed)));
-    log.host_read_commands = U128::new(u128::from(c.read_commands.load(Ordering::Relaxed)));
-    log.host_write_commands = U128::new(u128::from(c.write_commands.load(Ordering::Relaxed)));
+    log.data_units_read = U128::new(data_units(c.read_units));
+    log.data_units_written = U128::new(data_units(c.write_units));
+    log.host_read_commands = U128::new(u128::from(c.read_commands));
+    log.host_write_commands = U128::new(u128::from(c.write_commands));
     log.power_cycles = U128::new(1);
     let hours = ctrl.created.elapsed().as_secs() / 3600;
     log.power_on_hours = U128::new(u128::from(hours));

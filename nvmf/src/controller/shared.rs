@@ -62,17 +62,79 @@ pub struct ControllerState {
     pub io_queues: BTreeSet<u16>,
 }
 
-/// Per-controller counters for the SMART / Health log.
+/// One queue pair's I/O counters. Only its own reactor writes them (a load and a store, no
+/// locked read-modify-write on the I/O path); the SMART log sums every queue's.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    read_units: AtomicU64,
+    write_units: AtomicU64,
+    read_commands: AtomicU64,
+    write_commands: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+impl QueueCounters {
+    /// A completed read of `bytes`.
+    pub fn read(&self, bytes: u64) {
+        bump(&self.read_commands, 1);
+        bump(&self.read_units, bytes / 512);
+    }
+
+    /// A completed write of `bytes`.
+    pub fn write(&self, bytes: u64) {
+        bump(&self.write_commands, 1);
+        bump(&self.write_units, bytes / 512);
+    }
+}
+
+/// Totals for the SMART / Health log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CounterTotals {
+    /// 512-byte units read (the log reports thousands of them, rounded up).
+    pub read_units: u64,
+    /// 512-byte units written.
+    pub write_units: u64,
+    /// Read commands completed.
+    pub read_commands: u64,
+    /// Write commands completed.
+    pub write_commands: u64,
+}
+
+/// Per-controller counters: the queues' own, summed when the log is read.
 #[derive(Debug, Default)]
 pub struct ControllerCounters {
-    /// 512-byte units read (NVMe counts thousands of them; the log does the rounding).
-    pub read_units: AtomicU64,
-    /// 512-byte units written.
-    pub write_units: AtomicU64,
-    /// Read commands completed.
-    pub read_commands: AtomicU64,
-    /// Write commands completed.
-    pub write_commands: AtomicU64,
+    queues: Mutex<Vec<Arc<QueueCounters>>>,
+}
+
+impl ControllerCounters {
+    /// Counters for a new queue pair.
+    pub fn register(&self) -> Arc<QueueCounters> {
+        let q = Arc::new(QueueCounters::default());
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(q.clone());
+        q
+    }
+
+    /// The sums over every queue the controller ever had.
+    pub fn totals(&self) -> CounterTotals {
+        let qs = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        qs.iter()
+            .fold(CounterTotals::default(), |t, q| CounterTotals {
+                read_units: t.read_units + l(&q.read_units),
+                write_units: t.write_units + l(&q.write_units),
+                read_commands: t.read_commands + l(&q.read_commands),
+                write_commands: t.write_commands + l(&q.write_commands),
+            })
+    }
 }
 
 type Hook = Box<dyn Fn() + Send + Sync>;

@@ -423,6 +423,7 @@ fn connect(
         }),
     );
     let cntlid = ctrl.cntlid;
+    st.counters = Some(ctrl.counters.register());
     st.ctrl = Some(ctrl);
     Ok(cntlid)
 }

@@ -1,7 +1,6 @@
 //! I/O commands of a queue pair: from capsule to block I/O and back.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList, open_channel};
 
@@ -29,10 +28,9 @@ pub(super) struct NsCache {
 }
 
 fn namespace(st: &mut State, nsid: u32) -> Result<(Rc<IoChannel>, u32, u64), Status> {
-    let Some(sub) = st.subsystem.clone() else {
+    let Some(generation) = st.subsystem.as_ref().map(|s| s.generation()) else {
         return Err(Status::COMMAND_SEQUENCE_ERROR);
     };
-    let generation = sub.generation();
     if generation != st.ns_cache.generation {
         st.ns_cache.entries.clear();
         st.ns_cache.generation = generation;
@@ -40,6 +38,9 @@ fn namespace(st: &mut State, nsid: u32) -> Result<(Rc<IoChannel>, u32, u64), Sta
     if let Some(e) = st.ns_cache.entries.iter().find(|e| e.nsid == nsid) {
         return Ok((e.chan.clone(), e.block_size, e.num_blocks));
     }
+    let Some(sub) = st.subsystem.clone() else {
+        return Err(Status::COMMAND_SEQUENCE_ERROR);
+    };
     // NVMe Base 2.0, section 3.2.1.1: an inactive or invalid NSID is Invalid Namespace or Format.
     let ns = sub
         .namespace(nsid)
@@ -285,13 +286,13 @@ fn finish(st: &mut State, idx: u16, status: Status) {
 
 /// A block I/O of this queue pair completed.
 pub(super) fn io_done(conn: &Conn, tag: u64, mut io: BdevIo, result: Result<(), BdevError>) {
-    let mut st = conn.st.borrow_mut();
+    let mut guard = conn.st.borrow_mut();
+    let st = &mut *guard;
     let Ok(idx) = u16::try_from(tag) else { return };
     if st.phase == super::Phase::Closing {
         st.slots.release(idx);
         return;
     }
-    let ctrl = st.ctrl.clone();
     let Some(slot) = st.slots.get(idx) else {
         return;
     };
@@ -307,22 +308,18 @@ pub(super) fn io_done(conn: &Conn, tag: u64, mut io: BdevIo, result: Result<(), 
     }
     let (cid, status) = (slot.cid, slot.status);
     let is_compare = matches!(IoCommand::parse(&slot.sqe), IoCommand::Compare { .. });
-    if let Some(c) = &ctrl {
-        let units = io.num_blocks;
+    if let Some(c) = &st.counters
+        && status.is_success()
+    {
+        let bytes = shoal_bdev::buf::sg_len(&io.bufs) as u64;
         match io.io_type {
-            IoType::Read if !is_compare => {
-                c.counters.read_commands.fetch_add(1, Ordering::Relaxed);
-                c.counters.read_units.fetch_add(units, Ordering::Relaxed);
-            }
-            IoType::Write => {
-                c.counters.write_commands.fetch_add(1, Ordering::Relaxed);
-                c.counters.write_units.fetch_add(units, Ordering::Relaxed);
-            }
+            IoType::Read if !is_compare => c.read(bytes),
+            IoType::Write => c.write(bytes),
             _ => {}
         }
     }
     if !status.is_success() {
-        return finish(&mut st, idx, status);
+        return finish(st, idx, status);
     }
     if is_compare {
         let host = std::mem::take(&mut slot.data);
@@ -337,16 +334,16 @@ pub(super) fn io_done(conn: &Conn, tag: u64, mut io: BdevIo, result: Result<(), 
         } else {
             Status::COMPARE_FAILURE
         };
-        return finish(&mut st, idx, s);
+        return finish(st, idx, s);
     }
     if io.io_type == IoType::Read {
         st.slots.release(idx);
         if let Some(buf) = io.bufs.pop() {
-            send_data(conn, &mut st, cid, buf);
+            send_data(conn, st, cid, buf);
         }
         return;
     }
-    finish(&mut st, idx, Status::SUCCESS);
+    finish(st, idx, Status::SUCCESS);
 }
 
 fn flat_eq(a: &[IoBuf], b: &[IoBuf]) -> bool {

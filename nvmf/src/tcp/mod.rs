@@ -79,6 +79,8 @@ struct State {
     sq_flow_disabled: bool,
     sqhd: u16,
     ctrl: Option<Arc<ControllerShared>>,
+    /// This queue's I/O counters, registered with its controller (SMART log).
+    counters: Option<Arc<crate::controller::QueueCounters>>,
     subsystem: Option<Arc<Subsystem>>,
     slots: Slots,
     ns_cache: io::NsCache,
@@ -102,6 +104,8 @@ pub struct Conn {
 thread_local! {
     static CONNS: RefCell<HashMap<u64, Weak<Conn>>> = RefCell::new(HashMap::new());
     static DIRTY: RefCell<Vec<Rc<Conn>>> = const { RefCell::new(Vec::new()) };
+    /// An empty vector swapped with `DIRTY` at each flush, so flushing allocates nothing.
+    static SPARE: RefCell<Vec<Rc<Conn>>> = const { RefCell::new(Vec::new()) };
     static FLUSHER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -139,6 +143,7 @@ pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
             sq_flow_disabled: false,
             sqhd: 0,
             ctrl: None,
+            counters: None,
             subsystem: None,
             slots: Slots::default(),
             ns_cache: io::NsCache::default(),
@@ -233,13 +238,16 @@ fn install_flusher(reactor: &Reactor) {
         return;
     }
     reactor.add_poller(|| {
-        let dirty: Vec<Rc<Conn>> = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        let spare = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let mut dirty = DIRTY.with(|d| std::mem::replace(&mut *d.borrow_mut(), spare));
         if dirty.is_empty() {
+            SPARE.with(|s| *s.borrow_mut() = dirty);
             return PollStatus::Idle;
         }
-        for c in dirty {
+        for c in dirty.drain(..) {
             c.flush_tx();
         }
+        SPARE.with(|s| *s.borrow_mut() = dirty);
         PollStatus::Busy
     });
 }

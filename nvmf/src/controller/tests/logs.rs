@@ -1,7 +1,5 @@
 //! Get Log Page: windows, SMART, firmware, changed namespaces, effects, discovery.
 
-use std::sync::atomic::Ordering;
-
 use zerocopy::FromBytes;
 
 use super::*;
@@ -17,11 +15,15 @@ const INVALID: Status = Status::INVALID_FIELD.with_dnr();
 fn smart_log_counts_in_thousands_rounded_up() {
     let f = Fixture::new();
     enable(&f, &f.ctrl);
-    let c = &f.ctrl.counters;
-    c.read_units.store(1001, Ordering::Relaxed);
-    c.write_units.store(1, Ordering::Relaxed);
-    c.read_commands.store(5, Ordering::Relaxed);
-    c.write_commands.store(3, Ordering::Relaxed);
+    // Two queues: 5 reads of 1001 512-byte units in all, 3 writes of 1 unit in all.
+    let (q1, q2) = (f.ctrl.counters.register(), f.ctrl.counters.register());
+    for _ in 0..4 {
+        q1.read(512 * 200);
+    }
+    q2.read(512 * 201);
+    q2.write(512);
+    q1.write(0);
+    q2.write(0);
     let data = data_of(f.run(&get_log_sqe(0x02, 512, 0, false)));
     assert_eq!(data.len(), 512);
     let log = SmartLog::read_from_bytes(&data).unwrap();
