@@ -26,6 +26,7 @@
 pub mod codec;
 pub mod command;
 pub mod controller;
+pub mod host;
 pub mod pdu;
 pub mod spec;
 pub mod subsystem;

@@ -1,0 +1,129 @@
+//! A namespace of a remote subsystem as a block device.
+//!
+//! [`RemoteBdev`] implements [`Bdev`]: each reactor that opens a channel gets its own I/O queue
+//! pair to the target ([`IoQueuePair`]), created by `create_channel` on that reactor and
+//! connected in the background (I/O submitted meanwhile waits), so the I/O path takes no lock
+//! and crosses no thread. The admin queue stays on the reactor the controller was connected
+//! from. Errors follow [`super::to_bdev_error`].
+
+use std::sync::Arc;
+
+use shoal_bdev::reactor::{Reactor, ReactorHandle};
+use shoal_bdev::{
+    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoSink, IoType, valid_block_size,
+};
+
+use super::controller::{Controller, NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES};
+use super::error::HostError;
+use super::io::IoQueuePair;
+use super::uri::NvmfUri;
+
+/// What [`RemoteBdev`]s report as their product name (SPDK's NVMe bdevs say the same).
+pub const PRODUCT_NAME: &str = "NVMe disk";
+
+/// One namespace of a remote NVMe/TCP controller, as a bdev.
+pub struct RemoteBdev {
+    info: BdevInfo,
+    ctrl: Arc<Controller>,
+    ns: NamespaceInfo,
+    oncs: u16,
+}
+
+impl std::fmt::Debug for RemoteBdev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteBdev")
+            .field("name", &self.info.name)
+            .field("nsid", &self.ns.nsid)
+            .field("ctrl", &self.ctrl)
+            .finish()
+    }
+}
+
+impl RemoteBdev {
+    /// The bdev `name` for namespace `nsid` of a connected controller. Its UUID is the
+    /// namespace's UUID, else its NGUID, else a random one.
+    pub fn new(ctrl: Arc<Controller>, nsid: u32, name: &str) -> Result<Arc<RemoteBdev>, HostError> {
+        let ns = ctrl.namespace(nsid).ok_or(HostError::NoNamespace(nsid))?;
+        if !valid_block_size(ns.block_size) {
+            return Err(HostError::Invalid(format!(
+                "namespace {nsid} has {}-byte blocks; bdevs have 512 or 4096",
+                ns.block_size
+            )));
+        }
+        let oncs = ctrl.info().map_or(0, |i| i.oncs);
+        let info = BdevInfo::new(
+            name,
+            ns.stable_uuid(),
+            ns.block_size,
+            ns.num_blocks,
+            PRODUCT_NAME,
+        );
+        Ok(Arc::new(RemoteBdev {
+            info,
+            ctrl,
+            ns,
+            oncs,
+        }))
+    }
+
+    /// Connects to the target a URI names (see [`super::parse_uri`]: `nvmf://HOST:PORT/NQN?
+    /// hostnqn=...&nsid=N&name=...`) with the admin queue on `admin`, and makes the bdev.
+    /// Blocks the calling thread (not `admin`'s) until the controller is up.
+    pub fn connect_uri(admin: &ReactorHandle, uri: &str) -> Result<Arc<RemoteBdev>, HostError> {
+        let u: NvmfUri = super::parse_uri(uri)?;
+        let name = u.name.clone().unwrap_or_else(|| u.default_name());
+        let ctrl = Controller::connect(admin, u.opts)?;
+        RemoteBdev::new(ctrl, u.nsid, &name)
+    }
+
+    /// The controller.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.ctrl
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &NamespaceInfo {
+        &self.ns
+    }
+}
+
+impl Bdev for RemoteBdev {
+    fn info(&self) -> &BdevInfo {
+        &self.info
+    }
+
+    fn supports(&self, io_type: IoType) -> bool {
+        match io_type {
+            IoType::Read | IoType::Write | IoType::Flush => true,
+            IoType::WriteZeroes => self.oncs & ONCS_WRITE_ZEROES != 0,
+            IoType::Unmap => self.oncs & ONCS_DSM != 0,
+        }
+    }
+
+    fn create_channel(
+        self: Arc<Self>,
+        reactor: &Reactor,
+    ) -> Result<Box<dyn BdevChannel>, BdevError> {
+        let qp = IoQueuePair::open_on(&self.ctrl.shared, reactor).map_err(|e| match e {
+            HostError::Closed => BdevError::Closed,
+            HostError::NoQueues(_) | HostError::Invalid(_) => BdevError::Invalid(e.to_string()),
+            other => BdevError::Os(std::io::Error::other(other)),
+        })?;
+        Ok(Box::new(RemoteChannel {
+            qp,
+            ns: self.ns.clone(),
+        }))
+    }
+}
+
+/// A reactor's queue pair to the namespace.
+struct RemoteChannel {
+    qp: IoQueuePair,
+    ns: NamespaceInfo,
+}
+
+impl BdevChannel for RemoteChannel {
+    fn submit(&self, io: BdevIo, sink: std::rc::Rc<dyn IoSink>, tag: u64) {
+        self.qp.submit(&self.ns, io, sink, tag);
+    }
+}
