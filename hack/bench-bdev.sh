@@ -7,7 +7,9 @@
 #
 # Env: BENCH_FILE (default /var/tmp/shoal-bench-bdev.img, 1 GiB, written once by fio so that it
 #      is allocated, not sparse), BENCH_TIME seconds per run (10), BENCH_QD (32), BENCH_CORE (1),
-#      BENCH_ROUNDS (1: each round runs all three, alternating, to even out disk noise).
+#      BENCH_ROUNDS (1: each round runs all three, alternating, to even out disk noise),
+#      BENCH_NICE (-10 as root, else 0: both tools run at this niceness so that other work on
+#      the machine, e.g. a build, disturbs them less; it favours neither).
 # Needs root for apt-get only if fio is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,7 @@ secs=${BENCH_TIME:-10}
 qd=${BENCH_QD:-32}
 core=${BENCH_CORE:-1}
 rounds=${BENCH_ROUNDS:-1}
+if [[ $(id -u) -eq 0 ]]; then nice_level=${BENCH_NICE:--10}; else nice_level=${BENCH_NICE:-0}; fi
 size=$((1 << 30))
 mask=$(printf '0x%x' $((1 << core)))
 out=$(mktemp -d)
@@ -37,8 +40,8 @@ if [[ ! -f $file || $(stat -c %s "$file") -ne $size ]]; then
 fi
 
 run_fio() {
-    fio --name=randread --filename="$file" --ioengine=io_uring --direct=1 --rw=randread \
-        --bs=4k --iodepth="$qd" --runtime="$secs" --time_based --cpus_allowed="$core" \
+    nice -n "$nice_level" fio --name=randread --filename="$file" --ioengine=io_uring \
+        --direct=1 --rw=randread --bs=4k --iodepth="$qd" --runtime="$secs" --time_based --cpus_allowed="$core" \
         --output-format=json >"$out/fio.json"
     python3 - "$out/fio.json" <<'EOF'
 import json, sys
@@ -48,8 +51,8 @@ EOF
 }
 
 run_perf() {
-    "$perf" --bdev "uring:$file" -q "$qd" -o 4096 -w randread -t "$secs" -c "$mask" "$@" \
-        >"$out/perf.txt"
+    nice -n "$nice_level" "$perf" --bdev "uring:$file" -q "$qd" -o 4096 -w randread \
+        -t "$secs" -c "$mask" "$@" >"$out/perf.txt"
     sed 's/^/    /' "$out/perf.txt" >&2
     awk '/^Total/ {printf "%.0f %.1f\n", $3, $5}' "$out/perf.txt"
 }
@@ -68,13 +71,13 @@ for ((r = 1; r <= rounds; r++)); do
     busy_iops+=("$iops")
 done
 
-python3 - "${fio_iops[*]}" "${adaptive_iops[*]}" "${busy_iops[*]}" <<'EOF'
+python3 - "${fio_iops[*]}" "${adaptive_iops[*]}" "${busy_iops[*]}" "$qd" <<'EOF'
 import sys
 fio, ada, busy = ([float(x) for x in a.split()] for a in sys.argv[1:4])
 mean = lambda v: sum(v) / len(v)
 f = mean(fio)
 print("=" * 72)
-print(f"4 KiB randread, qd 32, one core, {len(fio)} round(s), mean IOPS")
+print(f"4 KiB randread, queue depth {sys.argv[4]}, one core, {len(fio)} round(s), mean IOPS")
 print(f"fio (io_uring, O_DIRECT)        : {f:10.0f}")
 for name, v in (("shoal-perf adaptive polling", ada), ("shoal-perf busy polling", busy)):
     m = mean(v)

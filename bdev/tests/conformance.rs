@@ -432,6 +432,63 @@ fn keeps_buffers(b: &Backend, bs: u32) {
     let _ = b;
 }
 
+/// A sink that resubmits every completion at once (a closed loop), until told to stop.
+struct Looper {
+    chan: shoal_bdev::IoChannel,
+    me: std::cell::RefCell<std::rc::Weak<Looper>>,
+    stop: std::cell::Cell<bool>,
+    done: std::cell::Cell<u64>,
+    errors: std::cell::Cell<u64>,
+}
+
+impl shoal_bdev::IoSink for Looper {
+    fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
+        self.done.set(self.done.get() + 1);
+        if result.is_err() {
+            self.errors.set(self.errors.get() + 1);
+        }
+        let me = self.me.borrow().upgrade();
+        if let (false, Some(me)) = (self.stop.get(), me) {
+            self.chan.submit(io, me, tag);
+        }
+    }
+}
+
+fn closed_loop_leaves_room_for_timers(b: &Backend, bs: u32) {
+    // A sink that resubmits from its completion must not keep the reactor from running its
+    // timers (a synchronous device completes on the very next pass, every pass).
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let looper = std::rc::Rc::new(Looper {
+        chan: open_channel(&f.bdev).unwrap(),
+        me: Default::default(),
+        stop: Default::default(),
+        done: Default::default(),
+        errors: Default::default(),
+    });
+    *looper.me.borrow_mut() = std::rc::Rc::downgrade(&looper);
+    for tag in 0..8 {
+        let io = BdevIo::read(tag, 1, sg_zeroed(&[bs as usize]));
+        looper.chan.submit(io, looper.clone(), tag);
+    }
+    let fired = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = fired.clone();
+    h.reactor
+        .call_after(std::time::Duration::from_millis(20), move || flag.set(true));
+    assert!(
+        h.reactor.run_until(common::WAIT, || fired.get()),
+        "the timer never ran"
+    );
+    looper.stop.set(true);
+    let before = looper.done.get();
+    assert!(before > 0);
+    let drained = h
+        .reactor
+        .run_until(common::WAIT, || looper.done.get() == before + 8);
+    assert!(drained, "the 8 I/Os in flight complete once the loop stops");
+    assert_eq!(looper.errors.get(), 0);
+}
+
 macro_rules! conformance {
     ($($name:ident: $backend:expr, $bs:expr;)*) => {$(
         mod $name {
@@ -450,6 +507,9 @@ macro_rules! conformance {
             #[test] fn many_in_flight() { super::many_in_flight(b(), $bs) }
             #[test] fn keeps_buffers() { super::keeps_buffers(b(), $bs) }
             #[test] fn two_reactors() { super::two_reactors(b(), $bs) }
+            #[test] fn closed_loop_leaves_room_for_timers() {
+                super::closed_loop_leaves_room_for_timers(b(), $bs)
+            }
         }
     )*};
 }
