@@ -49,6 +49,8 @@ pub(crate) enum Target {
     },
     /// The reactor's own wake-up read on its eventfd.
     Wake,
+    /// The reactor's cancellation of everything in flight, when it stops.
+    CancelAll,
     /// The reactor's own sleep timeout, armed for this deadline.
     SleepTimeout(std::time::Instant),
 }
@@ -98,6 +100,7 @@ pub const MAX_IOVECS: usize = 1024;
 
 /// A description of an operation to submit.
 pub(crate) enum OpDesc {
+    CancelAll,
     Readv {
         fd: RawFd,
         offset: u64,
@@ -257,6 +260,7 @@ impl Slots {
             OpDesc::WakeRead { fd } => {
                 opcode::Read::new(types::Fd(fd), slot.wake_buf.as_mut_ptr(), 8).build()
             }
+            OpDesc::CancelAll => opcode::AsyncCancel2::new(types::CancelBuilder::any()).build(),
             OpDesc::Timeout { nanos } => {
                 *slot.ts = types::Timespec::new()
                     .sec(nanos / 1_000_000_000)

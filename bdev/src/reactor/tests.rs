@@ -144,3 +144,29 @@ fn accept_hands_over_an_owned_descriptor() {
     peer.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ok");
 }
+
+#[test]
+fn stopping_a_reactor_releases_its_sockets() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let set =
+        ReactorSet::start(&[0], ReactorConfig::default(), Arc::new(|_: &Reactor| {})).unwrap();
+    let peer = TcpStream::connect(addr).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    // The reactor owns the socket through a handler of a receive that never completes.
+    struct Owner(#[allow(dead_code)] TcpStream);
+    impl OpHandler for Owner {
+        fn op_done(&self, _tag: u64, _result: i32, _payload: Payload) {}
+    }
+    set.handles()[0].call(move || {
+        let r = Reactor::current().unwrap();
+        let fd = conn.as_raw_fd();
+        r.recv(fd, IoBuf::with_capacity(64), Rc::new(Owner(conn)), 1);
+    });
+    set.shutdown();
+    // The handler (and the socket it owns) was dropped: the peer sees the connection close.
+    let mut peer = peer;
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(peer.read(&mut b).unwrap(), 0);
+}

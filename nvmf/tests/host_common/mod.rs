@@ -85,11 +85,17 @@ pub fn kill(t: &mut TestTarget) {
     }
 }
 
-/// Stops a target's reactor without closing anything: the target goes silent, its sockets
-/// stay open (only keep-alive and command timeouts can tell).
+/// Freezes a target's reactor, as SIGSTOP would: it blocks for the rest of the test process
+/// without closing anything, so the target goes silent while its sockets stay open (only
+/// keep-alive and command timeouts can tell). The reactor thread is left blocked for good.
 pub fn freeze(t: &mut TestTarget) {
     if let Some(s) = t.set.take() {
-        s.shutdown();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        s.handles()[0].send(move || {
+            let _ = rx.recv();
+        });
+        std::mem::forget(tx);
+        std::mem::forget(s);
     }
 }
 
