@@ -48,7 +48,9 @@ pub type Message = Box<dyn FnOnce() + Send>;
 /// Settings of a reactor.
 #[derive(Debug, Clone)]
 pub struct ReactorConfig {
-    /// How long to keep spinning without work before sleeping; `None` never sleeps.
+    /// How long to keep spinning without work before sleeping; `None` never sleeps. A reactor
+    /// with file or disk operations in flight keeps spinning regardless: their completions are
+    /// due within the device latency, and sleeping for them costs throughput.
     pub idle_spin: Option<Duration>,
     /// Submission queue entries of the ring.
     pub ring_entries: u32,
@@ -189,6 +191,9 @@ struct Inner {
     wake_armed: Cell<bool>,
     /// The reactor's own operations in flight (wake-up read, sleep timeouts).
     internal_ops: Cell<usize>,
+    /// File and disk operations in flight: while there are some, the reactor keeps spinning
+    /// (their completions are due soon), whatever `idle_spin` says.
+    disk_in_flight: Cell<usize>,
     /// The reactor is stopping: new operations are dropped instead of submitted.
     stopping: Cell<bool>,
     /// The earliest deadline a sleep timeout is armed for.
@@ -242,6 +247,7 @@ impl Reactor {
             wake_armed: Cell::new(false),
             internal_ops: Cell::new(0),
             stopping: Cell::new(false),
+            disk_in_flight: Cell::new(0),
             sleep_timeout_armed: Cell::new(None),
             config,
         }));
@@ -276,6 +282,10 @@ impl Reactor {
 
     /// Queues a file or disk operation, and enters the kernel for it at once if so configured.
     fn submit_disk_op(&self, desc: OpDesc, target: Target) {
+        if self.0.stopping.get() {
+            return;
+        }
+        self.0.disk_in_flight.set(self.0.disk_in_flight.get() + 1);
         self.submit_op(desc, target, Payload::None);
         if self.0.config.disk_submit_at_once {
             self.submit_pending(false);
@@ -567,6 +577,8 @@ impl Reactor {
                         io,
                         expect,
                     } => {
+                        let n = self.0.disk_in_flight.get();
+                        self.0.disk_in_flight.set(n.saturating_sub(1));
                         ops::complete_bdev(sink, tag, io, expect, res);
                     }
                     Target::CancelAll => {
@@ -690,6 +702,7 @@ impl Reactor {
                 continue;
             }
             if let Some(spin) = self.0.config.idle_spin
+                && self.0.disk_in_flight.get() == 0
                 && last_work.elapsed() >= spin
             {
                 self.sleep();
