@@ -1,3 +1,50 @@
 //! Replicated volumes: the nexus, its children and online rebuild.
 //!
-//! Nothing is here yet; the replication issue builds it on the bdev layer and the NVMe/TCP host.
+//! A [`Nexus`] is a block device ([`shoal_bdev::Bdev`]) over one or more *children*, each a
+//! bdev holding one replica of the volume: a local bdev (`bdev:///NAME`) or a namespace of
+//! another daemon (`nvmf://HOST:PORT/NQN`, opened by the daemon with the NVMe/TCP host; see
+//! [`ChildUri`] and [`ChildOpener`]). The nexus itself only sees bdevs.
+//!
+//! * **I/O** (module `io`): writes, write zeroes, deallocate and flush go to every child
+//!   in the write path; reads go to one online child (local first, else the fastest) and are
+//!   retried on another if they fail. A failing child is faulted with a reason and leaves the
+//!   I/O path; the host sees no error while one healthy child remains.
+//! * **States** ([`state`]): an explicit child state machine with a transition table, fault
+//!   reasons, and the nexus state derived from its children.
+//! * **Metadata** ([`label`]): each child carries a label with the volume and replica UUIDs, a
+//!   generation and an in-sync flag, in a reserved region; after a restart the nexus tells
+//!   current replicas from stale ones on its own.
+//! * **Rebuild** ([`rebuild`]): a new or returning child is copied online, segment by segment
+//!   under range locks, at a rate that can be limited; a child back from a short absence is
+//!   copied only where it missed writes (a dirty-segment map, [`dirty`]).
+//!
+//! The control path runs as `async` tasks on the nexus's *home reactor* (module `exec`); its
+//! operations answer through a [`Ticket`]. The I/O path takes no lock and allocates nothing
+//! per I/O; it learns about control-path changes through an epoch and a gate (module `gate`).
+
+mod control;
+mod create;
+pub mod dirty;
+mod error;
+mod exec;
+mod gate;
+mod io;
+pub mod label;
+mod nexus;
+mod persist;
+pub mod rebuild;
+mod routing;
+pub mod state;
+mod uri;
+
+pub use error::{NexusError, NexusErrorKind};
+pub use exec::Ticket;
+pub use label::{Label, META_BYTES};
+pub use nexus::{
+    ChildSpec, ChildStatus, DEFAULT_IO_TIMEOUT, DEFAULT_SEGMENT_BYTES, Nexus, NexusOptions,
+    NexusStatus, PRODUCT_NAME,
+};
+pub use rebuild::{RebuildOutcome, RebuildRate, RebuildStatus, RebuildSummary};
+pub use routing::MAX_CHILDREN;
+pub use state::{ChildState, FaultReason, NexusState};
+pub use uri::{ChildOpener, ChildUri, MAX_NQN_BYTES};

@@ -8,6 +8,8 @@
 
 #[path = "shoalctl/cli.rs"]
 mod cli;
+#[path = "shoalctl/nexus.rs"]
+mod nexus;
 #[path = "shoalctl/parse.rs"]
 mod parse;
 #[path = "shoalctl/show.rs"]
@@ -72,6 +74,10 @@ fn run(cli: Cli) -> Result<String, String> {
         Cmd::Bdev(c) => bdev(&mut ctl, c)?,
         Cmd::Nvmf(c) => nvmf(&mut ctl, c)?,
         Cmd::Config(c) => return config(&mut ctl, c),
+        Cmd::Nexus(c) => match nexus::run(&mut |m, p| ctl.call(m, p), c)? {
+            nexus::NexusOut::Done(v, text) => Out::Line(v, text.trim_end().to_owned()),
+            nexus::NexusOut::Printed => return Ok(String::new()),
+        },
         Cmd::Rpc { method, params } => {
             let params = match params.as_deref() {
                 None => json!({}),

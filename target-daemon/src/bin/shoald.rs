@@ -110,6 +110,8 @@ fn run(args: Args) -> Result<(), String> {
     stop.shutdown();
     let _ = rpc_thread.join();
     daemon.quiesce();
+    // Close every nexus cleanly (its replicas' labels say so), then flush every bdev.
+    methods::nexus::shutdown(&daemon);
     methods::flush_all(&daemon);
     set.shutdown();
     tracing::info!("shoald stopped");

@@ -126,6 +126,13 @@ pub fn claimed_by(daemon: &Daemon, stacked: &Stacked, name: &str) -> Option<Stri
     })
 }
 
+/// Like [`claimed_by`], and also a nexus using the bdev as a child: what bdev deletion,
+/// namespace creation and stacking must refuse.
+pub fn claimed_by_any(daemon: &Daemon, stacked: &Stacked, name: &str) -> Option<String> {
+    claimed_by(daemon, stacked, name)
+        .or_else(|| super::nexus::child_of(daemon, name).map(|n| format!("nexus {n}")))
+}
+
 /// The creation method recorded for `name`.
 pub fn recipe_method(daemon: &Daemon, name: &str) -> Option<String> {
     lock(&daemon.recipes)
@@ -162,7 +169,7 @@ pub fn delete(
             "bdev {name} is not a {kind} bdev"
         )));
     }
-    if let Some(holder) = claimed_by(daemon, &stacked, &real) {
+    if let Some(holder) = claimed_by_any(daemon, &stacked, &real) {
         return Err(RpcError::busy(format!(
             "bdev {real} is in use by {holder}; remove that first"
         )));
@@ -283,7 +290,7 @@ fn describe(daemon: &Daemon, stacked: &Stacked, bdev: &Arc<dyn Bdev>) -> Value {
         json!({"rw_ios_per_sec": 0, "rw_mbytes_per_sec": 0, "r_mbytes_per_sec": 0,
                "w_mbytes_per_sec": 0}),
     );
-    let holder = claimed_by(daemon, stacked, &info.name);
+    let holder = claimed_by_any(daemon, stacked, &info.name);
     m.insert("claimed".into(), json!(holder.is_some()));
     if holder.is_some() {
         m.insert("claim_type".into(), json!("exclusive_write"));

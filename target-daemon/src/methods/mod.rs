@@ -10,7 +10,8 @@
 //! * [`vbdev`]: the stacked `bdev_error_*` and `bdev_delay_*` devices;
 //! * [`nvmf`]: transport, subsystems, namespaces and hosts;
 //! * [`nvmf_query`]: listeners, controllers, queue pairs and statistics;
-//! * [`io`]: running block I/O (flushes) from an RPC thread on a reactor, and [`flush_all`].
+//! * [`io`]: running block I/O (flushes) from an RPC thread on a reactor, and [`flush_all`];
+//! * [`nexus`]: replicated volumes (`nexus_*`).
 //!
 //! # Policies
 //!
@@ -38,6 +39,7 @@ use crate::rpc::{Registry, RpcError, RpcState};
 pub mod bdev;
 pub mod io;
 pub mod misc;
+pub mod nexus;
 pub mod nvmf;
 pub mod nvmf_query;
 pub mod vbdev;
@@ -53,6 +55,7 @@ pub fn registry() -> Registry<Daemon> {
     vbdev::register(&mut registry);
     nvmf::register(&mut registry);
     nvmf_query::register(&mut registry);
+    nexus::register(&mut registry);
     // SPDK tuning methods found in configs saved by SPDK: `rpc.py load_config` refuses a config
     // naming a method the server does not list, so they are listed (and ignored with a warning).
     registry.register_ignored(HOUSEKEEPING_METHODS);

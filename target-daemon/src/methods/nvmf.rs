@@ -19,7 +19,7 @@ use shoal_nvmf::subsystem::{
     ConfigError, DISCOVERY_NQN, Subsystem, SubsystemKind, SubsystemOptions, TransportConfig,
 };
 
-use super::bdev::claimed_by;
+use super::bdev::claimed_by_any;
 use super::{check_tgt, lock};
 use crate::daemon::Daemon;
 use crate::rpc::params::nvmf::{
@@ -210,7 +210,7 @@ fn add_ns(daemon: &Daemon, p: NvmfSubsystemAddNs) -> Result<Value, RpcError> {
             ns.bdev_name
         ))
     })?;
-    if let Some(holder) = claimed_by(daemon, &stacked, &bdev.info().name) {
+    if let Some(holder) = claimed_by_any(daemon, &stacked, &bdev.info().name) {
         return Err(RpcError::invalid_params(format!(
             "Unable to add namespace: bdev {} is already claimed by {holder}",
             bdev.info().name

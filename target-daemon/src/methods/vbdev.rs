@@ -17,7 +17,7 @@ use shoal_bdev::delay::{DelayBdev, DelayLatencies, LatencyType};
 use shoal_bdev::error_bdev::{ErrorBdev, Injection, IoTypeSet};
 use shoal_bdev::{Bdev, IoType};
 
-use super::bdev::{add_bdev, bdev_error, check_new_name, claimed_by, delete};
+use super::bdev::{add_bdev, bdev_error, check_new_name, claimed_by_any, delete};
 use super::lock;
 use crate::daemon::Daemon;
 use crate::rpc::params::bdev::{
@@ -127,7 +127,7 @@ fn claimable_base(
         .get(name)
         .ok_or_else(|| RpcError::no_such_device(format!("base bdev {name}")))?;
     let real = base.info().name.clone();
-    if let Some(holder) = claimed_by(daemon, stacked, &real) {
+    if let Some(holder) = claimed_by_any(daemon, stacked, &real) {
         return Err(RpcError::busy(format!(
             "bdev {real} is already claimed by {holder}"
         )));

@@ -22,12 +22,14 @@ pub struct Cli {
     pub command: Cmd,
 }
 
-// Room is left for `nexus` commands (replication) next to these.
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Block devices.
     #[command(subcommand)]
     Bdev(BdevCmd),
+    /// Replicated volumes (nexuses) and their rebuilds.
+    #[command(subcommand)]
+    Nexus(crate::nexus::NexusCmd),
     /// The NVMe-over-TCP target.
     #[command(subcommand)]
     Nvmf(NvmfCmd),

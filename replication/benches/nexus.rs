@@ -1,0 +1,328 @@
+//! Nexus benchmarks (a plain `harness = false` bench: it prints a table of ratios).
+//!
+//! On one reactor driven by the bench thread:
+//! 1. 4 KiB random writes and reads at queue depth 32 on one RAM bdev, and on a nexus over two
+//!    RAM children; the nexus's IOPS as a share of the single bdev's;
+//! 2. the rebuild of a RAM replica with an idle host, against a plain sequential copy of the
+//!    same bytes (1 MiB copies, two in flight, as the rebuild);
+//! 3. 4 KiB random writes on the nexus while a replica rebuilds with the default (adaptive)
+//!    rate limit, as a share of the same load without a rebuild.
+//!
+//! `cargo bench -p shoal-replication --bench nexus`. Environment: `NEXUS_BENCH_SECS` (seconds
+//! per load, default 3), `NEXUS_BENCH_MIB` (device size for the IOPS runs, default 256),
+//! `NEXUS_BENCH_REBUILD_MIB` (replica size, default 1024), `NEXUS_BENCH_ONLY=iops`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_bdev::malloc::MallocBdev;
+use shoal_bdev::null::NullBdev;
+use shoal_bdev::reactor::{Reactor, ReactorConfig};
+use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList, open_channel};
+use shoal_replication::{ChildSpec, ChildState, META_BYTES, Nexus, NexusOptions};
+
+const IO: u64 = 4096;
+const DEPTH: u64 = 32;
+const WAIT: Duration = Duration::from_secs(600);
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A closed loop of `DEPTH` I/Os at random 4 KiB offsets.
+struct Job {
+    me: RefCell<Weak<Job>>,
+    chan: IoChannel,
+    slots: u64,
+    rng: Cell<u64>,
+    stop: Cell<bool>,
+    inflight: Cell<u64>,
+    done: Cell<u64>,
+    errors: Cell<u64>,
+}
+
+impl Job {
+    fn start(bdev: &Arc<dyn Bdev>, io_type: IoType) -> Rc<Job> {
+        let bs = u64::from(bdev.info().block_size);
+        let job = Rc::new(Job {
+            me: RefCell::new(Weak::new()),
+            chan: open_channel(bdev).expect("channel"),
+            slots: bdev.info().num_blocks * bs / IO,
+            rng: Cell::new(0x2545_F491_4F6C_DD1D),
+            stop: Cell::new(false),
+            inflight: Cell::new(0),
+            done: Cell::new(0),
+            errors: Cell::new(0),
+        });
+        *job.me.borrow_mut() = Rc::downgrade(&job);
+        for tag in 0..DEPTH {
+            let mut bufs = SgList::new();
+            bufs.push(IoBuf::zeroed(usize::try_from(IO).unwrap_or(4096)));
+            let io = BdevIo {
+                io_type,
+                offset_blocks: 0,
+                num_blocks: IO / bs,
+                bufs,
+            };
+            job.inflight.set(job.inflight.get() + 1);
+            job.next(io, tag);
+        }
+        job
+    }
+
+    fn next(&self, mut io: BdevIo, tag: u64) {
+        let Some(me) = self.me.borrow().upgrade() else {
+            return;
+        };
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        io.offset_blocks = (x % self.slots) * io.num_blocks;
+        self.chan.submit(io, me, tag);
+    }
+}
+
+impl IoSink for Job {
+    fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
+        self.done.set(self.done.get() + 1);
+        if result.is_err() {
+            self.errors.set(self.errors.get() + 1);
+        }
+        if self.stop.get() {
+            self.inflight.set(self.inflight.get() - 1);
+            return;
+        }
+        self.next(io, tag);
+    }
+}
+
+/// Runs `io_type` on `bdev` for `secs` seconds; IOPS.
+fn load(r: &Reactor, bdev: &Arc<dyn Bdev>, io_type: IoType, secs: u64) -> u64 {
+    let job = Job::start(bdev, io_type);
+    r.run_until(Duration::from_millis(200), || false);
+    let (d0, t0) = (job.done.get(), Instant::now());
+    r.run_until(Duration::from_secs(secs), || false);
+    let (d1, t1) = (job.done.get(), t0.elapsed());
+    job.stop.set(true);
+    r.run_until(WAIT, || job.inflight.get() == 0);
+    assert_eq!(job.errors.get(), 0, "I/O errors");
+    let ns = u64::try_from(t1.as_nanos()).unwrap_or(u64::MAX).max(1);
+    (d1 - d0).saturating_mul(1_000_000_000) / ns
+}
+
+/// A RAM device with every page touched (first-touch page faults would otherwise dominate
+/// whatever runs first on it).
+fn ram(name: &str, bytes: u64) -> Arc<dyn Bdev> {
+    let b: Arc<dyn Bdev> =
+        MallocBdev::create(name, None, (bytes + META_BYTES) / 4096, 4096).expect("malloc");
+    let r = Reactor::current().expect("a reactor");
+    let chan = open_channel(&b).expect("channel");
+    let sink = Rc::new(Count::default());
+    let step = (4u64 << 20) / 4096;
+    let mut at = 0;
+    while at < b.info().num_blocks {
+        let n = step.min(b.info().num_blocks - at);
+        let mut bufs = SgList::new();
+        bufs.push(IoBuf::zeroed(usize::try_from(n * 4096).unwrap_or(0)));
+        chan.submit(BdevIo::write(at, n, bufs), sink.clone(), 0);
+        at += n;
+        r.run_until(WAIT, || sink.0.get() > 0);
+        sink.0.set(0);
+    }
+    b
+}
+
+#[derive(Default)]
+struct Count(Cell<u64>);
+
+impl IoSink for Count {
+    fn io_done(&self, _tag: u64, _io: BdevIo, result: Result<(), BdevError>) {
+        result.expect("prefault write");
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+fn nexus(r: &Reactor, name: &str, bytes: u64, children: &[Arc<dyn Bdev>]) -> Arc<Nexus> {
+    let specs = children.iter().cloned().map(ChildSpec::local).collect();
+    Nexus::create(NexusOptions::new(name, bytes), specs, &r.handle())
+        .wait(WAIT)
+        .expect("reactor")
+        .expect("nexus")
+}
+
+fn pct(a: u64, b: u64) -> u64 {
+    a.saturating_mul(100) / b.max(1)
+}
+
+/// Copies `bytes` from `src` to `dst` in 1 MiB pieces, two in flight; the time it took.
+fn plain_copy(r: &Reactor, src: &Arc<dyn Bdev>, dst: &Arc<dyn Bdev>, bytes: u64) -> Duration {
+    type Done = (u64, BdevIo, Result<(), BdevError>);
+    #[derive(Default)]
+    struct Sink(RefCell<Vec<Done>>);
+    impl IoSink for Sink {
+        fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
+            self.0.borrow_mut().push((tag, io, result));
+        }
+    }
+    let (s, d) = (open_channel(src).unwrap(), open_channel(dst).unwrap());
+    let sink = Rc::new(Sink::default());
+    let piece = 1u64 << 20;
+    let blocks = piece / 4096;
+    let pieces = bytes / piece;
+    let t0 = Instant::now();
+    let mut next = 0u64;
+    let mut done = 0u64;
+    let read = |at: u64, buf: IoBuf| {
+        let mut bufs = SgList::new();
+        bufs.push(buf);
+        s.submit(BdevIo::read(at * blocks, blocks, bufs), sink.clone(), 0);
+    };
+    for _ in 0..2 {
+        read(next, IoBuf::zeroed(usize::try_from(piece).unwrap_or(0)));
+        next += 1;
+    }
+    while done < pieces {
+        r.run_until(WAIT, || !sink.0.borrow().is_empty());
+        let batch: Vec<_> = sink.0.borrow_mut().drain(..).collect();
+        for (tag, io, res) in batch {
+            res.expect("copy I/O");
+            if tag == 0 {
+                let at = io.offset_blocks;
+                d.submit(BdevIo::write(at, blocks, io.bufs), sink.clone(), 1);
+            } else {
+                done += 1;
+                let mut bufs = io.bufs;
+                if next < pieces {
+                    read(next, bufs.pop().unwrap());
+                    next += 1;
+                }
+            }
+        }
+    }
+    t0.elapsed()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let secs = env_u64("NEXUS_BENCH_SECS", 3);
+    let r = Reactor::new(0, None, ReactorConfig::default()).expect("reactor");
+    let size = env_u64("NEXUS_BENCH_MIB", 256) << 20;
+    let only_iops = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "iops");
+
+    let only_during = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "during");
+    if !only_during {
+        iops(&r, size, secs, only_iops);
+    }
+    if only_iops {
+        return;
+    }
+    rebuilds(&r, secs, only_during);
+}
+
+/// Part 1: one RAM (and null) bdev against a nexus over two.
+fn iops(r: &Reactor, size: u64, secs: u64, only_iops: bool) {
+    let r = r.clone();
+    // 1. IOPS: one RAM bdev against a nexus over two.
+    let single = ram("single", size);
+    let (a, b) = (ram("a", size), ram("b", size));
+    let nx: Arc<dyn Bdev> = nexus(&r, "nx", size, &[a, b]);
+    let null = |n: &str| -> Arc<dyn Bdev> {
+        NullBdev::create(n, None, (size + META_BYTES) / 4096, 4096).expect("null")
+    };
+    let single_null = null("null");
+    let nx_null: Arc<dyn Bdev> = nexus(&r, "nxn", size, &[null("n0"), null("n1")]);
+    println!(
+        "4 KiB random I/O, queue depth {DEPTH}, one reactor, {} MiB devices, {secs} s per run",
+        size >> 20
+    );
+    println!(
+        "{:<16} {:>12} {:>12} {:>7}",
+        "load", "1 x bdev", "nexus 2x", "ratio"
+    );
+    let which = std::env::var("NEXUS_BENCH_LOAD").unwrap_or_default();
+    let runs = [
+        ("RAM randwrite", IoType::Write, &single, &nx),
+        ("RAM randread", IoType::Read, &single, &nx),
+        ("null randwrite", IoType::Write, &single_null, &nx_null),
+        ("null randread", IoType::Read, &single_null, &nx_null),
+    ];
+    for (name, t, one_dev, two_dev) in runs {
+        if !which.is_empty() && !name.contains(which.as_str()) {
+            continue;
+        }
+        let one = load(&r, one_dev, t, secs);
+        let two = load(&r, two_dev, t, secs);
+        println!("{name:<16} {one:>12} {two:>12} {:>6}%", pct(two, one));
+    }
+
+    let _ = only_iops;
+}
+
+/// Parts 2 and 3: rebuild speed with an idle host, host writes during a rebuild.
+fn rebuilds(r: &Reactor, secs: u64, only_during: bool) {
+    let r = r.clone();
+    // 2. Rebuild with an idle host against a plain copy.
+    let mib = env_u64("NEXUS_BENCH_REBUILD_MIB", 1024);
+    let bytes = mib << 20;
+    let src = ram("src", bytes);
+    let copy_dst = ram("copy", bytes);
+    let plain = if only_during {
+        Duration::from_secs(1)
+    } else {
+        plain_copy(&r, &src, &copy_dst, bytes)
+    };
+    drop(copy_dst);
+    let nx2 = nexus(&r, "nx2", bytes, std::slice::from_ref(&src));
+    let dst = ram("dst", bytes);
+    let t0 = Instant::now();
+    nx2.add_child(ChildSpec::local(dst.clone()))
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    let uri = ChildSpec::local(dst.clone()).uri;
+    r.run_until(WAIT, || {
+        nx2.child_status(&uri)
+            .is_some_and(|c| c.state == ChildState::Online)
+    });
+    let rebuild = t0.elapsed();
+    let mibs = |d: Duration| mib * 1000 / u64::try_from(d.as_millis()).unwrap_or(1).max(1);
+    println!();
+    println!("copy of a {mib} MiB replica, host idle");
+    println!(
+        "plain copy {:>6} ms ({} MiB/s), rebuild {:>6} ms ({} MiB/s): rebuild at {}% of the copy rate",
+        plain.as_millis(),
+        mibs(plain),
+        rebuild.as_millis(),
+        mibs(rebuild),
+        pct(mibs(rebuild), mibs(plain))
+    );
+
+    // 3. Host writes during a rebuild with the default rate limit.
+    let quiet = load(&r, &(nx2.clone() as Arc<dyn Bdev>), IoType::Write, secs);
+    nx2.remove_child(&uri).wait(WAIT).unwrap().unwrap();
+    let dst2 = ram("dst2", bytes);
+    nx2.add_child(ChildSpec::local(dst2.clone()))
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    let uri2 = ChildSpec::local(dst2).uri;
+    let busy = load(&r, &(nx2.clone() as Arc<dyn Bdev>), IoType::Write, secs);
+    let st = nx2.child_status(&uri2).unwrap();
+    println!();
+    println!(
+        "randwrite on the nexus: {quiet} IOPS alone, {busy} IOPS during a rebuild ({}%); \
+         rebuild at {}% after {secs} s ({:?})",
+        pct(busy, quiet),
+        st.rebuild_progress,
+        nx2.status().rebuild_rate
+    );
+}

@@ -1,0 +1,384 @@
+//! Completions of child I/Os (legs), read retries, timeouts, and parked host I/Os.
+
+use std::sync::atomic::Ordering;
+
+use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink, IoType, SgList};
+
+use super::{Chan, NO_LEG, TICKS_PER_TIMEOUT, faulted_error, split_tag};
+use crate::gate::Gate;
+use crate::routing::{slot_bit, slots};
+use crate::state::FaultReason;
+
+/// What a leg's failure asks for once the parents are no longer borrowed.
+struct Failure {
+    slot: usize,
+    child: u64,
+    reason: FaultReason,
+}
+
+impl IoSink for Chan {
+    fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
+        let (pidx, gen16, ver, slot) = split_tag(tag);
+        let bit = slot_bit(slot);
+        let mut failure = None;
+        let mut host_io = None;
+        let (is_read, finished) = {
+            let mut parents = self.parents.borrow_mut();
+            let Some(p) = parents
+                .get_mut(pidx)
+                .filter(|p| p.live && p.seq == gen16 && p.pending & bit != 0)
+            else {
+                drop(parents);
+                self.late(pidx, gen16, slot);
+                return;
+            };
+            p.pending &= !bit;
+            if usize::from(p.host_leg) == slot {
+                let mut h = io;
+                h.offset_blocks = p.offset;
+                h.num_blocks = p.blocks;
+                host_io = Some(h);
+                p.host_leg = NO_LEG;
+            }
+            let is_read = p.io_type == Some(IoType::Read);
+            match result {
+                Ok(()) => {
+                    p.ok |= bit;
+                    if let Some(t0) = p.started.take() {
+                        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        if let Some(Some(c)) = self.children.borrow().get(slot)
+                            && c.ver == ver
+                        {
+                            let old = c.ewma_ns.get();
+                            let new = if old == 0 { ns } else { old - old / 8 + ns / 8 };
+                            c.ewma_ns.set(new);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let reason = FaultReason::from_bdev_error(&e);
+                    let child = self
+                        .leg_child(slot, ver)
+                        .or_else(|| self.routing.borrow().route(slot).map(|rt| rt.child.clone()));
+                    if let Some(child) = child {
+                        if !is_read && p.io_type != Some(IoType::Flush) {
+                            let (first, last) = self.nexus.geo.segs(p.offset, p.blocks);
+                            child.dirty.mark(first, last);
+                        }
+                        failure = Some(Failure {
+                            slot,
+                            child: child.id,
+                            reason,
+                        });
+                    }
+                    if !is_read && p.online_at_submit & bit != 0 {
+                        p.failed_online |= bit;
+                    }
+                    p.err = Some(e);
+                }
+            }
+            let finished = p.pending == 0;
+            // The host's buffers stay in hand when the parent ends here (no round trip through
+            // the slab); otherwise they wait in it (other legs, or a read retry, need them).
+            if (!finished || (is_read && failure.is_some())) && host_io.is_some() {
+                p.host = host_io.take();
+            }
+            (is_read, finished)
+        };
+        if let Some(f) = &failure {
+            self.nexus.child_failed(f.slot, f.child, f.reason);
+            if is_read && self.retry_read(pidx) {
+                return;
+            }
+        }
+        if finished {
+            self.finish(u32::try_from(pidx).unwrap_or(u32::MAX), false, host_io);
+        }
+    }
+}
+
+impl Chan {
+    /// A leg of a parent that gave it up after a timeout came back.
+    fn late(&self, pidx: usize, gen16: u16, slot: usize) {
+        let bit = slot_bit(slot);
+        {
+            let mut parents = self.parents.borrow_mut();
+            if let Some(p) = parents
+                .get_mut(pidx)
+                .filter(|p| p.seq == gen16 && p.abandoned & bit != 0)
+            {
+                p.abandoned &= !bit;
+                if !p.live && p.abandoned == 0 {
+                    self.free
+                        .borrow_mut()
+                        .push(u32::try_from(pidx).unwrap_or(u32::MAX));
+                }
+            } else {
+                tracing::error!(pidx, slot, "nexus: completion of an unknown child I/O");
+                return;
+            }
+        }
+        let key = (u64::try_from(pidx).unwrap_or(u64::MAX) << 6)
+            | (u64::try_from(slot).unwrap_or(0) & 63);
+        let mut ab = self.abandoned.borrow_mut();
+        if let Some(i) = ab.iter().position(|(k, _)| *k == key) {
+            let (_, child) = ab.swap_remove(i);
+            child.abandoned.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Sends a failed read to another online child; false if there is none left.
+    fn retry_read(&self, pidx: usize) -> bool {
+        self.refresh();
+        let r = self.routing.borrow().clone();
+        let (tried, gen16) = match self.parents.borrow().get(pidx) {
+            Some(p) if p.live => (p.tried, p.seq),
+            _ => return false,
+        };
+        let cand = r.read_mask & self.open_mask.get() & !tried;
+        if cand == 0 {
+            return false;
+        }
+        let slot = self.pick_read(&r, cand);
+        let remote = r.local_mask & slot_bit(slot) == 0;
+        let io = {
+            let mut parents = self.parents.borrow_mut();
+            let Some(p) = parents.get_mut(pidx) else {
+                return false;
+            };
+            let mut io = p.host.take().unwrap_or_else(|| {
+                substitute(IoType::Read, p.offset, p.blocks, self.nexus.info.block_size)
+            });
+            io.offset_blocks = p.offset + self.nexus.geo.meta_blocks;
+            p.tried |= slot_bit(slot);
+            p.pending |= slot_bit(slot);
+            p.host_leg = u8::try_from(slot).unwrap_or(NO_LEG);
+            p.started = remote.then(std::time::Instant::now);
+            p.tick = self.tick.get();
+            io
+        };
+        self.send_leg(u32::try_from(pidx).unwrap_or(u32::MAX), gen16, slot, io);
+        true
+    }
+
+    /// Every leg of `pidx` has answered: leave the gate and answer the host, unless a child
+    /// that failed is still recorded as in sync (then wait for the control task to record the
+    /// fault). `deferred`: called from a submission, so the answer goes through the loop.
+    pub(super) fn finish(&self, pidx: u32, deferred: bool, host_io: Option<BdevIo>) {
+        let wait = {
+            let mut parents = self.parents.borrow_mut();
+            let Some(p) = parents.get_mut(pidx as usize) else {
+                return;
+            };
+            if p.in_gate {
+                Gate::leave(&self.counters, p.parity);
+                p.in_gate = false;
+            }
+            p.io_type != Some(IoType::Read)
+                && p.failed_online & self.nexus.online_mask.load(Ordering::Acquire) != 0
+        };
+        if wait {
+            if let Some(h) = host_io
+                && let Some(p) = self.parents.borrow_mut().get_mut(pidx as usize)
+            {
+                p.host = Some(h);
+            }
+            self.parked_ack.borrow_mut().push(pidx);
+            self.arm_park_timer();
+            return;
+        }
+        self.complete(pidx, deferred, host_io);
+    }
+
+    fn complete(&self, pidx: u32, deferred: bool, host_io: Option<BdevIo>) {
+        let bs = self.nexus.info.block_size;
+        let done = {
+            let mut parents = self.parents.borrow_mut();
+            let Some(p) = parents.get_mut(pidx as usize).filter(|p| p.live) else {
+                return;
+            };
+            let io_type = p.io_type.unwrap_or(IoType::Read);
+            let good = if io_type == IoType::Read {
+                p.ok != 0
+            } else {
+                p.ok & self.nexus.online_mask.load(Ordering::Acquire) != 0
+            };
+            let result = if good {
+                Ok(())
+            } else {
+                Err(p.err.take().unwrap_or_else(|| faulted_error(&self.nexus)))
+            };
+            let io = host_io
+                .or_else(|| p.host.take())
+                .unwrap_or_else(|| substitute(io_type, p.offset, p.blocks, bs));
+            p.live = false;
+            p.err = None;
+            p.started = None;
+            if p.abandoned == 0 {
+                self.free.borrow_mut().push(pidx);
+            }
+            p.sink.take().map(|s| (s, p.tag, io, result))
+        };
+        if let Some((sink, tag, io, result)) = done {
+            if deferred {
+                self.reactor.complete_io(sink, tag, io, result);
+            } else {
+                sink.io_done(tag, io, result);
+            }
+        }
+    }
+
+    /// One tick of the timeout clock: gives up legs older than the I/O timeout.
+    pub(super) fn on_tick(&self) -> bool {
+        let now = self.tick.get().wrapping_add(1);
+        self.tick.set(now);
+        let expired: Vec<(usize, u64)> = self
+            .parents
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.live && p.pending != 0 && now.wrapping_sub(p.tick) >= TICKS_PER_TIMEOUT
+            })
+            .map(|(i, p)| (i, p.pending))
+            .collect();
+        for (pidx, legs) in expired {
+            for slot in slots(legs) {
+                self.abandon(pidx, slot);
+            }
+        }
+        true
+    }
+
+    /// Gives up the leg of `pidx` on `slot` (timed out).
+    fn abandon(&self, pidx: usize, slot: usize) {
+        let bit = slot_bit(slot);
+        let child = self
+            .children
+            .borrow()
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map(|c| c.child.clone());
+        let (is_read, finished) = {
+            let mut parents = self.parents.borrow_mut();
+            let Some(p) = parents
+                .get_mut(pidx)
+                .filter(|p| p.live && p.pending & bit != 0)
+            else {
+                return;
+            };
+            p.pending &= !bit;
+            p.abandoned |= bit;
+            if usize::from(p.host_leg) == slot {
+                p.host_leg = NO_LEG;
+            }
+            let is_read = p.io_type == Some(IoType::Read);
+            if !is_read {
+                if p.io_type != Some(IoType::Flush)
+                    && let Some(c) = &child
+                {
+                    let (first, last) = self.nexus.geo.segs(p.offset, p.blocks);
+                    c.dirty.mark(first, last);
+                }
+                if p.online_at_submit & bit != 0 {
+                    p.failed_online |= bit;
+                }
+            }
+            p.err = Some(BdevError::TimedOut);
+            (is_read, p.pending == 0)
+        };
+        if let Some(c) = child {
+            c.abandoned.fetch_add(1, Ordering::AcqRel);
+            let key = (u64::try_from(pidx).unwrap_or(u64::MAX) << 6)
+                | (u64::try_from(slot).unwrap_or(0) & 63);
+            self.abandoned.borrow_mut().push((key, c.clone()));
+            tracing::warn!(nexus = %self.nexus.info.name, slot, "child I/O timed out");
+            self.nexus.child_failed(slot, c.id, FaultReason::TimedOut);
+        }
+        if is_read && self.retry_read(pidx) {
+            return;
+        }
+        if finished {
+            self.finish(u32::try_from(pidx).unwrap_or(u32::MAX), false, None);
+        }
+    }
+
+    /// Retries parked writes and answers parked acknowledgements; false once none is left.
+    pub(super) fn poll_parked(&self) -> bool {
+        let waiting = std::mem::take(&mut *self.parked_lock.borrow_mut());
+        for (io, sink, tag) in waiting {
+            self.submit(io, sink, tag);
+        }
+        let acks = std::mem::take(&mut *self.parked_ack.borrow_mut());
+        if !acks.is_empty() {
+            let mask = self.nexus.online_mask.load(Ordering::Acquire);
+            let mut keep = Vec::new();
+            for pidx in acks {
+                let blocked = self
+                    .parents
+                    .borrow()
+                    .get(pidx as usize)
+                    .is_some_and(|p| p.live && p.failed_online & mask != 0);
+                if blocked {
+                    keep.push(pidx);
+                } else {
+                    self.complete(pidx, false, None);
+                }
+            }
+            self.parked_ack.borrow_mut().extend(keep);
+        }
+        let more = !self.parked_lock.borrow().is_empty() || !self.parked_ack.borrow().is_empty();
+        if !more {
+            self.park_timer.set(None);
+        }
+        more
+    }
+}
+
+impl Drop for Chan {
+    fn drop(&mut self) {
+        if let Some(id) = self.park_timer.take() {
+            self.reactor.cancel_timer(id);
+        }
+        for (io, sink, tag) in self.parked_lock.get_mut().drain(..) {
+            self.reactor
+                .complete_io(sink, tag, io, Err(BdevError::Closed));
+        }
+        let acks = std::mem::take(self.parked_ack.get_mut());
+        for pidx in acks {
+            let Some(p) = self.parents.get_mut().get_mut(pidx as usize) else {
+                continue;
+            };
+            let io = p.host.take().unwrap_or_else(|| {
+                substitute(
+                    p.io_type.unwrap_or(IoType::Write),
+                    p.offset,
+                    p.blocks,
+                    self.nexus.info.block_size,
+                )
+            });
+            if let Some(sink) = p.sink.take() {
+                self.reactor
+                    .complete_io(sink, p.tag, io, Err(BdevError::Closed));
+            }
+        }
+    }
+}
+
+/// A `BdevIo` standing in for the host's when its buffers are out on a leg that was given up.
+fn substitute(io_type: IoType, offset: u64, blocks: u64, bs: u32) -> BdevIo {
+    let mut bufs = SgList::new();
+    if matches!(io_type, IoType::Read | IoType::Write) {
+        let len = blocks
+            .checked_mul(u64::from(bs))
+            .and_then(|l| usize::try_from(l).ok())
+            .unwrap_or(0);
+        bufs.push(IoBuf::zeroed(len));
+    }
+    BdevIo {
+        io_type,
+        offset_blocks: offset,
+        num_blocks: blocks,
+        bufs,
+    }
+}

@@ -1,0 +1,532 @@
+//! The I/O path of the nexus: one [`NexusChannel`] per reactor, holding a channel to every
+//! child that takes I/O.
+//!
+//! * **Writes** (write, write zeroes, deallocate, flush) go to every child that takes writes
+//!   (online and rebuilding). The host's buffers go to the first child; the others get a copy
+//!   from the buffer pool. The host's command succeeds once every leg has answered and at
+//!   least one child that is in sync has the data. A failed leg takes its child out of the I/O
+//!   path at once, marks the segments in the child's dirty map and asks the control task to
+//!   fault it; if the child was in sync, the host's answer waits until the metadata of the
+//!   remaining in-sync children records the fault (so that a restart can never pick the
+//!   failed child as current).
+//! * **Reads** go to one online child: a local one if there is any (round robin), otherwise
+//!   the one with the lowest recent latency (one read in 64 probes another). A failed read is
+//!   retried on another online child before the host sees an error.
+//! * **Timeouts**: a coarse tick per channel; a child I/O older than the nexus's I/O timeout is
+//!   given up (abandoned), its child faulted (`timed_out`), and the host I/O completes from the
+//!   other children. Parents with abandoned legs are not reused until those legs come back.
+//! * **Range locks**: a write overlapping a segment that a rebuild is copying waits on the
+//!   channel (retried every few microseconds) until the copy is done.
+//!
+//! No lock and no allocation per I/O: host I/Os live in a per-channel slab of parents; the
+//! routing snapshot is refreshed only when its epoch moves; gate counters are per channel.
+
+mod complete;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_bdev::reactor::{Reactor, TimerId};
+use shoal_bdev::{BdevChannel, BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList};
+
+use crate::gate::{ChanCounters, Gate};
+use crate::nexus::Nexus;
+use crate::routing::{ChildShared, MAX_CHILDREN, Role, Routing, nth_slot, slot_bit, slots};
+use crate::state::FaultReason;
+
+/// How often parked I/Os (range-locked, or waiting for a fault to be recorded) are retried.
+const PARK_POLL: Duration = Duration::from_micros(20);
+/// Ticks of the timeout clock per I/O timeout: an I/O times out 3 to 4 ticks after it started.
+const TICKS_PER_TIMEOUT: u64 = 4;
+/// One read in this many goes to another child than the fastest (to notice it got faster).
+const PROBE_EVERY: u64 = 64;
+const NO_LEG: u8 = u8::MAX;
+
+/// The leg tag: parent index (24 bits), parent generation (16), child channel version (16)
+/// and child slot (6).
+#[inline]
+fn leg_tag(pidx: u32, gen16: u16, ver: u16, slot: usize) -> u64 {
+    (u64::from(pidx) << 38)
+        | (u64::from(gen16) << 22)
+        | (u64::from(ver) << 6)
+        | (u64::try_from(slot).unwrap_or(0) & 63)
+}
+
+#[inline]
+fn split_tag(tag: u64) -> (usize, u16, u16, usize) {
+    let pidx = usize::try_from(tag >> 38).unwrap_or(usize::MAX);
+    let gen16 = u16::try_from((tag >> 22) & 0xffff).unwrap_or(0);
+    let ver = u16::try_from((tag >> 6) & 0xffff).unwrap_or(0);
+    let slot = usize::try_from(tag & 63).unwrap_or(0);
+    (pidx, gen16, ver, slot)
+}
+
+/// A host write waiting for a range lock: the I/O, its sink and tag.
+type Parked = (BdevIo, Rc<dyn IoSink>, u64);
+
+/// A channel to one child.
+struct ChildChan {
+    chan: IoChannel,
+    child: Arc<ChildShared>,
+    /// Bumped when the slot's child channel is replaced; in the leg tag.
+    ver: u16,
+    /// Recent read latency, nanoseconds (EWMA, 1/8).
+    ewma_ns: Cell<u64>,
+}
+
+/// One host I/O in flight.
+#[derive(Default)]
+struct Parent {
+    live: bool,
+    seq: u16,
+    sink: Option<Rc<dyn IoSink>>,
+    tag: u64,
+    io_type: Option<IoType>,
+    offset: u64,
+    blocks: u64,
+    /// The host's `BdevIo` while no leg has it.
+    host: Option<BdevIo>,
+    /// The slot whose leg carries the host's buffers.
+    host_leg: u8,
+    pending: u64,
+    ok: u64,
+    /// Legs that failed on children that were online when the I/O started.
+    failed_online: u64,
+    /// Online children at submission (writes).
+    online_at_submit: u64,
+    /// Children tried (reads).
+    tried: u64,
+    /// Legs given up after a timeout, not back yet.
+    abandoned: u64,
+    parity: u8,
+    in_gate: bool,
+    tick: u64,
+    started: Option<Instant>,
+    err: Option<BdevError>,
+}
+
+/// The nexus's channel on one reactor.
+pub(crate) struct NexusChannel(Rc<Chan>);
+
+pub(crate) struct Chan {
+    me: Weak<Chan>,
+    reactor: Reactor,
+    nexus: Arc<Nexus>,
+    counters: Arc<ChanCounters>,
+    routing: RefCell<Arc<Routing>>,
+    epoch: Cell<u64>,
+    children: RefCell<Vec<Option<ChildChan>>>,
+    /// Slots with an open child channel.
+    open_mask: Cell<u64>,
+    next_ver: Cell<u16>,
+    /// Child channels replaced or closed, kept for legs still out on them.
+    retired: RefCell<VecDeque<(usize, u16, Arc<ChildShared>)>>,
+    parents: RefCell<Vec<Parent>>,
+    free: RefCell<Vec<u32>>,
+    /// Writes waiting for a rebuild's range lock.
+    parked_lock: RefCell<VecDeque<Parked>>,
+    /// Parents waiting for a fault to be recorded before they answer.
+    parked_ack: RefCell<Vec<u32>>,
+    /// Abandoned legs by tag, with their child.
+    abandoned: RefCell<Vec<(u64, Arc<ChildShared>)>>,
+    park_timer: Cell<Option<TimerId>>,
+    timeout_timer: Cell<Option<TimerId>>,
+    tick: Cell<u64>,
+    rr: Cell<u64>,
+}
+
+impl NexusChannel {
+    pub(crate) fn new(nexus: Arc<Nexus>, reactor: &Reactor) -> NexusChannel {
+        let counters = nexus.gate.register();
+        let routing = RefCell::new(Arc::new(Routing::default()));
+        let chan = Rc::new_cyclic(|me| Chan {
+            me: me.clone(),
+            reactor: reactor.clone(),
+            nexus,
+            counters,
+            routing,
+            epoch: Cell::new(0),
+            children: RefCell::new(Vec::new()),
+            open_mask: Cell::new(0),
+            next_ver: Cell::new(0),
+            retired: RefCell::default(),
+            parents: RefCell::default(),
+            free: RefCell::default(),
+            parked_lock: RefCell::default(),
+            parked_ack: RefCell::default(),
+            abandoned: RefCell::default(),
+            park_timer: Cell::new(None),
+            timeout_timer: Cell::new(None),
+            tick: Cell::new(0),
+            rr: Cell::new(0),
+        });
+        chan.refresh();
+        chan.start_timeout_clock();
+        NexusChannel(chan)
+    }
+}
+
+impl BdevChannel for NexusChannel {
+    fn submit(&self, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
+        self.0.counters.count_submit();
+        self.0.submit(io, sink, tag);
+    }
+}
+
+// Dropping a `NexusChannel` drops its `Chan` once no leg is out any more (legs hold it as
+// their sink). Its timers hold weak references and stop by themselves then; until then the
+// timeout clock keeps running, so a leg stuck on a hung child is still given up (and leaves
+// the gate, which barriers wait on).
+
+/// The error of a host I/O when no child can take it.
+pub(crate) fn faulted_error(nexus: &Nexus) -> BdevError {
+    BdevError::Os(std::io::Error::other(format!(
+        "nexus {} is faulted: no healthy child",
+        nexus.info.name
+    )))
+}
+
+impl Chan {
+    /// Takes the latest routing snapshot if it changed, opening and closing child channels.
+    fn refresh(&self) {
+        let e = self.nexus.epoch.load(std::sync::atomic::Ordering::SeqCst);
+        if e == self.epoch.get() {
+            return;
+        }
+        let r = self.nexus.routing();
+        self.epoch.set(e);
+        let mut failed: Vec<(usize, u64)> = Vec::new();
+        {
+            let mut children = self.children.borrow_mut();
+            if children.len() < MAX_CHILDREN {
+                children.resize_with(MAX_CHILDREN, || None);
+            }
+            let mut open = 0u64;
+            for (slot, cc) in children.iter_mut().enumerate() {
+                let want = r
+                    .route(slot)
+                    .filter(|rt| rt.role != Role::Track)
+                    .map(|rt| rt.child.clone());
+                let keep = match (&want, cc.as_ref()) {
+                    (Some(w), Some(c)) => w.id == c.child.id,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !keep {
+                    if let Some(old) = cc.take() {
+                        let mut ret = self.retired.borrow_mut();
+                        ret.push_back((slot, old.ver, old.child));
+                        while ret.len() > 4 * MAX_CHILDREN {
+                            ret.pop_front();
+                        }
+                    }
+                    if let Some(w) = want {
+                        match shoal_bdev::open_channel(&w.bdev) {
+                            Ok(chan) => {
+                                let ver = self.next_ver.get().wrapping_add(1);
+                                self.next_ver.set(ver);
+                                *cc = Some(ChildChan {
+                                    chan,
+                                    child: w,
+                                    ver,
+                                    ewma_ns: Cell::new(0),
+                                });
+                            }
+                            Err(e) => {
+                                tracing::warn!(slot, "nexus: cannot open a child channel: {e}");
+                                failed.push((slot, w.id));
+                            }
+                        }
+                    }
+                }
+                if cc.is_some() {
+                    open |= slot_bit(slot);
+                }
+            }
+            self.open_mask.set(open);
+        }
+        *self.routing.borrow_mut() = r;
+        for (slot, id) in failed {
+            self.nexus.child_failed(slot, id, FaultReason::Disconnected);
+        }
+    }
+
+    /// The child of a leg: the current channel of its slot, or a retired one.
+    fn leg_child(&self, slot: usize, ver: u16) -> Option<Arc<ChildShared>> {
+        let children = self.children.borrow();
+        if let Some(Some(c)) = children.get(slot)
+            && c.ver == ver
+        {
+            return Some(c.child.clone());
+        }
+        self.retired
+            .borrow()
+            .iter()
+            .find(|(s, v, _)| *s == slot && *v == ver)
+            .map(|(_, _, c)| c.clone())
+    }
+
+    fn alloc_parent(&self) -> u32 {
+        if let Some(i) = self.free.borrow_mut().pop() {
+            return i;
+        }
+        let mut parents = self.parents.borrow_mut();
+        parents.push(Parent::default());
+        u32::try_from(parents.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    fn sink(&self) -> Option<Rc<dyn IoSink>> {
+        self.me.upgrade().map(|c| c as Rc<dyn IoSink>)
+    }
+
+    fn submit(&self, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
+        if io.io_type == IoType::Read {
+            // Reads stay out of the gate: nothing waits for them (they take no range lock, and
+            // a read still out on a removed child is recognised by its tag when it returns).
+            self.refresh();
+            self.start_read(io, sink, tag);
+        } else {
+            let parity = self.nexus.gate.enter(&self.counters);
+            self.refresh();
+            self.start_write(io, sink, tag, parity);
+        }
+    }
+
+    fn fail_now(&self, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64, parity: Option<u8>) {
+        if let Some(p) = parity {
+            Gate::leave(&self.counters, p);
+        }
+        let e = faulted_error(&self.nexus);
+        self.reactor.complete_io(sink, tag, io, Err(e));
+    }
+
+    /// Picks a child to read from among `cand` (online, open, not tried yet).
+    fn pick_read(&self, r: &Routing, cand: u64) -> usize {
+        let n = self.rr.get().wrapping_add(1);
+        self.rr.set(n);
+        let local = cand & r.local_mask;
+        if local != 0 {
+            return nth_slot(local, n);
+        }
+        if n.is_multiple_of(PROBE_EVERY) {
+            return nth_slot(cand, n / PROBE_EVERY);
+        }
+        let children = self.children.borrow();
+        slots(cand)
+            .min_by_key(|&s| {
+                children
+                    .get(s)
+                    .and_then(Option::as_ref)
+                    .map_or(u64::MAX, |c| c.ewma_ns.get())
+            })
+            .unwrap_or(0)
+    }
+
+    fn start_read(&self, mut io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
+        // Borrowed, not cloned: an `Arc` clone per I/O would bounce its count between cores.
+        let (slot, remote) = {
+            let r = self.routing.borrow();
+            let cand = r.read_mask & self.open_mask.get();
+            if cand == 0 {
+                drop(r);
+                return self.fail_now(io, sink, tag, None);
+            }
+            let slot = self.pick_read(&r, cand);
+            (slot, r.local_mask & slot_bit(slot) == 0)
+        };
+        let pidx = self.alloc_parent();
+        let gen16 = {
+            let mut parents = self.parents.borrow_mut();
+            let Some(p) = parents.get_mut(pidx as usize) else {
+                drop(parents);
+                return self.fail_now(io, sink, tag, None);
+            };
+            p.seq = p.seq.wrapping_add(1);
+            p.live = true;
+            p.sink = Some(sink);
+            p.tag = tag;
+            p.io_type = Some(IoType::Read);
+            p.offset = io.offset_blocks;
+            p.blocks = io.num_blocks;
+            p.host = None;
+            p.host_leg = u8::try_from(slot).unwrap_or(NO_LEG);
+            p.pending = slot_bit(slot);
+            p.ok = 0;
+            p.failed_online = 0;
+            p.online_at_submit = 0;
+            p.tried = slot_bit(slot);
+            p.abandoned = 0;
+            p.parity = 0;
+            p.in_gate = false;
+            p.tick = self.tick.get();
+            p.started = remote.then(Instant::now);
+            p.err = None;
+            p.seq
+        };
+        io.offset_blocks += self.nexus.geo.meta_blocks;
+        self.send_leg(pidx, gen16, slot, io);
+    }
+
+    /// Submits a leg to the child channel of `slot`.
+    fn send_leg(&self, pidx: u32, gen16: u16, slot: usize, io: BdevIo) {
+        let Some(sink) = self.sink() else { return };
+        let children = self.children.borrow();
+        match children.get(slot).and_then(Option::as_ref) {
+            Some(c) => {
+                let t = leg_tag(pidx, gen16, c.ver, slot);
+                c.chan.submit(io, sink, t);
+            }
+            None => {
+                // The routing moved on between picking and sending: fail the leg through the
+                // usual completion path (from the loop).
+                let t = leg_tag(pidx, gen16, 0, slot);
+                self.reactor
+                    .complete_io(sink, t, io, Err(BdevError::Closed));
+            }
+        }
+    }
+
+    fn start_write(&self, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64, parity: u8) {
+        let nx = &self.nexus;
+        let is_flush = io.io_type == IoType::Flush;
+        let (first, last) = nx.geo.segs(io.offset_blocks, io.num_blocks);
+        if !is_flush && nx.gate.is_locked(first, last) {
+            Gate::leave(&self.counters, parity);
+            self.parked_lock.borrow_mut().push_back((io, sink, tag));
+            self.arm_park_timer();
+            return;
+        }
+        let r = self.routing.borrow();
+        if r.read_mask == 0 {
+            drop(r);
+            return self.fail_now(io, sink, tag, Some(parity));
+        }
+        if !is_flush && r.track_mask != 0 {
+            for s in slots(r.track_mask) {
+                if let Some(rt) = r.route(s) {
+                    rt.child.dirty.mark(first, last);
+                }
+            }
+        }
+        let open = self.open_mask.get();
+        let targets = r.write_mask & open;
+        // Children that should take the write but have no channel: as if the leg failed.
+        let missing = r.write_mask & !open;
+        if !is_flush {
+            for s in slots(missing) {
+                if let Some(rt) = r.route(s) {
+                    rt.child.dirty.mark(first, last);
+                }
+            }
+        }
+        let read_mask = r.read_mask;
+        drop(r);
+        let pidx = self.alloc_parent();
+        let host_slot = slots(targets).next();
+        let gen16 = {
+            let mut parents = self.parents.borrow_mut();
+            let Some(p) = parents.get_mut(pidx as usize) else {
+                drop(parents);
+                return self.fail_now(io, sink, tag, Some(parity));
+            };
+            p.seq = p.seq.wrapping_add(1);
+            p.live = true;
+            p.sink = Some(sink);
+            p.tag = tag;
+            p.io_type = Some(io.io_type);
+            p.offset = io.offset_blocks;
+            p.blocks = io.num_blocks;
+            p.host = None;
+            p.host_leg = host_slot.map_or(NO_LEG, |s| u8::try_from(s).unwrap_or(NO_LEG));
+            p.pending = targets;
+            p.ok = 0;
+            p.failed_online = missing & read_mask;
+            p.online_at_submit = read_mask;
+            p.tried = 0;
+            p.abandoned = 0;
+            p.parity = parity;
+            p.in_gate = true;
+            p.tick = self.tick.get();
+            p.started = None;
+            p.err = None;
+            p.seq
+        };
+        let Some(host_slot) = host_slot else {
+            // No child can take it: answer from the loop.
+            self.finish(pidx, true, Some(io));
+            return;
+        };
+        let meta = nx.geo.meta_blocks;
+        for s in slots(targets & !slot_bit(host_slot)) {
+            let leg = copy_leg(&io, meta);
+            self.send_leg(pidx, gen16, s, leg);
+        }
+        let mut io = io;
+        if !is_flush {
+            io.offset_blocks += meta;
+        }
+        self.send_leg(pidx, gen16, host_slot, io);
+    }
+
+    fn arm_park_timer(&self) {
+        if self.park_timer.get().is_some() {
+            return;
+        }
+        let me = self.me.clone();
+        let id = self.reactor.every(PARK_POLL, move || {
+            me.upgrade().is_some_and(|c| c.poll_parked())
+        });
+        self.park_timer.set(Some(id));
+    }
+
+    fn start_timeout_clock(&self) {
+        let t = self.nexus.io_timeout;
+        if t.is_zero() {
+            return;
+        }
+        let period =
+            (t / u32::try_from(TICKS_PER_TIMEOUT).unwrap_or(4)).max(Duration::from_millis(1));
+        let me = self.me.clone();
+        let id = self
+            .reactor
+            .every(period, move || me.upgrade().is_some_and(|c| c.on_tick()));
+        self.timeout_timer.set(Some(id));
+    }
+}
+
+/// A leg carrying a copy of a host write (or a data-less operation) for a second child.
+fn copy_leg(io: &BdevIo, meta: u64) -> BdevIo {
+    match io.io_type {
+        IoType::Write => {
+            let len = shoal_bdev::buf::sg_len(&io.bufs);
+            let mut b = IoBuf::with_capacity(len);
+            b.set_len(len);
+            shoal_bdev::buf::sg_copy_out(&io.bufs, 0, b.as_mut_slice());
+            let mut bufs = SgList::new();
+            bufs.push(b);
+            BdevIo::write(io.offset_blocks + meta, io.num_blocks, bufs)
+        }
+        IoType::Flush => BdevIo::flush(),
+        t => BdevIo {
+            io_type: t,
+            offset_blocks: io.offset_blocks + meta,
+            num_blocks: io.num_blocks,
+            bufs: SgList::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_roundtrip() {
+        let t = leg_tag(0x00ab_cdef, 0xfedc, 0x1234, 63);
+        assert_eq!(split_tag(t), (0x00ab_cdef, 0xfedc, 0x1234, 63));
+        assert_eq!(split_tag(leg_tag(0, 0, 0, 0)), (0, 0, 0, 0));
+    }
+}

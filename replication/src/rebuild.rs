@@ -1,0 +1,463 @@
+//! Online rebuild: a task per rebuilding child on the home reactor copies the child's dirty
+//! segments from an online child while host I/O continues.
+//!
+//! The rebuilding child already receives every host write (it is in the write path before the
+//! task starts), so the copy only has to fill in what it missed. For each run of dirty
+//! segments (up to [`MAX_COPY_BYTES`]) a worker takes a range lock (module `gate`): writes
+//! to those segments wait, writes already running finish, then the worker reads the run from
+//! an online child (local first), writes it to the rebuilding child, clears the bits and
+//! unlocks. A host write to a segment being copied is therefore either entirely before the
+//! copy's read (and copied) or entirely after its write (and applied on top): never lost.
+//!
+//! [`COPY_WORKERS`] workers run per rebuild, so a read and a write are in flight at once.
+//! A `Limiter` (token bucket on reactor timers) caps the copy rate; its default policy is
+//! adaptive: full speed while the host is idle, [`DEFAULT_BUSY_MIB_PER_SEC`] while it is not.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal_bdev::{BdevIo, IoBuf, IoChannel, SgList, open_channel};
+
+use crate::control::{Op, State};
+use crate::exec::{self, LocalFuture};
+use crate::gate::MAX_LOCK_SEGMENTS;
+use crate::nexus::Nexus;
+use crate::routing::{ChildShared, Role, nth_slot, slot_bit};
+use crate::state::FaultReason;
+
+/// Largest copy, in bytes.
+pub const MAX_COPY_BYTES: u64 = 1 << 20;
+/// Copies in flight per rebuild.
+pub const COPY_WORKERS: usize = 2;
+/// Default copy rate while the host does I/O (adaptive policy).
+pub const DEFAULT_BUSY_MIB_PER_SEC: u64 = 128;
+/// The host counts as idle when it submitted nothing for this long.
+const IDLE_AFTER: Duration = Duration::from_millis(20);
+/// How often a paused rebuild looks whether it may go on.
+const PAUSE_POLL: Duration = Duration::from_millis(5);
+
+/// How fast rebuilds may copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildRate {
+    /// Unlimited while the host is idle, `busy_mib_per_sec` while it does I/O (the default).
+    Adaptive {
+        /// MiB/s while the host does I/O.
+        busy_mib_per_sec: u64,
+    },
+    /// At most this many MiB/s, always.
+    Fixed {
+        /// MiB/s.
+        mib_per_sec: u64,
+    },
+    /// No limit.
+    Unlimited,
+}
+
+impl Default for RebuildRate {
+    fn default() -> RebuildRate {
+        RebuildRate::Adaptive {
+            busy_mib_per_sec: DEFAULT_BUSY_MIB_PER_SEC,
+        }
+    }
+}
+
+struct Bucket {
+    tokens: u64,
+    last: Instant,
+    seen_submitted: u64,
+    last_active: Instant,
+}
+
+/// The token bucket shared by the rebuilds of a nexus (used on the home reactor only).
+pub(crate) struct Limiter {
+    rate: Mutex<RebuildRate>,
+    bucket: Mutex<Bucket>,
+}
+
+impl Default for Limiter {
+    fn default() -> Limiter {
+        let now = Instant::now();
+        Limiter {
+            rate: Mutex::new(RebuildRate::default()),
+            bucket: Mutex::new(Bucket {
+                tokens: 0,
+                last: now,
+                seen_submitted: 0,
+                last_active: now,
+            }),
+        }
+    }
+}
+
+impl Limiter {
+    pub(crate) fn set(&self, r: RebuildRate) {
+        *self.rate.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    pub(crate) fn rate(&self) -> RebuildRate {
+        *self.rate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes per second allowed now (`None`: unlimited).
+    fn bytes_per_sec(&self, nx: &Nexus, b: &mut Bucket, now: Instant) -> Option<u64> {
+        let mib = match self.rate() {
+            RebuildRate::Unlimited => return None,
+            RebuildRate::Fixed { mib_per_sec } => mib_per_sec,
+            RebuildRate::Adaptive { busy_mib_per_sec } => {
+                let s = nx.gate.submitted();
+                if s != b.seen_submitted {
+                    b.seen_submitted = s;
+                    b.last_active = now;
+                }
+                if now.duration_since(b.last_active) >= IDLE_AFTER {
+                    return None;
+                }
+                busy_mib_per_sec
+            }
+        };
+        Some(mib.saturating_mul(1 << 20).max(1))
+    }
+
+    /// Waits until `bytes` may be copied.
+    async fn acquire(&self, nx: &Nexus, bytes: u64) {
+        loop {
+            let wait = {
+                let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let elapsed = now.duration_since(b.last).as_nanos();
+                b.last = now;
+                let Some(rate) = self.bytes_per_sec(nx, &mut b, now) else {
+                    b.tokens = 0;
+                    return;
+                };
+                // Refill, with a burst of 20 ms worth (at least one copy).
+                let add = elapsed.saturating_mul(u128::from(rate)) / 1_000_000_000;
+                let burst = (rate / 50).max(bytes);
+                let tokens = u128::from(b.tokens)
+                    .saturating_add(add)
+                    .min(u128::from(burst));
+                b.tokens = u64::try_from(tokens).unwrap_or(burst);
+                if b.tokens >= bytes {
+                    b.tokens -= bytes;
+                    return;
+                }
+                let missing = u128::from(bytes - b.tokens);
+                let ns = missing.saturating_mul(1_000_000_000) / u128::from(rate);
+                Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+            };
+            exec::sleep(wait.clamp(Duration::from_micros(50), Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// How a rebuild ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildOutcome {
+    /// Every dirty segment was copied.
+    Completed,
+    /// It was stopped (operator, fault of the child, removal, destroy).
+    Stopped,
+    /// The copy failed (the rebuilding child failed, or no online child was left).
+    Failed,
+}
+
+/// A running rebuild, as `nexus_get` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildStatus {
+    /// Whether every segment is copied (a new or stale child) or only dirty ones.
+    pub full: bool,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// Segments to copy when it started.
+    pub segments_total: u64,
+    /// Segments copied so far.
+    pub segments_copied: u64,
+    /// Bytes copied so far.
+    pub bytes_copied: u64,
+    /// 0 to 100.
+    pub progress: u8,
+}
+
+/// A finished rebuild.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildSummary {
+    /// Full or partial.
+    pub full: bool,
+    /// How it ended.
+    pub outcome: RebuildOutcome,
+    /// Segments to copy when it started.
+    pub segments_total: u64,
+    /// Segments copied.
+    pub segments_copied: u64,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+    /// How long it ran.
+    pub duration: Duration,
+}
+
+/// Control and progress of one rebuild.
+pub(crate) struct RebuildCtl {
+    full: bool,
+    total: AtomicU64,
+    copied: AtomicU64,
+    bytes: AtomicU64,
+    pub paused: AtomicBool,
+    pub stop: AtomicBool,
+    finished: AtomicBool,
+    started: Instant,
+}
+
+impl RebuildCtl {
+    pub(crate) fn status(&self) -> RebuildStatus {
+        let total = self.total.load(Ordering::Acquire);
+        let copied = self.copied.load(Ordering::Acquire);
+        let progress = copied
+            .min(total)
+            .saturating_mul(100)
+            .checked_div(total)
+            .map_or(100, |p| u8::try_from(p).unwrap_or(100));
+        RebuildStatus {
+            full: self.full,
+            paused: self.paused.load(Ordering::Acquire),
+            segments_total: total,
+            segments_copied: copied,
+            bytes_copied: self.bytes.load(Ordering::Acquire),
+            progress,
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+}
+
+/// Starts the rebuild of child `idx` (already rebuilding, in the write path).
+pub(crate) fn start(nx: &Arc<Nexus>, st: &mut State, idx: usize) {
+    let Some(entry) = st.children.get_mut(idx) else {
+        return;
+    };
+    let total = entry.shared.dirty.count();
+    let ctl = Arc::new(RebuildCtl {
+        full: total == nx.geo.segments,
+        total: AtomicU64::new(total),
+        copied: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        paused: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        finished: AtomicBool::new(false),
+        started: Instant::now(),
+    });
+    entry.rebuild = Some(ctl.clone());
+    let (nx, slot, child) = (nx.clone(), entry.slot, entry.shared.clone());
+    exec::spawn(async move {
+        let outcome = copy_all(&nx, slot, &child, &ctl).await;
+        ctl.finished.store(true, Ordering::Release);
+        let s = ctl.status();
+        let summary = RebuildSummary {
+            full: s.full,
+            outcome,
+            segments_total: s.segments_total,
+            segments_copied: s.segments_copied,
+            bytes_copied: s.bytes_copied,
+            duration: ctl.started.elapsed(),
+        };
+        tracing::info!(nexus = %nx.info.name, slot, ?outcome, copied = s.segments_copied,
+            "rebuild ended");
+        nx.push_op(Op::RebuildEnded {
+            slot,
+            child: child.id,
+            outcome,
+            summary,
+        });
+    });
+}
+
+struct Job<'a> {
+    nx: &'a Nexus,
+    slot: usize,
+    child: &'a ChildShared,
+    ctl: &'a RebuildCtl,
+    dst: IoChannel,
+    /// Next segment to look at (shared by the workers: one pass over the map).
+    cursor: std::cell::Cell<u64>,
+}
+
+async fn copy_all(
+    nx: &Nexus,
+    slot: usize,
+    child: &ChildShared,
+    ctl: &RebuildCtl,
+) -> RebuildOutcome {
+    let dst = match open_channel(&child.bdev) {
+        Ok(c) => c,
+        Err(e) => {
+            nx.child_failed(slot, child.id, FaultReason::from_bdev_error(&e));
+            return RebuildOutcome::Failed;
+        }
+    };
+    let job = Job {
+        nx,
+        slot,
+        child,
+        ctl,
+        dst,
+        cursor: std::cell::Cell::new(0),
+    };
+    let workers: Vec<LocalFuture<'_, RebuildOutcome>> = (0..COPY_WORKERS)
+        .map(|_| -> LocalFuture<'_, RebuildOutcome> { Box::pin(job.worker()) })
+        .collect();
+    let outcomes = exec::join_all(workers).await;
+    if outcomes.contains(&RebuildOutcome::Failed) {
+        RebuildOutcome::Failed
+    } else if outcomes.contains(&RebuildOutcome::Stopped) {
+        RebuildOutcome::Stopped
+    } else {
+        RebuildOutcome::Completed
+    }
+}
+
+impl Job<'_> {
+    /// Whether the rebuild must end now.
+    fn stopped(&self) -> bool {
+        self.ctl.stop.load(Ordering::Acquire)
+            || !self
+                .nx
+                .routing()
+                .route(self.slot)
+                .is_some_and(|r| r.child.id == self.child.id && r.role == Role::Write)
+    }
+
+    /// Waits while the rebuild is paused; true if it must stop.
+    async fn wait_while_paused(&self) -> bool {
+        loop {
+            if self.stopped() {
+                return true;
+            }
+            if !self.ctl.paused.load(Ordering::Acquire) {
+                return false;
+            }
+            exec::sleep(PAUSE_POLL).await;
+        }
+    }
+
+    async fn worker(&self) -> RebuildOutcome {
+        let geo = self.nx.geo;
+        let bs = u64::from(geo.block_size);
+        let max_run = (MAX_COPY_BYTES / (geo.seg_blocks * bs)).clamp(1, MAX_LOCK_SEGMENTS);
+        let mut sources: HashMap<u64, IoChannel> = HashMap::new();
+        let mut buf = Some(IoBuf::with_capacity(
+            usize::try_from(max_run * geo.seg_blocks * bs).unwrap_or(0),
+        ));
+        loop {
+            if self.wait_while_paused().await {
+                return RebuildOutcome::Stopped;
+            }
+            let dirty = &self.child.dirty;
+            let Some(first) = dirty.next_dirty(self.cursor.get()) else {
+                return RebuildOutcome::Completed;
+            };
+            let mut n = 1;
+            while n < max_run && dirty.is_dirty(first + n) {
+                n += 1;
+            }
+            self.cursor.set(first + n);
+            let start = first * geo.seg_blocks;
+            let blocks = (n * geo.seg_blocks).min(geo.data_blocks.saturating_sub(start));
+            if blocks == 0 {
+                return RebuildOutcome::Completed;
+            }
+            self.nx.limiter.acquire(self.nx, blocks * bs).await;
+            if self.wait_while_paused().await {
+                return RebuildOutcome::Stopped;
+            }
+            let lock = self.nx.gate.lock(first, n).await;
+            let r = self.copy(&mut sources, &mut buf, start, blocks).await;
+            if r.is_ok() {
+                for s in first..first + n {
+                    dirty.clear(s);
+                }
+            }
+            self.nx.gate.unlock(lock);
+            if let Err(o) = r {
+                return o;
+            }
+            self.ctl.copied.fetch_add(n, Ordering::AcqRel);
+            self.ctl.bytes.fetch_add(blocks * bs, Ordering::AcqRel);
+        }
+    }
+
+    /// Copies `blocks` blocks at nexus block `start` from an online child to the rebuilding one.
+    async fn copy(
+        &self,
+        sources: &mut HashMap<u64, IoChannel>,
+        buf: &mut Option<IoBuf>,
+        start: u64,
+        blocks: u64,
+    ) -> Result<(), RebuildOutcome> {
+        let geo = self.nx.geo;
+        let len = usize::try_from(blocks * u64::from(geo.block_size)).unwrap_or(0);
+        let at = start + geo.meta_blocks;
+        let mut tried = 0u64;
+        let data = loop {
+            let r = self.nx.routing();
+            let cand = r.read_mask & !tried;
+            if cand == 0 || self.stopped() {
+                return Err(if cand == 0 {
+                    RebuildOutcome::Failed
+                } else {
+                    RebuildOutcome::Stopped
+                });
+            }
+            let local = cand & r.local_mask;
+            let src_slot = nth_slot(if local != 0 { local } else { cand }, 0);
+            tried |= slot_bit(src_slot);
+            let Some(src) = r.route(src_slot).map(|rt| rt.child.clone()) else {
+                continue;
+            };
+            if let std::collections::hash_map::Entry::Vacant(v) = sources.entry(src.id) {
+                match open_channel(&src.bdev) {
+                    Ok(c) => {
+                        v.insert(c);
+                    }
+                    Err(e) => {
+                        self.nx
+                            .child_failed(src_slot, src.id, FaultReason::from_bdev_error(&e));
+                        continue;
+                    }
+                }
+            }
+            let Some(chan) = sources.get(&src.id) else {
+                continue;
+            };
+            let mut b = buf.take().unwrap_or_else(|| IoBuf::with_capacity(len));
+            b.set_len(len);
+            let mut bufs = SgList::new();
+            bufs.push(b);
+            let (mut io, res) =
+                exec::io(chan, BdevIo::read(at, blocks, bufs), self.nx.io_timeout).await;
+            match res {
+                Ok(()) => break io.bufs,
+                Err(e) => {
+                    *buf = io.bufs.pop();
+                    self.nx
+                        .child_failed(src_slot, src.id, FaultReason::from_bdev_error(&e));
+                }
+            }
+        };
+        let (mut io, res) = exec::io(
+            &self.dst,
+            BdevIo::write(at, blocks, data),
+            self.nx.io_timeout,
+        )
+        .await;
+        *buf = io.bufs.pop();
+        if let Err(e) = res {
+            self.nx
+                .child_failed(self.slot, self.child.id, FaultReason::from_bdev_error(&e));
+            return Err(RebuildOutcome::Failed);
+        }
+        Ok(())
+    }
+}
