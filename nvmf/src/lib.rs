@@ -31,3 +31,4 @@ pub mod pdu;
 pub mod spec;
 pub mod subsystem;
 pub mod tcp;
+mod txq;

@@ -60,7 +60,6 @@ mod queue;
 mod reconnect;
 mod remote_bdev;
 mod rx;
-mod tx;
 mod uri;
 
 pub use cmd::Dir;

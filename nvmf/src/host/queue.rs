@@ -20,13 +20,13 @@ use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink, IoType, SgList};
 
 use super::cmd::{self, Dir};
 use super::error::{HostError, to_bdev_error};
-use super::tx::TxQueue;
 use crate::pdu::{
     CapsuleCmd, DataDigest, Deframer, Digests, FrameOptions, IcReq, MAX_HEADER_SPACE, PduHeader,
     Role,
 };
 use crate::spec::opcode::io;
 use crate::spec::{Cqe, SglDescriptor, Sqe};
+use crate::txq::{HOST_ARENA, TxQueue};
 
 /// Who hears about a finished request.
 pub(crate) enum Waiter {
@@ -231,7 +231,7 @@ impl QueueCore {
             limits,
             want: Digests::default(),
             deframer: Deframer::new(Role::Host),
-            tx: TxQueue::default(),
+            tx: TxQueue::new(HOST_ARENA),
             timeout,
             done: Vec::new(),
         }

@@ -17,7 +17,6 @@ mod capsule;
 mod io;
 pub mod listener;
 mod slots;
-mod tx;
 mod wire;
 
 use std::cell::RefCell;
@@ -33,8 +32,8 @@ use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink};
 
 use crate::controller::ControllerShared;
 use crate::subsystem::{ListenAddress, Subsystem, Target, TransportConfig};
+use crate::txq::{TARGET_ARENA, TxQueue};
 use slots::Slots;
-use tx::TxQueue;
 use wire::Deframer;
 
 /// Bytes of the receive buffer: room for the largest PDU a host may send (an H2CData of
@@ -133,7 +132,7 @@ pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
             deframer: Deframer::target(&transport),
             rx: Some(IoBuf::with_capacity(rx_capacity(&transport))),
             rx_pos: 0,
-            tx: TxQueue::default(),
+            tx: TxQueue::new(TARGET_ARENA),
             hpda: 0,
             hdgst: false,
             ddgst: false,

@@ -1,32 +1,47 @@
-//! The send side of a queue pair: PDUs encoded back to back into pooled buffers, sent with one
-//! `sendmsg` per reactor pass.
-//!
-//! Headers and (copied) data of every PDU queued during a pass go into "arenas": 64 KiB pooled
-//! [`IoBuf`]s filled from the front. A PDU larger than an arena gets a buffer of its own. The
-//! batch goes out as one vector of buffers; a short send keeps the unsent tail at the head.
+//! The send queue of an NVMe/TCP connection (target or host): PDU headers (and, on the host,
+//! copied write data) packed back to back into pooled "arena" buffers, data buffers queued as
+//! they are, everything queued during a reactor pass sent with one `sendmsg`, one in flight at
+//! a time; a short send keeps the unsent tail at the head.
 
 use shoal_bdev::IoBuf;
 
-/// Capacity of a shared arena.
-const ARENA: usize = 64 * 1024;
+/// Arena size for a target connection: a 4 KiB buffer holds about 170 response capsules.
+pub(crate) const TARGET_ARENA: usize = 4096;
+/// Arena size for a host connection, which also copies write data into its arenas.
+pub(crate) const HOST_ARENA: usize = 64 * 1024;
 
 /// Output waiting to be sent, in order.
-#[derive(Default)]
 pub(crate) struct TxQueue {
-    /// Full arenas (and big PDUs) waiting behind the one in flight; the first may be partly
-    /// sent (see `skip`).
+    /// Buffers queued behind the one in flight (the first may be partly sent: see `skip`).
     queue: Vec<IoBuf>,
-    /// The arena being filled.
+    /// The arena being filled; it joins `queue` before the next data buffer or at the send.
     arena: Option<IoBuf>,
-    /// An empty vector kept for reuse, so the steady state allocates nothing.
+    /// Capacity of a new arena (a larger PDU gets a buffer of its own size).
+    arena_size: usize,
+    /// An empty vector kept for reuse, so steady state allocates nothing.
     spare: Vec<IoBuf>,
     /// Bytes of `queue[0]` already sent.
     skip: usize,
     /// A `sendmsg` is in flight.
     pub(crate) in_flight: bool,
+    /// The connection is on this pass's flush list (the target's flusher uses it).
+    pub(crate) dirty: bool,
 }
 
 impl TxQueue {
+    /// An empty queue whose arenas hold `arena_size` bytes.
+    pub(crate) fn new(arena_size: usize) -> TxQueue {
+        TxQueue {
+            queue: Vec::new(),
+            arena: None,
+            arena_size,
+            spare: Vec::new(),
+            skip: 0,
+            in_flight: false,
+            dirty: false,
+        }
+    }
+
     /// Reserves `n` bytes at the end of the queue and returns them to be filled in.
     pub(crate) fn append(&mut self, n: usize) -> &mut [u8] {
         let fits = self
@@ -35,7 +50,7 @@ impl TxQueue {
             .is_some_and(|a| a.capacity() - a.len() >= n);
         if !fits {
             self.close_arena();
-            self.arena = Some(IoBuf::with_capacity(ARENA.max(n)));
+            self.arena = Some(IoBuf::with_capacity(self.arena_size.max(n)));
         }
         let Some(a) = self.arena.as_mut() else {
             return &mut [];
@@ -43,6 +58,19 @@ impl TxQueue {
         let at = a.len();
         a.set_len(at + n);
         a.as_mut_slice().get_mut(at..).unwrap_or(&mut [])
+    }
+
+    /// Appends small bytes (a PDU header, a digest, padding).
+    pub(crate) fn push_hdr(&mut self, bytes: &[u8]) {
+        self.append(bytes.len()).copy_from_slice(bytes);
+    }
+
+    /// Appends a data buffer (sent as it is, without a copy).
+    pub(crate) fn push_data(&mut self, buf: IoBuf) {
+        self.close_arena();
+        if !buf.is_empty() {
+            self.queue.push(buf);
+        }
     }
 
     fn close_arena(&mut self) {
@@ -125,32 +153,46 @@ mod tests {
     }
 
     #[test]
-    fn pdus_pack_and_partial_sends_resume_in_order() {
-        let mut t = TxQueue::default();
+    fn headers_pack_data_stays_apart_and_partial_sends_resume_in_order() {
+        let mut t = TxQueue::new(TARGET_ARENA);
+        t.push_hdr(b"h1");
+        t.push_hdr(b"h2");
+        t.push_data(IoBuf::copy_from(b"DATA"));
+        t.push_hdr(b"h3");
+        let (batch, skip) = t.take_batch().unwrap();
+        assert_eq!(
+            batch.len(),
+            3,
+            "h1h2 share an arena, DATA is its own, h3 a new arena"
+        );
+        assert_eq!(bytes(&batch, skip), b"h1h2DATAh3");
+        assert!(t.take_batch().is_none(), "one send at a time");
+        t.push_hdr(b"h4");
+        t.sent(batch, 6); // "h1h2DA" went out
+        let (batch, skip) = t.take_batch().unwrap();
+        assert_eq!(bytes(&batch, skip), b"TAh3h4");
+        t.sent(batch, 6);
+        assert!(!t.has_pending() && !t.in_flight);
+    }
+
+    #[test]
+    fn a_pdu_larger_than_an_arena_gets_its_own_buffer() {
+        let mut t = TxQueue::new(HOST_ARENA);
         t.append(2).copy_from_slice(b"h1");
-        t.append(4).copy_from_slice(b"DATA");
-        let big = vec![7u8; ARENA + 10];
+        let big = vec![7u8; HOST_ARENA + 10];
         t.append(big.len()).copy_from_slice(&big);
         t.append(2).copy_from_slice(b"h3");
         let (batch, skip) = t.take_batch().unwrap();
         assert_eq!(
             batch.len(),
             2,
-            "small PDUs share an arena; a big one opens a new one, which takes the rest"
+            "the big PDU opens a buffer that also takes what follows"
         );
-        let mut want = b"h1DATA".to_vec();
+        let mut want = b"h1".to_vec();
         want.extend_from_slice(&big);
         want.extend_from_slice(b"h3");
         assert_eq!(bytes(&batch, skip), want);
-        assert!(t.take_batch().is_none(), "one send at a time");
-        t.append(2).copy_from_slice(b"h4");
-        t.sent(batch, 8); // "h1DATA" and 2 bytes of the big one went out
-        let (batch, skip) = t.take_batch().unwrap();
-        let mut rest = big[2..].to_vec();
-        rest.extend_from_slice(b"h3h4");
-        assert_eq!(bytes(&batch, skip), rest);
-        let n = rest.len();
-        t.sent(batch, n);
-        assert!(!t.has_pending() && !t.in_flight);
+        t.abandon(batch);
+        assert!(!t.in_flight);
     }
 }
