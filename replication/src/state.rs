@@ -57,11 +57,21 @@ impl FaultReason {
     /// The fault reason for an I/O error of a child.
     pub fn from_bdev_error(e: &shoal_bdev::BdevError) -> FaultReason {
         use shoal_bdev::{BdevError, ErrorKind};
-        if let BdevError::Os(io) = e
-            && io.raw_os_error() == Some(28)
-        {
-            // ENOSPC.
-            return FaultReason::NoSpace;
+        if let BdevError::Os(io) = e {
+            if io.raw_os_error() == Some(28) {
+                // ENOSPC.
+                return FaultReason::NoSpace;
+            }
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::NotConnected
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ) {
+                // A remote replica whose connection was lost beyond its reconnect window.
+                return FaultReason::Disconnected;
+            }
         }
         match e.kind() {
             ErrorKind::TimedOut => FaultReason::TimedOut,

@@ -116,7 +116,7 @@ impl Daemon {
         r.retain(|(n, _)| n != name);
     }
 
-    /// Stops accepting, closes every connection, and lets in-flight I/O finish.
+    /// Stops accepting and closes every connection of the target (hosts go away).
     pub fn quiesce(&self) {
         let addrs: Vec<ListenAddress> = {
             let mut ls = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,6 +135,13 @@ impl Daemon {
         for r in &self.reactors {
             let _ = r.call(tcp::close_all);
         }
+    }
+
+    /// Waits (at most 5 s) until the reactors have no operation in flight: closing
+    /// connections have drained their queued responses and block I/O has completed. Call it
+    /// after [`Daemon::quiesce`] and after closing whatever else holds connections (nexuses
+    /// with remote replicas).
+    pub fn wait_drained(&self) {
         // Give closing connections a moment to drain their queued responses and I/O.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while std::time::Instant::now() < deadline {

@@ -110,8 +110,10 @@ fn run(args: Args) -> Result<(), String> {
     stop.shutdown();
     let _ = rpc_thread.join();
     daemon.quiesce();
-    // Close every nexus cleanly (its replicas' labels say so), then flush every bdev.
+    // Close every nexus cleanly (its replicas' labels say so, and its connections to remote
+    // replicas close), let in-flight I/O drain, then flush every bdev.
     methods::nexus::shutdown(&daemon);
+    daemon.wait_drained();
     methods::flush_all(&daemon);
     set.shutdown();
     tracing::info!("shoald stopped");

@@ -92,6 +92,8 @@ pub fn flush_all(daemon: &Daemon) {
         .bdevs
         .list()
         .into_iter()
+        // A closed device (e.g. a nexus destroyed just before) has nothing left to flush.
+        .filter(|b| !b.info().is_closed())
         .map(|b| {
             let name = b.info().name.clone();
             (name, submit(reactor, b, BdevIo::flush))

@@ -66,6 +66,7 @@ impl TestDaemon {
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         self.daemon.quiesce();
+        self.daemon.wait_drained();
         if let Some(s) = self.set.take() {
             s.shutdown();
         }

@@ -114,6 +114,10 @@ pub(crate) struct Conn {
     pub(crate) cfg: ConnConfig,
     st: RefCell<State>,
     poller: Cell<Option<u64>>,
+    /// Closed by its owner (possibly from inside the owner's own call, e.g. a nexus swapping
+    /// channels in `submit`): completions from now on go through the reactor loop, never
+    /// straight into a sink that may be borrowed further up the stack.
+    closing: Cell<bool>,
 }
 
 thread_local! {
@@ -170,6 +174,7 @@ impl Conn {
         let core = QueueCore::new(cfg.qid, slots, limits, cfg.timeout);
         let conn = Rc::new_cyclic(|me| Conn {
             me: me.clone(),
+            closing: Cell::new(false),
             id,
             reactor: reactor.clone(),
             ctrl,
@@ -257,14 +262,19 @@ impl Conn {
         core.push(work, bufs, waiter);
         core.fail_all(&err);
         for f in core.done.drain(..) {
-            match (f.waiter, f.outcome) {
-                (Waiter::Sink { sink, tag }, Outcome::Io(io, r)) => {
-                    self.reactor.complete_io(sink, tag, io, r);
-                }
-                (waiter, outcome) => {
-                    self.reactor
-                        .defer(move || Finished { waiter, outcome }.deliver());
-                }
+            self.deliver_later(f);
+        }
+    }
+
+    /// Hands a finished request to the reactor loop, to be delivered on a later pass.
+    fn deliver_later(&self, f: Finished) {
+        match (f.waiter, f.outcome) {
+            (Waiter::Sink { sink, tag }, Outcome::Io(io, r)) => {
+                self.reactor.complete_io(sink, tag, io, r);
+            }
+            (waiter, outcome) => {
+                self.reactor
+                    .defer(move || Finished { waiter, outcome }.deliver());
             }
         }
     }
@@ -298,8 +308,13 @@ impl Conn {
             let spare = std::mem::take(&mut st.spare);
             std::mem::replace(&mut st.core.done, spare)
         };
+        let later = self.closing.get();
         for f in done.drain(..) {
-            f.deliver();
+            if later {
+                self.deliver_later(f);
+            } else {
+                f.deliver();
+            }
         }
         let mut st = self.st.borrow_mut();
         if st.spare.capacity() < done.capacity() {
@@ -446,6 +461,7 @@ impl Conn {
 
     /// Closes the queue pair for good.
     pub(crate) fn close(&self) {
+        self.closing.set(true);
         self.teardown(&HostError::Closed);
         {
             let mut st = self.st.borrow_mut();
