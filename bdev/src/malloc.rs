@@ -48,6 +48,11 @@ impl MallocBdev {
             .filter(|&s| s > 0)
             .ok_or_else(|| BdevError::Invalid(format!("invalid size: {num_blocks} blocks")))?;
         let mut map = MmapMut::map_anon(size)?;
+        // Random 4 KiB copies out of a large mapping miss the TLB on every I/O; transparent huge
+        // pages (where the kernel allows them for advised mappings) save about 80 ns per copy
+        // here (docs/PERFORMANCE.md). Only a hint: without it the disk works the same.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
         let base = map.as_mut_ptr() as usize;
         Ok(Arc::new(MallocBdev {
             info: BdevInfo::new(name, uuid, block_size, num_blocks, "Malloc disk"),
