@@ -1,19 +1,21 @@
-//! `--bdev` mode: load on a local block device, one pinned reactor per core.
+//! `--bdev` mode: load on a local block device, one job per core of `-c`, each on its own
+//! channel.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
-use std::rc::{Rc, Weak};
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::null::NullBdev;
-use shoal_bdev::reactor::{Reactor, ReactorHandle, parse_core_mask};
+use shoal_bdev::reactor::{Reactor, ReactorSet, parse_core_mask};
 use shoal_bdev::uring::UringBdev;
-use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList, open_channel};
+use shoal_bdev::{Bdev, BdevError, BdevIo, IoChannel, IoSink, open_channel};
 
-use super::Args;
-use super::stats::{CoreResult, JobStats, Report};
+use super::job::{IoTarget, JobConfig, Progress};
+use super::report::Report;
+use super::runner::{self, Setup};
+use super::verify::VerifyMap;
+use super::{Args, cpu, job_seed, run_id};
 
 /// A device named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,131 +65,45 @@ impl BdevSpec {
     }
 }
 
-/// The closed loop of one reactor: every completion submits the next I/O with the same tag,
-/// `BdevIo` and buffer.
-struct Job {
-    me: Weak<Job>,
-    chan: IoChannel,
-    handle: ReactorHandle,
-    /// Blocks per I/O, and how many I/O-sized slots the device holds.
-    blocks_per_io: u64,
-    slots: u64,
-    io_bytes: u64,
-    read_percent: u8,
-    random: bool,
-    state: RefCell<JobState>,
-    /// Submission time of the I/O in flight under each tag.
-    started: RefCell<Vec<Instant>>,
+/// Opens a channel to the device on each reactor.
+struct BdevSetup {
+    bdev: Arc<dyn Bdev>,
+    jobs: Vec<JobConfig>,
 }
 
-struct JobState {
-    rng: u64,
-    next_seq: u64,
-    stats: JobStats,
-    stopping: bool,
-    in_flight: u32,
-    stopped_at: Option<Instant>,
-}
+/// A bdev channel as a job's target.
+struct ChannelTarget(IoChannel);
 
-impl JobState {
-    /// xorshift64*: fast, and uniform enough for picking offsets.
-    fn random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+impl IoTarget for ChannelTarget {
+    fn submit(&self, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
+        self.0.submit(io, sink, tag);
+    }
+
+    fn ready(&self) -> Result<bool, String> {
+        Ok(true)
     }
 }
 
-impl Job {
-    /// The type and first block of the next I/O.
-    fn next(&self, st: &mut JobState) -> (IoType, u64) {
-        let slot = if self.random {
-            st.random() % self.slots
-        } else {
-            let s = st.next_seq;
-            st.next_seq = (s + 1) % self.slots;
-            s
-        };
-        let io_type = match self.read_percent {
-            100 => IoType::Read,
-            0 => IoType::Write,
-            p => {
-                if st.random() % 100 < u64::from(p) {
-                    IoType::Read
-                } else {
-                    IoType::Write
-                }
-            }
-        };
-        (io_type, slot * self.blocks_per_io)
+impl Setup for BdevSetup {
+    fn jobs(
+        &self,
+        index: usize,
+        _core: usize,
+    ) -> Result<Vec<(JobConfig, Box<dyn IoTarget>)>, String> {
+        let chan = open_channel(&self.bdev).map_err(|e| format!("cannot open a channel: {e}"))?;
+        let cfg = self
+            .jobs
+            .get(index)
+            .cloned()
+            .ok_or("no job for this core")?;
+        Ok(vec![(cfg, Box::new(ChannelTarget(chan)))])
     }
-
-    fn submit(&self, mut io: BdevIo, tag: u64, now: Instant) {
-        let Some(me) = self.me.upgrade() else { return };
-        let (io_type, offset) = self.next(&mut self.state.borrow_mut());
-        io.io_type = io_type;
-        io.offset_blocks = offset;
-        let idx = usize::try_from(tag).unwrap_or(usize::MAX);
-        if let Some(slot) = self.started.borrow_mut().get_mut(idx) {
-            *slot = now;
-        }
-        self.chan.submit(io, me, tag);
-    }
-
-    fn stop(&self) {
-        let mut st = self.state.borrow_mut();
-        st.stopping = true;
-        st.stopped_at = Some(Instant::now());
-    }
-}
-
-impl IoSink for Job {
-    fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
-        let now = Instant::now();
-        {
-            let mut st = self.state.borrow_mut();
-            if st.stopping {
-                st.in_flight -= 1;
-                if st.in_flight == 0 {
-                    self.handle.stop();
-                }
-                return;
-            }
-            let started = usize::try_from(tag)
-                .ok()
-                .and_then(|i| self.started.borrow().get(i).copied())
-                .unwrap_or(now);
-            match result {
-                Ok(()) => st.stats.record(self.io_bytes, now - started),
-                Err(_) => st.stats.errors += 1,
-            }
-        }
-        self.submit(io, tag, now);
-    }
-}
-
-/// CPU time (user + system) of the calling thread.
-fn thread_cpu_time() -> Duration {
-    // SAFETY: `rusage` is a plain C struct; all-zero bytes are a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes only into `ru`, a live local of the right type.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &raw mut ru) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| {
-        let secs = u64::try_from(t.tv_sec).unwrap_or(0);
-        let micros = u32::try_from(t.tv_usec).unwrap_or(0);
-        Duration::from_secs(secs) + Duration::from_micros(u64::from(micros))
-    };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Runs the load of `args` on the device `spec` and returns what it measured.
 pub fn run(args: &Args, spec: &BdevSpec) -> Result<Report, String> {
     args.validate()?;
+    let cores = parse_core_mask(&args.core_mask)?;
     let bdev = spec
         .open(args.block_size)
         .map_err(|e| format!("cannot open the device: {e}"))?;
@@ -204,9 +120,24 @@ pub fn run(args: &Args, spec: &BdevSpec) -> Result<Report, String> {
     if slots == 0 {
         return Err(format!("-o {} is larger than the device", args.io_size));
     }
-    let cores = parse_core_mask(&args.core_mask)?;
-    println!(
-        "shoal-perf: {} ({}, {} blocks of {bs} B), {:?}, {} B, qd {}, {} s, cores {cores:?}, {}",
+    let verify = if args.verify {
+        let in_flight = u64::from(args.queue_depth) * u64::try_from(cores.len()).unwrap_or(1);
+        if slots <= in_flight {
+            return Err(format!(
+                "-V needs more I/O slots ({slots}) than I/Os in flight ({in_flight})"
+            ));
+        }
+        Some(Arc::new(VerifyMap::new(
+            run_id(),
+            bs,
+            blocks_per_io,
+            slots,
+        )?))
+    } else {
+        None
+    };
+    let header = format!(
+        "shoal-perf: {} ({}, {} blocks of {bs} B), {:?}, {} B, qd {}, {} s, cores {cores:?}, {}{}",
         info.name,
         info.product_name,
         info.num_blocks,
@@ -214,98 +145,47 @@ pub fn run(args: &Args, spec: &BdevSpec) -> Result<Report, String> {
         args.io_size,
         args.queue_depth,
         args.time_secs,
-        args.polling_mode()
+        args.polling_mode(),
+        if args.verify { ", verify" } else { "" },
     );
-    let available = core_affinity::get_core_ids().unwrap_or_default();
-    let barrier = Arc::new(Barrier::new(cores.len()));
-    let mut threads = Vec::new();
-    for (index, &core) in cores.iter().enumerate() {
-        let core_id = available.iter().copied().find(|c| c.id == core);
-        let (bdev, barrier, args) = (bdev.clone(), barrier.clone(), args.clone());
-        let t = std::thread::Builder::new()
-            .name(format!("perf_{core}"))
-            .spawn(move || {
-                if !core_id.is_some_and(core_affinity::set_for_current) {
-                    tracing::warn!("could not pin to core {core}");
-                }
-                run_core(index, core, &bdev, &args, (blocks_per_io, slots), &barrier)
-            })
-            .map_err(|e| format!("cannot start a thread: {e}"))?;
-        threads.push(t);
-    }
-    let mut results = Vec::new();
-    for t in threads {
-        results.push(
-            t.join()
-                .map_err(|_| "a reactor thread panicked".to_string())??,
-        );
-    }
-    Ok(Report { cores: results })
-}
-
-fn run_core(
-    index: usize,
-    core: usize,
-    bdev: &Arc<dyn Bdev>,
-    args: &Args,
-    (blocks_per_io, slots): (u64, u64),
-    barrier: &Barrier,
-) -> Result<CoreResult, String> {
-    let reactor = Reactor::new(index, Some(core), args.reactor_config())
-        .map_err(|e| format!("cannot create a reactor: {e}"))?;
-    let chan = open_channel(bdev).map_err(|e| format!("cannot open a channel: {e}"))?;
-    let qd = args.queue_depth;
-    let seed = 0x9E37_79B9_7F4A_7C15_u64 ^ u64::try_from(core).unwrap_or(0).wrapping_add(1);
-    let job = Rc::new_cyclic(|me| Job {
-        me: me.clone(),
-        chan,
-        handle: reactor.handle(),
-        blocks_per_io,
-        slots,
-        io_bytes: u64::from(args.io_size),
-        read_percent: args.workload.read_percent(args.rwmixread),
-        random: args.workload.random(),
-        state: RefCell::new(JobState {
-            rng: seed,
-            next_seq: 0,
-            stats: JobStats::default(),
-            stopping: false,
-            in_flight: qd,
-            stopped_at: None,
-        }),
-        started: RefCell::new(vec![Instant::now(); usize::try_from(qd).unwrap_or(0)]),
+    let mut progress = Vec::new();
+    let jobs = cores
+        .iter()
+        .map(|&core| {
+            let p = Arc::new(Progress::default());
+            progress.push(p.clone());
+            JobConfig {
+                label: format!("{} from core {core:>2}", info.name),
+                core,
+                nsid: None,
+                block_size: bs,
+                blocks_per_io,
+                slots,
+                queue_depth: args.queue_depth,
+                read_percent: args.workload.read_percent(args.rwmixread),
+                random: args.workload.random(),
+                seed: job_seed(core, 0),
+                verify: verify.clone(),
+                progress: p,
+            }
+        })
+        .collect();
+    let setup = Arc::new(BdevSetup {
+        bdev: bdev.clone(),
+        jobs,
     });
-    let io_len = usize::try_from(args.io_size).map_err(|e| e.to_string())?;
-    barrier.wait();
-    let cpu0 = thread_cpu_time();
-    let start = Instant::now();
-    for tag in 0..u64::from(qd) {
-        let mut bufs = SgList::new();
-        bufs.push(IoBuf::zeroed(io_len));
-        let io = BdevIo::read(0, blocks_per_io, bufs);
-        job.submit(io, tag, Instant::now());
-    }
-    let stopper = Rc::downgrade(&job);
-    reactor.call_after(Duration::from_secs(args.time_secs), move || {
-        if let Some(j) = stopper.upgrade() {
-            j.stop();
-        }
-    });
-    reactor.run();
-    let cpu = thread_cpu_time().saturating_sub(cpu0);
-    let st = job.state.borrow();
-    let elapsed = st.stopped_at.unwrap_or_else(Instant::now) - start;
-    let rs = reactor.handle();
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    Ok(CoreResult {
-        core,
-        stats: st.stats,
-        elapsed,
-        cpu,
-        passes: load(&rs.stats().passes),
-        busy_passes: load(&rs.stats().busy_passes),
-        sleeps: load(&rs.stats().sleeps),
-    })
+    let set = ReactorSet::start(&cores, args.reactor_config(), Arc::new(|_: &Reactor| {}))
+        .map_err(|e| format!("cannot start reactors: {e}"))?;
+    let cpu0 = cpu::process();
+    let measured = runner::run(&set, &cores, setup, &progress, args.run_options());
+    set.shutdown();
+    let measured = measured?;
+    Ok(Report::new(
+        header,
+        args,
+        measured,
+        cpu::process().since(cpu0),
+    ))
 }
 
 #[cfg(test)]
@@ -326,25 +206,50 @@ mod tests {
         }
     }
 
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["shoal-perf"];
+        v.extend_from_slice(extra);
+        Args::parse_from(v)
+    }
+
     #[test]
     fn a_short_run_on_a_ram_disk_completes_ios() {
-        let args = Args::parse_from([
-            "shoal-perf",
-            "-q",
-            "8",
-            "-o",
-            "4096",
-            "-w",
-            "randrw",
-            "-t",
-            "1",
-        ]);
+        let args = args(&["-q", "8", "-o", "4096", "-w", "randrw", "-t", "1"]);
         let report = run(&args, &BdevSpec::Malloc(16)).unwrap();
         let total = report.total();
         assert!(total.ios > 1000, "{total:?}");
         assert_eq!(total.errors, 0);
         assert_eq!(total.bytes, total.ios * 4096);
-        assert!(report.render().lines().any(|l| l.starts_with("Total")));
-        assert!(report.cores[0].elapsed >= Duration::from_secs(1));
+        assert_eq!(total.hist.count(), total.ios);
+        let text = report.render();
+        assert!(text.lines().any(|l| l.starts_with("Total")), "{text}");
+        assert!(text.contains("us per I/O"), "{text}");
+        assert!(report.cores[0].elapsed >= std::time::Duration::from_secs(1));
+        assert!(report.cores[0].cpu() > std::time::Duration::ZERO);
+        assert_eq!(report.failure(), None);
+        let json = report.to_json();
+        assert_eq!(json["total"]["ios"], total.ios);
+        assert!(json["cpu"]["per_io_us"].as_f64().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn verify_on_a_ram_disk_checks_reads_on_two_cores() {
+        let args = args(&[
+            "-q", "16", "-o", "8192", "-w", "randrw", "-M", "50", "-t", "1", "-V", "-c", "[0,1]",
+        ]);
+        // 1 MiB: 128 slots for 32 I/Os in flight, so that slots are often busy.
+        let report = run(&args, &BdevSpec::Malloc(1)).unwrap();
+        let v = report.verify_total();
+        assert!(v.reads_checked > 1000 && v.writes > 1000, "{v:?}");
+        assert_eq!(v.mismatches, 0, "{v:?}");
+        assert_eq!(report.failure(), None);
+        assert!(report.render().contains("0 mismatches"));
+    }
+
+    #[test]
+    fn verify_refuses_more_ios_in_flight_than_slots() {
+        let args = args(&["-q", "300", "-t", "1", "-V"]);
+        let e = run(&args, &BdevSpec::Malloc(1)).unwrap_err();
+        assert!(e.contains("-V needs more I/O slots"), "{e}");
     }
 }

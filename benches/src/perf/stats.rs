@@ -1,9 +1,11 @@
-//! Counters of a load run and the report printed at its end (`spdk_nvme_perf`'s layout).
+//! Counters of a load run: per job, per core (CPU time), and the rates derived from them.
 
 use std::time::Duration;
 
-/// What one job (one core) measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use super::histogram::Histogram;
+
+/// What one job (one namespace or device on one core) measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobStats {
     /// I/Os completed successfully within the run.
     pub ios: u64,
@@ -17,6 +19,8 @@ pub struct JobStats {
     pub lat_min_ns: u64,
     /// Longest latency, in nanoseconds.
     pub lat_max_ns: u64,
+    /// Latency distribution (nanoseconds).
+    pub hist: Histogram,
 }
 
 impl Default for JobStats {
@@ -28,6 +32,7 @@ impl Default for JobStats {
             lat_sum_ns: 0,
             lat_min_ns: u64::MAX,
             lat_max_ns: 0,
+            hist: Histogram::default(),
         }
     }
 }
@@ -42,38 +47,99 @@ impl JobStats {
         self.lat_sum_ns += u128::from(ns);
         self.lat_min_ns = self.lat_min_ns.min(ns);
         self.lat_max_ns = self.lat_max_ns.max(ns);
+        self.hist.record(ns);
     }
 
-    /// Both jobs' counts together.
-    pub fn merge(&self, o: &JobStats) -> JobStats {
-        JobStats {
-            ios: self.ios + o.ios,
-            bytes: self.bytes + o.bytes,
-            errors: self.errors + o.errors,
-            lat_sum_ns: self.lat_sum_ns + o.lat_sum_ns,
-            lat_min_ns: self.lat_min_ns.min(o.lat_min_ns),
-            lat_max_ns: self.lat_max_ns.max(o.lat_max_ns),
+    /// Adds `o`'s counts to these.
+    pub fn merge(&mut self, o: &JobStats) {
+        self.ios += o.ios;
+        self.bytes += o.bytes;
+        self.errors += o.errors;
+        self.lat_sum_ns += o.lat_sum_ns;
+        self.lat_min_ns = self.lat_min_ns.min(o.lat_min_ns);
+        self.lat_max_ns = self.lat_max_ns.max(o.lat_max_ns);
+        self.hist.merge(&o.hist);
+    }
+
+    /// Latency at quantile `q`, in nanoseconds.
+    pub fn quantile_ns(&self, q: f64) -> u64 {
+        self.hist.quantile(q, self.lat_min_ns, self.lat_max_ns)
+    }
+}
+
+/// What a verifying job found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyStats {
+    /// Reads whose data was checked.
+    pub reads_checked: u64,
+    /// Writes whose data carried headers.
+    pub writes: u64,
+    /// Reads that found a bad block.
+    pub mismatches: u64,
+    /// The first few mismatches, as `LBA n: what`.
+    pub examples: Vec<String>,
+}
+
+/// Mismatches kept as examples per job.
+pub const MAX_EXAMPLES: usize = 8;
+
+impl VerifyStats {
+    /// Adds `o`'s counts (and examples, up to [`MAX_EXAMPLES`]).
+    pub fn merge(&mut self, o: &VerifyStats) {
+        self.reads_checked += o.reads_checked;
+        self.writes += o.writes;
+        self.mismatches += o.mismatches;
+        for e in &o.examples {
+            if self.examples.len() < MAX_EXAMPLES {
+                self.examples.push(e.clone());
+            }
         }
     }
 }
 
-/// What one reactor measured, with how it spent its time.
+/// The result of one job.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    /// How the report names it (`spdk_nvme_perf`'s device line).
+    pub label: String,
+    /// The core it ran on.
+    pub core: usize,
+    /// Namespace ID (NVMe/TCP mode).
+    pub nsid: Option<u32>,
+    /// I/O counts.
+    pub stats: JobStats,
+    /// Length of its measured window.
+    pub elapsed: Duration,
+    /// Data verification (`-V`).
+    pub verify: VerifyStats,
+    /// The first I/O error, if any.
+    pub first_error: Option<String>,
+}
+
+/// What one reactor (core) measured about itself over the run.
 #[derive(Debug, Clone)]
 pub struct CoreResult {
     /// The core it ran on.
     pub core: usize,
-    /// The I/O counts.
-    pub stats: JobStats,
     /// Length of the measured window.
     pub elapsed: Duration,
-    /// CPU time (user + system) of the reactor thread during the run.
-    pub cpu: Duration,
-    /// Reactor loop passes, and how many found work.
+    /// User CPU time of the reactor thread during the window.
+    pub cpu_user: Duration,
+    /// System CPU time of the reactor thread during the window.
+    pub cpu_sys: Duration,
+    /// Reactor loop passes.
     pub passes: u64,
     /// Passes that found work.
     pub busy_passes: u64,
     /// Times the reactor slept in the kernel.
     pub sleeps: u64,
+}
+
+impl CoreResult {
+    /// User + system CPU time.
+    pub fn cpu(&self) -> Duration {
+        self.cpu_user + self.cpu_sys
+    }
 }
 
 /// Rates derived from counts over a time.
@@ -89,12 +155,18 @@ pub struct Rates {
     pub min_us: f64,
     /// Longest latency in microseconds.
     pub max_us: f64,
+    /// Median latency in microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency in microseconds.
+    pub p99_us: f64,
+    /// 99.9th percentile latency in microseconds.
+    pub p999_us: f64,
 }
 
 // Counters fit comfortably in an f64 mantissa for any realistic run; precision loss past 2^53
 // would only blur the last digits of a printed rate.
 #[allow(clippy::cast_precision_loss)]
-fn f(x: u64) -> f64 {
+pub(crate) fn f(x: u64) -> f64 {
     x as f64
 }
 
@@ -108,87 +180,17 @@ impl Rates {
     pub fn of(s: &JobStats, elapsed: Duration) -> Rates {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let n = f(s.ios.max(1));
+        let us = |ns: u64| f(ns) / 1e3;
         Rates {
             iops: f(s.ios) / secs,
             mib_s: f(s.bytes) / secs / f(1 << 20),
             avg_us: f128(s.lat_sum_ns) / n / 1e3,
-            min_us: if s.ios == 0 {
-                0.0
-            } else {
-                f(s.lat_min_ns) / 1e3
-            },
-            max_us: f(s.lat_max_ns) / 1e3,
+            min_us: if s.ios == 0 { 0.0 } else { us(s.lat_min_ns) },
+            max_us: us(s.lat_max_ns),
+            p50_us: us(s.quantile_ns(0.5)),
+            p99_us: us(s.quantile_ns(0.99)),
+            p999_us: us(s.quantile_ns(0.999)),
         }
-    }
-}
-
-fn line(label: &str, r: &Rates) -> String {
-    format!(
-        "{label:<35}: {:>12.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
-        r.iops, r.mib_s, r.avg_us, r.min_us, r.max_us
-    )
-}
-
-/// The whole run: per-core results and their total.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// One entry per core.
-    pub cores: Vec<CoreResult>,
-}
-
-impl Report {
-    /// Counts summed over the cores.
-    pub fn total(&self) -> JobStats {
-        self.cores
-            .iter()
-            .fold(JobStats::default(), |acc, c| acc.merge(&c.stats))
-    }
-
-    /// Rates of the whole run (the longest window of any core).
-    pub fn total_rates(&self) -> Rates {
-        let elapsed = self
-            .cores
-            .iter()
-            .map(|c| c.elapsed)
-            .max()
-            .unwrap_or_default();
-        Rates::of(&self.total(), elapsed)
-    }
-
-    /// The report as `spdk_nvme_perf` lays it out, plus one line per reactor on its CPU use.
-    /// The `Total` line is stable for scripts: `Total : IOPS MiB/s avg min max`.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let sep = "=".repeat(96);
-        out.push_str(&sep);
-        out.push('\n');
-        out.push_str(&format!("{:<37}{:>57}\n", "", "Latency(us)"));
-        out.push_str(&format!(
-            "{:<35}: {:>12} {:>10} {:>10} {:>10} {:>10}\n",
-            "Device Information", "IOPS", "MiB/s", "Average", "min", "max"
-        ));
-        for c in &self.cores {
-            let label = format!("core {}", c.core);
-            out.push_str(&line(&label, &Rates::of(&c.stats, c.elapsed)));
-            out.push('\n');
-        }
-        out.push_str(&sep);
-        out.push('\n');
-        out.push_str(&line("Total", &self.total_rates()));
-        out.push('\n');
-        for c in &self.cores {
-            let secs = c.elapsed.as_secs_f64().max(1e-9);
-            let busy = 100.0 * f(c.busy_passes) / f(c.passes.max(1));
-            out.push_str(&format!(
-                "reactor on core {}: cpu {:.1}%, {} passes ({busy:.1}% busy), {} sleeps, {} errors\n",
-                c.core,
-                100.0 * c.cpu.as_secs_f64() / secs,
-                c.passes,
-                c.sleeps,
-                c.stats.errors,
-            ));
-        }
-        out
     }
 }
 
@@ -206,7 +208,12 @@ mod tests {
         assert!((r.avg_us - 20.0).abs() < 1e-9);
         assert_eq!((r.min_us, r.max_us), (10.0, 30.0));
         assert!((r.mib_s - 8192.0 / 2.0 / 1048576.0).abs() < 1e-12);
-        let both = s.merge(&JobStats::default());
+        assert!((r.p50_us - 10.0).abs() < 0.2, "{r:?}");
+        assert_eq!(r.p99_us, 30.0, "the top bucket is clamped to the max");
+        let mut both = s.clone();
+        both.merge(&JobStats::default());
         assert_eq!(both, s, "merging with nothing changes nothing");
+        let empty = Rates::of(&JobStats::default(), Duration::from_secs(1));
+        assert_eq!((empty.iops, empty.min_us, empty.p99_us), (0.0, 0.0, 0.0));
     }
 }
