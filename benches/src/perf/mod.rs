@@ -101,8 +101,8 @@ pub struct Args {
     #[arg(long, action = clap::ArgAction::Version)]
     version: Option<bool>,
     /// NVMe/TCP target, as SPDK writes it: 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1
-    /// trsvcid:4420 subnqn:NQN [ns:N] [hostnqn:NQN]'. Repeatable. Without ns: every active
-    /// namespace; without subnqn: every subsystem of the discovery log at that address.
+    /// trsvcid:4420 subnqn:NQN', optionally with ns:N and hostnqn:NQN. Repeatable. Without ns:
+    /// every active namespace; without subnqn: every subsystem of the discovery log there.
     #[arg(
         short = 'r',
         long = "transport",
