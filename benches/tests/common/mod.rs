@@ -23,31 +23,37 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `shoald` binary of this build, built first if it is missing (when only this package's
-/// tests were built, e.g. `cargo test -p shoal-benches`).
+/// The `shoald` binary of this build. It is (re)built once per test binary with the same
+/// profile and target directory: `cargo test -p shoal-benches` does not build other packages'
+/// binaries, and a stale `shoald` would test old code. Under `cargo test --workspace` it is
+/// already up to date and this costs a fingerprint check.
 pub fn shoald_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let dir = profile_dir();
-        let bin = dir.join("shoald");
-        if !bin.exists() {
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-q", "-p", "shoal-target", "--bin", "shoald"]);
-            if dir.file_name().is_some_and(|n| n == "release") {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "shoal-target", "--bin", "shoald"]);
+        match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
                 cmd.arg("--release");
             }
-            if let Some(target) = dir.parent() {
-                cmd.env("CARGO_TARGET_DIR", target);
+            Some(profile) => {
+                cmd.args(["--profile", profile]);
             }
-            let st = cmd
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build");
-            assert!(
-                st.success(),
-                "cargo build -p shoal-target --bin shoald failed"
-            );
         }
+        if let Some(target) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let st = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(
+            st.success(),
+            "cargo build -p shoal-target --bin shoald failed"
+        );
+        let bin = dir.join("shoald");
         assert!(bin.exists(), "{} missing", bin.display());
         bin
     })
