@@ -84,7 +84,11 @@ thread_local! {
 
 /// Runs `f` on the admin context of controller `id`, if it lives on this reactor.
 pub(crate) fn with_admin(id: u64, f: impl FnOnce(&Rc<AdminCtx>)) {
-    let a = ADMINS.with(|m| m.borrow().get(&id).cloned());
+    // `try_with`: at thread exit the table may be gone while its entries still drop.
+    let a = ADMINS
+        .try_with(|m| m.borrow().get(&id).cloned())
+        .ok()
+        .flatten();
     if let Some(a) = a {
         f(&a);
     }
@@ -318,7 +322,7 @@ impl AdminCtx {
         self.cancel_recovery();
         self.conn.close();
         let id = self.shared.id;
-        ADMINS.with(|m| m.borrow_mut().remove(&id));
+        let _ = ADMINS.try_with(|m| m.borrow_mut().remove(&id));
     }
 
     /// Shuts the controller down (NVMe Base 2.0 section 3.6.1: CC.SHN = 01b, then wait for

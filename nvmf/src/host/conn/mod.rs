@@ -128,7 +128,12 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 
 /// Runs `f` on the live queue pair `id` of the current reactor.
 pub(crate) fn with_conn(id: u64, f: impl FnOnce(&Rc<Conn>)) {
-    let conn = CONNS.with(|c| c.borrow().get(&id).and_then(Weak::upgrade));
+    // `try_with`: at thread exit the table may already be gone while other thread-locals
+    // (a reactor's admin queues) still drop their connections.
+    let conn = CONNS
+        .try_with(|c| c.borrow().get(&id).and_then(Weak::upgrade))
+        .ok()
+        .flatten();
     if let Some(c) = conn {
         f(&c);
     }
@@ -472,7 +477,8 @@ impl Conn {
         if let Some(p) = self.poller.take() {
             self.reactor.remove_poller(p);
         }
-        CONNS.with(|c| c.borrow_mut().remove(&self.id));
+        // Ignored at thread exit, when the table is already gone.
+        let _ = CONNS.try_with(|c| c.borrow_mut().remove(&self.id));
     }
 
     fn arm_timeout(&self) {
