@@ -240,6 +240,13 @@ fn create_get_fault_rebuild_remove_destroy() {
         json!({"name": "vol", "mib_per_sec": 0}),
     );
     assert_eq!(nexus_of(&t, "vol")["rebuild_rate"]["mode"], "unlimited");
+    // Without a rate: back to the default (adaptive) policy.
+    t.ok("nexus_set_rebuild_rate", json!({"name": "vol"}));
+    assert_eq!(nexus_of(&t, "vol")["rebuild_rate"]["mode"], "adaptive");
+    t.ok(
+        "nexus_set_rebuild_rate",
+        json!({"name": "vol", "mib_per_sec": 0}),
+    );
     t.ok(
         "nexus_add_child",
         json!({"name": "vol", "uri": "bdev:///M2"}),

@@ -109,8 +109,10 @@ params_knobs!(NexusRebuildRef {});
 pub struct NexusSetRebuildRate {
     /// The nexus.
     pub name: String,
-    /// MiB/s; 0 means unlimited.
-    pub mib_per_sec: u64,
+    /// MiB/s; 0 means unlimited. Absent: back to the default policy (unlimited while the host
+    /// is idle, 128 MiB/s while it does I/O).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mib_per_sec: Option<u64>,
 }
 params_knobs!(NexusSetRebuildRate {});
 
@@ -151,7 +153,11 @@ pub fn register(r: &mut Registry<Daemon>) {
     r.register(
         "nexus_set_rebuild_rate",
         |d: &Daemon, p: NexusSetRebuildRate| {
-            find(d, &p.name)?.set_rebuild_rate(p.mib_per_sec);
+            let nexus = find(d, &p.name)?;
+            match p.mib_per_sec {
+                Some(m) => nexus.set_rebuild_rate(m),
+                None => nexus.set_rebuild_rate_policy(RebuildRate::default()),
+            }
             Ok(Value::Bool(true))
         },
     );

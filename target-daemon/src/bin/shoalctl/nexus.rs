@@ -38,8 +38,12 @@ pub enum NexusCmd {
     RemoveChild { name: String, uri: String },
     /// Fault a child on purpose.
     FaultChild { name: String, uri: String },
-    /// Limit rebuild copies to MIB_PER_SEC (0: unlimited).
-    RebuildRate { name: String, mib_per_sec: u64 },
+    /// Limit rebuild copies to MIB_PER_SEC (0: unlimited; omitted: the default policy,
+    /// unlimited while the host is idle and 128 MiB/s while it does I/O).
+    RebuildRate {
+        name: String,
+        mib_per_sec: Option<u64>,
+    },
     /// Pause the rebuild of URI (or every rebuild of the nexus).
     PauseRebuild { name: String, uri: Option<String> },
     /// Resume the rebuild of URI (or every rebuild of the nexus).
@@ -112,12 +116,15 @@ pub fn run(
             done(v, format!("{name}: faulted {uri}"))
         }
         NexusCmd::RebuildRate { name, mib_per_sec } => {
-            let p = json!({"name": name, "mib_per_sec": mib_per_sec});
+            let mut p = json!({"name": name});
+            if let Some(m) = mib_per_sec {
+                p["mib_per_sec"] = json!(m);
+            }
             let v = call("nexus_set_rebuild_rate", p)?;
-            let what = if mib_per_sec == 0 {
-                "unlimited".to_owned()
-            } else {
-                format!("{mib_per_sec} MiB/s")
+            let what = match mib_per_sec {
+                None => "back to the default policy".to_owned(),
+                Some(0) => "unlimited".to_owned(),
+                Some(m) => format!("{m} MiB/s"),
             };
             done(v, format!("{name}: rebuild rate {what}"))
         }
