@@ -8,9 +8,19 @@
 //! 3. 4 KiB random writes on the nexus while a replica rebuilds with the default (adaptive)
 //!    rate limit, as a share of the same load without a rebuild.
 //!
+//! 4. with `NEXUS_BENCH_SHOALD=PATH` (a built `shoald`): the same rebuild and plain copy between
+//!    two nodes: this process (pinned to core 0) holds the source RAM replica, a `shoald` it
+//!    starts on 127.0.0.2 (core 1) exports the destination RAM replica over NVMe/TCP; the copy
+//!    and the rebuild both write to it through the NVMe/TCP host (`RemoteBdev`).
+//!    `hack/bench-nexus.sh rebuild` runs this part.
+//!
 //! `cargo bench -p shoal-replication --bench nexus`. Environment: `NEXUS_BENCH_SECS` (seconds
 //! per load, default 3), `NEXUS_BENCH_MIB` (device size for the IOPS runs, default 256),
-//! `NEXUS_BENCH_REBUILD_MIB` (replica size, default 1024), `NEXUS_BENCH_ONLY=iops`.
+//! `NEXUS_BENCH_REBUILD_MIB` (replica size, default 1024), `NEXUS_BENCH_ONLY=iops|during|
+//! remote`, `NEXUS_BENCH_ROUNDS` (rounds of part 4, default 3), `NEXUS_BENCH_PORT` (4523).
+
+#[path = "support/remote.rs"]
+mod remote;
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -25,9 +35,9 @@ use shoal_replication::{ChildSpec, ChildState, META_BYTES, Nexus, NexusOptions};
 
 const IO: u64 = 4096;
 const DEPTH: u64 = 32;
-const WAIT: Duration = Duration::from_secs(600);
+pub(crate) const WAIT: Duration = Duration::from_secs(600);
 
-fn env_u64(name: &str, default: u64) -> u64 {
+pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -119,7 +129,7 @@ fn load(r: &Reactor, bdev: &Arc<dyn Bdev>, io_type: IoType, secs: u64) -> u64 {
 
 /// A RAM device with every page touched (first-touch page faults would otherwise dominate
 /// whatever runs first on it).
-fn ram(name: &str, bytes: u64) -> Arc<dyn Bdev> {
+pub(crate) fn ram(name: &str, bytes: u64) -> Arc<dyn Bdev> {
     let b: Arc<dyn Bdev> =
         MallocBdev::create(name, None, (bytes + META_BYTES) / 4096, 4096).expect("malloc");
     let r = Reactor::current().expect("a reactor");
@@ -149,7 +159,7 @@ impl IoSink for Count {
     }
 }
 
-fn nexus(r: &Reactor, name: &str, bytes: u64, children: &[Arc<dyn Bdev>]) -> Arc<Nexus> {
+pub(crate) fn nexus(r: &Reactor, name: &str, bytes: u64, children: &[Arc<dyn Bdev>]) -> Arc<Nexus> {
     let specs = children.iter().cloned().map(ChildSpec::local).collect();
     Nexus::create(NexusOptions::new(name, bytes), specs, &r.handle())
         .wait(WAIT)
@@ -157,12 +167,17 @@ fn nexus(r: &Reactor, name: &str, bytes: u64, children: &[Arc<dyn Bdev>]) -> Arc
         .expect("nexus")
 }
 
-fn pct(a: u64, b: u64) -> u64 {
+pub(crate) fn pct(a: u64, b: u64) -> u64 {
     a.saturating_mul(100) / b.max(1)
 }
 
 /// Copies `bytes` from `src` to `dst` in 1 MiB pieces, two in flight; the time it took.
-fn plain_copy(r: &Reactor, src: &Arc<dyn Bdev>, dst: &Arc<dyn Bdev>, bytes: u64) -> Duration {
+pub(crate) fn plain_copy(
+    r: &Reactor,
+    src: &Arc<dyn Bdev>,
+    dst: &Arc<dyn Bdev>,
+    bytes: u64,
+) -> Duration {
     type Done = (u64, BdevIo, Result<(), BdevError>);
     #[derive(Default)]
     struct Sink(RefCell<Vec<Done>>);
@@ -214,11 +229,18 @@ fn main() {
         return;
     }
     let secs = env_u64("NEXUS_BENCH_SECS", 3);
-    let r = Reactor::new(0, None, ReactorConfig::default()).expect("reactor");
+    // With a second node (part 4) this process stays on core 0 and the node on core 1.
+    let core = std::env::var_os("NEXUS_BENCH_SHOALD").map(|_| 0);
+    let r = Reactor::new(0, core, ReactorConfig::default()).expect("reactor");
     let size = env_u64("NEXUS_BENCH_MIB", 256) << 20;
     let only_iops = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "iops");
 
     let only_during = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "during");
+    let only_remote = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "remote");
+    if only_remote {
+        remote::run(&r);
+        return;
+    }
     if !only_during {
         iops(&r, size, secs, only_iops);
     }
@@ -226,6 +248,9 @@ fn main() {
         return;
     }
     rebuilds(&r, secs, only_during);
+    if !only_during {
+        remote::run(&r);
+    }
 }
 
 /// Part 1: one RAM (and null) bdev against a nexus over two.
