@@ -8,10 +8,18 @@
 //!
 //! Capacities are rounded up to a power of two between [`MIN_CLASS`] and [`MAX_POOLED`]; larger
 //! buffers are allocated and freed directly.
+//!
+//! A buffer can be *shared* ([`IoBuf::share`]): the copies point to the same memory, which is
+//! read-only while more than one of them exists and returns to the pool when the last one is
+//! dropped. This is how one write's data goes to several devices (a nexus's children) or is
+//! queued on a socket while its request still holds it, without copying. Asking a shared
+//! buffer for mutable access takes the memory back if it is the last copy and otherwise copies
+//! it first (copy on write), so a `&mut [u8]` never aliases another buffer.
 
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
@@ -31,16 +39,43 @@ pub type SgList = SmallVec<[IoBuf; 4]>;
 
 /// An aligned, initialised buffer with a length (bytes in use) and a capacity.
 pub struct IoBuf {
-    ptr: NonNull<u8>,
-    cap: usize,
+    mem: Mem,
     len: usize,
 }
 
-// SAFETY: an `IoBuf` uniquely owns its allocation (like a `Box<[u8]>`); nothing else points to
-// it, so moving it to another thread is sound. It returns to the pool of whichever thread drops it.
+/// Where an [`IoBuf`]'s bytes live.
+enum Mem {
+    /// An allocation this buffer alone owns.
+    Owned { ptr: NonNull<u8>, cap: usize },
+    /// An allocation shared with other buffers (read-only while shared).
+    Shared(Arc<SharedMem>),
+}
+
+/// The memory of shared buffers; released (to the pool of the thread that drops the last
+/// buffer) when the last one goes.
+struct SharedMem {
+    ptr: NonNull<u8>,
+    cap: usize,
+}
+
+impl Drop for SharedMem {
+    fn drop(&mut self) {
+        release(self.ptr, self.cap);
+    }
+}
+
+// SAFETY: an owned `IoBuf` uniquely owns its allocation (like a `Box<[u8]>`), so moving it to
+// another thread is sound. A shared one only reads memory that no buffer may write while it is
+// shared (mutable access first makes the buffer unique, see `IoBuf::make_unique`), and the
+// memory's lifetime is the `Arc`'s. Either returns to the pool of whichever thread drops it.
 unsafe impl Send for IoBuf {}
 // SAFETY: shared references only give out `&[u8]`, which is `Sync`.
 unsafe impl Sync for IoBuf {}
+// SAFETY: `SharedMem` owns its allocation and gives no access to it by itself; `IoBuf` only
+// reads through it (see above).
+unsafe impl Send for SharedMem {}
+// SAFETY: as for `Send`: no access is given through `&SharedMem` but reads.
+unsafe impl Sync for SharedMem {}
 
 fn class_of(cap: usize) -> Option<usize> {
     if cap > MAX_POOLED {
@@ -99,7 +134,10 @@ impl IoBuf {
                 .ok()
                 .flatten();
             if let Some(ptr) = recycled {
-                return IoBuf { ptr, cap, len: 0 };
+                return IoBuf {
+                    mem: Mem::Owned { ptr, cap },
+                    len: 0,
+                };
             }
         }
         // SAFETY: `layout(cap)` has a non-zero size (cap >= MIN_CLASS or > MAX_POOLED).
@@ -107,7 +145,10 @@ impl IoBuf {
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout(cap));
         };
-        IoBuf { ptr, cap, len: 0 }
+        IoBuf {
+            mem: Mem::Owned { ptr, cap },
+            len: 0,
+        }
     }
 
     /// A buffer of length `len` filled with zeroes.
@@ -138,63 +179,140 @@ impl IoBuf {
 
     /// Total bytes available.
     pub fn capacity(&self) -> usize {
-        self.cap
+        self.parts().1
     }
 
     /// Sets the length. Every byte below the capacity is initialised, so any length up to the
     /// capacity is sound; a larger one is clamped to the capacity.
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(self.cap);
+        self.len = len.min(self.capacity());
+    }
+
+    fn parts(&self) -> (NonNull<u8>, usize) {
+        match &self.mem {
+            Mem::Owned { ptr, cap } => (*ptr, *cap),
+            Mem::Shared(m) => (m.ptr, m.cap),
+        }
     }
 
     /// The bytes in use.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `cap` initialised bytes owned by `self`, and `len <= cap`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        let (ptr, _) = self.parts();
+        // SAFETY: `ptr` points to `cap` initialised bytes that live as long as `self` (owned, or
+        // kept by the `Arc`), `len <= cap`, and no `&mut` to them exists while `self` can be
+        // read (owned: borrow rules; shared: mutable access makes the buffer unique first).
+        unsafe { std::slice::from_raw_parts(ptr.as_ptr(), self.len) }
     }
 
-    /// The bytes in use, mutably.
+    /// Raw pointer to the start, for handing to the kernel as the source of a write or send.
+    /// Only to be read through; the buffer must stay alive until the kernel is done with it.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.parts().0.as_ptr()
+    }
+
+    /// Makes this the only buffer pointing to its memory: takes a shared allocation back if no
+    /// other buffer has it any more, copies it otherwise. Owned buffers are left alone.
+    fn make_unique(&mut self) -> (NonNull<u8>, usize) {
+        if let Mem::Shared(m) = &mut self.mem {
+            if Arc::get_mut(m).is_some() {
+                // The last copy (no other can appear: we hold the only reference).
+                let (ptr, cap) = (m.ptr, m.cap);
+                let old = std::mem::replace(&mut self.mem, Mem::Owned { ptr, cap });
+                if let Mem::Shared(arc) = old
+                    && let Ok(only) = Arc::try_unwrap(arc)
+                {
+                    // The memory now belongs to `self.mem`: not released here.
+                    std::mem::forget(only);
+                }
+            } else {
+                let mut fresh = IoBuf::with_capacity(m.cap);
+                fresh.len = self.len;
+                let (dst, _) = fresh.parts();
+                // SAFETY: both allocations hold at least `len` initialised bytes and are
+                // distinct; the shared one is only read, the fresh one is owned by `fresh`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(m.ptr.as_ptr(), dst.as_ptr(), self.len);
+                }
+                // Drops this copy's reference to the shared memory.
+                *self = fresh;
+            }
+        }
+        self.parts()
+    }
+
+    /// The bytes in use, mutably (copies a shared buffer first unless it is the last copy).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        let (ptr, _) = self.make_unique();
+        // SAFETY: as in `as_slice`; the memory is now owned by `self` alone and `&mut self`
+        // guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), self.len) }
     }
 
-    /// The whole capacity, mutably (for filling before `set_len`).
+    /// The whole capacity, mutably (for filling before `set_len`; unique as in `as_mut_slice`).
     pub fn full_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `cap` bytes are allocated and initialised; `&mut self` gives exclusivity.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cap) }
+        let (ptr, cap) = self.make_unique();
+        // SAFETY: `cap` bytes are allocated and initialised; they are owned by `self` alone and
+        // `&mut self` gives exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), cap) }
     }
 
-    /// Raw pointer to the start, for handing to the kernel. The buffer must stay alive and
-    /// unmoved-from (it is a heap allocation, so moving the `IoBuf` itself is fine) until the
-    /// kernel is done with it.
+    /// Raw pointer to the start, for handing to the kernel as a destination (unique as in
+    /// `as_mut_slice`). The buffer must stay alive and unmoved-from (it is a heap allocation,
+    /// so moving the `IoBuf` itself is fine) until the kernel is done with it.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.make_unique().0.as_ptr()
     }
+
+    /// Another buffer with the same bytes and length, sharing the memory (no copy). Both are
+    /// read-only while both exist: mutable access to either copies it first.
+    pub fn share(&mut self) -> IoBuf {
+        if let Mem::Owned { ptr, cap } = self.mem {
+            self.mem = Mem::Shared(Arc::new(SharedMem { ptr, cap }));
+        }
+        let Mem::Shared(m) = &self.mem else {
+            unreachable!()
+        };
+        IoBuf {
+            mem: Mem::Shared(m.clone()),
+            len: self.len,
+        }
+    }
+
+    /// Whether other buffers share this one's memory now.
+    pub fn is_shared(&self) -> bool {
+        matches!(&self.mem, Mem::Shared(m) if Arc::strong_count(m) > 1)
+    }
+}
+
+/// Returns an allocation of `cap` bytes to this thread's pool, or frees it.
+fn release(ptr: NonNull<u8>, cap: usize) {
+    if let Some(c) = class_of(cap).filter(|&c| MIN_CLASS << c == cap) {
+        let keep = POOL_BYTES_PER_CLASS / cap;
+        let kept = POOL
+            .try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p.free[c].len() < keep.max(8) {
+                    p.free[c].push(ptr);
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false);
+        if kept {
+            return;
+        }
+    }
+    // SAFETY: allocated in `IoBuf::with_capacity` with `layout(cap)`; the caller owned it alone.
+    unsafe { alloc::dealloc(ptr.as_ptr(), layout(cap)) };
 }
 
 impl Drop for IoBuf {
     fn drop(&mut self) {
-        if let Some(c) = class_of(self.cap).filter(|&c| MIN_CLASS << c == self.cap) {
-            let keep = POOL_BYTES_PER_CLASS / self.cap;
-            let ptr = self.ptr;
-            let kept = POOL
-                .try_with(|p| {
-                    let mut p = p.borrow_mut();
-                    if p.free[c].len() < keep.max(8) {
-                        p.free[c].push(ptr);
-                        true
-                    } else {
-                        false
-                    }
-                })
-                .unwrap_or(false);
-            if kept {
-                return;
-            }
+        if let Mem::Owned { ptr, cap } = self.mem {
+            release(ptr, cap);
         }
-        // SAFETY: allocated in `with_capacity` with `layout(self.cap)` and owned by `self`.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), layout(self.cap)) };
+        // A shared buffer's memory goes with the last `Arc`.
     }
 }
 
@@ -202,7 +320,8 @@ impl std::fmt::Debug for IoBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoBuf")
             .field("len", &self.len)
-            .field("cap", &self.cap)
+            .field("cap", &self.capacity())
+            .field("shared", &self.is_shared())
             .finish()
     }
 }
@@ -258,14 +377,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stays_three_words() {
+        assert_eq!(
+            std::mem::size_of::<IoBuf>(),
+            3 * std::mem::size_of::<usize>()
+        );
+    }
+
+    #[test]
+    fn shared_buffers_copy_on_write() {
+        let mut a = IoBuf::copy_from(b"hello");
+        let p = a.as_ptr();
+        let mut b = a.share();
+        assert!(a.is_shared() && b.is_shared());
+        assert_eq!(b.as_ptr(), p, "no copy");
+        assert_eq!(b.as_slice(), b"hello");
+        // Writing to one while the other exists copies it; the other keeps the old bytes.
+        b.as_mut_slice()[0] = b'j';
+        assert_ne!(b.as_ptr(), p);
+        assert_eq!(a.as_slice(), b"hello");
+        assert_eq!(b.as_slice(), b"jello");
+        assert!(!a.is_shared() && !b.is_shared());
+        // The last copy takes its memory back without copying.
+        a.as_mut_slice()[4] = b'!';
+        assert_eq!(a.as_ptr(), p);
+        assert_eq!(a.as_slice(), b"hell!");
+    }
+
+    #[test]
+    fn shared_memory_returns_to_the_pool_with_the_last_copy() {
+        let mut a = IoBuf::with_capacity(8192);
+        a.set_len(8192);
+        let p = a.as_ptr() as usize;
+        let b = a.share();
+        let c = std::thread::spawn(move || b.as_slice().len())
+            .join()
+            .unwrap();
+        assert_eq!(c, 8192);
+        drop(a);
+        let d = IoBuf::with_capacity(8192);
+        assert_eq!(
+            d.as_ptr() as usize,
+            p,
+            "the memory was released once, to this pool"
+        );
+    }
+
+    #[test]
     fn aligned_and_recycled() {
         let a = IoBuf::with_capacity(4096);
-        let p = a.ptr.as_ptr() as usize;
+        let p = a.as_ptr() as usize;
         assert_eq!(p % IO_ALIGN, 0);
         drop(a);
         let b = IoBuf::with_capacity(3000);
         assert_eq!(
-            b.ptr.as_ptr() as usize,
+            b.as_ptr() as usize,
             p,
             "a freed buffer of the same class is reused"
         );

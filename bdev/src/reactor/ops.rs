@@ -139,10 +139,17 @@ pub(crate) enum OpDesc {
     },
 }
 
-fn iov_of(buf: &mut IoBuf, from: usize, to: usize) -> libc::iovec {
+/// The iovec of `buf[from..to]`; `into` when the kernel writes to it (a read), which makes a
+/// shared buffer unique first. A write or send only reads it, shared or not.
+fn iov_of(buf: &mut IoBuf, from: usize, to: usize, into: bool) -> libc::iovec {
+    let base = if into {
+        buf.as_mut_ptr()
+    } else {
+        buf.as_ptr().cast_mut()
+    };
     libc::iovec {
         // `from <= to <= capacity` is checked by the callers.
-        iov_base: buf.as_mut_ptr().wrapping_add(from).cast(),
+        iov_base: base.wrapping_add(from).cast(),
         iov_len: to - from,
     }
 }
@@ -184,7 +191,7 @@ impl Slots {
                 };
                 for b in bufs.iter_mut() {
                     let len = b.len();
-                    slot.iov.push(iov_of(b, 0, len));
+                    slot.iov.push(iov_of(b, 0, len, is_read));
                 }
                 let n = u32::try_from(slot.iov.len()).unwrap_or(u32::MAX);
                 if is_read {
@@ -237,7 +244,7 @@ impl Slots {
                         skip -= len;
                         continue;
                     }
-                    slot.iov.push(iov_of(b, skip, len));
+                    slot.iov.push(iov_of(b, skip, len, false));
                     skip = 0;
                 }
                 // SAFETY: all-zero is a valid `msghdr` (no name, no control data).
