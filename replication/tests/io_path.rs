@@ -56,8 +56,9 @@ fn reads_balance_over_local_children_and_prefer_them() {
     let nx = create(&r, opts("nx", BLOCKS), &[a.clone(), b.clone()]);
     let nxb: Arc<dyn Bdev> = nx.clone();
     let io = Io::new(&r, &nxb);
+    // Spread by segment (128 KiB = 256 blocks here): every segment goes to one child.
     for i in 0..200 {
-        io.read(i, 1).unwrap();
+        io.read((i * 256) % BLOCKS, 1).unwrap();
     }
     let (ra, rb) = (
         a.info().iostat().num_read_ops,

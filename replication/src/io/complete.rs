@@ -131,15 +131,15 @@ impl Chan {
     fn retry_read(&self, pidx: usize) -> bool {
         self.refresh();
         let r = self.routing.borrow().clone();
-        let (tried, gen16) = match self.parents.borrow().get(pidx) {
-            Some(p) if p.live => (p.tried, p.seq),
+        let (tried, gen16, offset) = match self.parents.borrow().get(pidx) {
+            Some(p) if p.live => (p.tried, p.seq, p.offset),
             _ => return false,
         };
         let cand = r.read_mask & self.open_mask.get() & !tried;
         if cand == 0 {
             return false;
         }
-        let slot = self.pick_read(&r, cand);
+        let slot = self.pick_read(&r, cand, offset);
         let remote = r.local_mask & slot_bit(slot) == 0;
         let io = {
             let mut parents = self.parents.borrow_mut();

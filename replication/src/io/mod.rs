@@ -2,14 +2,16 @@
 //! child that takes I/O.
 //!
 //! * **Writes** (write, write zeroes, deallocate, flush) go to every child that takes writes
-//!   (online and rebuilding). The host's buffers go to the first child; the others get a copy
-//!   from the buffer pool. The host's command succeeds once every leg has answered and at
+//!   (online and rebuilding). The host's buffers go to the first child; the others get shared
+//!   references to the same memory ([`IoBuf::share`]: no copy). The host's command succeeds once every leg has answered and at
 //!   least one child that is in sync has the data. A failed leg takes its child out of the I/O
 //!   path at once, marks the segments in the child's dirty map and asks the control task to
 //!   fault it; if the child was in sync, the host's answer waits until the metadata of the
 //!   remaining in-sync children records the fault (so that a restart can never pick the
 //!   failed child as current).
-//! * **Reads** go to one online child: a local one if there is any (round robin), otherwise
+//! * **Reads** go to one online child: a local one if there is any (spread over the local
+//!   ones by segment, so that each region is read from one child and its cache and read-ahead
+//!   stay warm, while the load still spreads over all of them), otherwise
 //!   the one with the lowest recent latency (one read in 64 probes another). A failed read is
 //!   retried on another online child before the host sees an error.
 //! * **Timeouts**: a coarse tick per channel; a child I/O older than the nexus's I/O timeout is
@@ -18,8 +20,10 @@
 //! * **Range locks**: a write overlapping a segment that a rebuild is copying waits on the
 //!   channel (retried every few microseconds) until the copy is done.
 //!
-//! No lock and no allocation per I/O: host I/Os live in a per-channel slab of parents; the
-//! routing snapshot is refreshed only when its epoch moves; gate counters are per channel.
+//! No lock per I/O, and no allocation but the small shared-memory handle of a write's buffer
+//! (one per buffer, instead of a copy of the data per extra child): host I/Os live in a
+//! per-channel slab of parents; the routing snapshot is refreshed only when its epoch moves;
+//! gate counters are per channel.
 
 mod complete;
 
@@ -303,14 +307,15 @@ impl Chan {
         self.reactor.complete_io(sink, tag, io, Err(e));
     }
 
-    /// Picks a child to read from among `cand` (online, open, not tried yet).
-    fn pick_read(&self, r: &Routing, cand: u64) -> usize {
-        let n = self.rr.get().wrapping_add(1);
-        self.rr.set(n);
+    /// Picks a child to read from among `cand` (online, open, not tried yet) for a read at
+    /// nexus block `offset`.
+    fn pick_read(&self, r: &Routing, cand: u64, offset: u64) -> usize {
         let local = cand & r.local_mask;
         if local != 0 {
-            return nth_slot(local, n);
+            return nth_slot(local, offset / self.nexus.geo.seg_blocks);
         }
+        let n = self.rr.get().wrapping_add(1);
+        self.rr.set(n);
         if n.is_multiple_of(PROBE_EVERY) {
             return nth_slot(cand, n / PROBE_EVERY);
         }
@@ -334,7 +339,7 @@ impl Chan {
                 drop(r);
                 return self.fail_now(io, sink, tag, None);
             }
-            let slot = self.pick_read(&r, cand);
+            let slot = self.pick_read(&r, cand, io.offset_blocks);
             (slot, r.local_mask & slot_bit(slot) == 0)
         };
         let pidx = self.alloc_parent();
@@ -460,11 +465,11 @@ impl Chan {
             return;
         };
         let meta = nx.geo.meta_blocks;
+        let mut io = io;
         for s in slots(targets & !slot_bit(host_slot)) {
-            let leg = copy_leg(&io, meta);
+            let leg = copy_leg(&mut io, meta);
             self.send_leg(pidx, gen16, s, leg);
         }
-        let mut io = io;
         if !is_flush {
             io.offset_blocks += meta;
         }
@@ -497,16 +502,13 @@ impl Chan {
     }
 }
 
-/// A leg carrying a copy of a host write (or a data-less operation) for a second child.
-fn copy_leg(io: &BdevIo, meta: u64) -> BdevIo {
+/// A leg carrying a host write (or a data-less operation) for a second child. The data is
+/// shared with the host's buffers, not copied: every leg only reads it, and a child that wants
+/// to write into a buffer gets its own copy (`IoBuf` copies on write).
+fn copy_leg(io: &mut BdevIo, meta: u64) -> BdevIo {
     match io.io_type {
         IoType::Write => {
-            let len = shoal_bdev::buf::sg_len(&io.bufs);
-            let mut b = IoBuf::with_capacity(len);
-            b.set_len(len);
-            shoal_bdev::buf::sg_copy_out(&io.bufs, 0, b.as_mut_slice());
-            let mut bufs = SgList::new();
-            bufs.push(b);
+            let bufs: SgList = io.bufs.iter_mut().map(IoBuf::share).collect();
             BdevIo::write(io.offset_blocks + meta, io.num_blocks, bufs)
         }
         IoType::Flush => BdevIo::flush(),
