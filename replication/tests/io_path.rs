@@ -494,3 +494,30 @@ fn faults_seen_on_another_reactor_reach_the_home_reactor() {
     drop(nx);
     set.shutdown();
 }
+
+#[test]
+fn a_child_that_alters_a_write_buffer_gets_its_own_copy() {
+    // The children of a write share the host's buffers (no copy per child); a child that
+    // writes into them (here an error bdev corrupting the data before its base sees it) must
+    // get a private copy: the other child still writes the original bytes.
+    let r = reactor();
+    let a_base = ram("a", BLOCKS);
+    let a = ErrorBdev::create(a_base.clone(), None).unwrap();
+    let ab: Arc<dyn Bdev> = a.clone();
+    let b = ram("b", BLOCKS);
+    // `a` second: the nexus sends the other children's legs before the first child's, so `a`
+    // alters the data before `b` writes it; without copy on write `b` would get the change.
+    let nx = create(&r, opts("nx", BLOCKS), &[b.clone(), ab]);
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    let io = Io::new(&r, &nxb);
+    a.inject(Injection::corrupt(IoType::Write, 0, 0xff))
+        .unwrap();
+    let data = pattern(8 * 512, 7);
+    io.run(BdevIo::write(16, 8, sg(&data))).1.unwrap();
+    let on_b = Io::new(&r, &b).read(meta(BS) + 16, 8).unwrap();
+    assert_eq!(on_b, data, "the other child has the original data");
+    let on_a = Io::new(&r, &a_base).read(meta(BS) + 16, 8).unwrap();
+    assert_ne!(on_a, data, "the corrupting child wrote its own copy");
+    assert_eq!(on_a[1..], data[1..]);
+    assert_eq!(on_a[0], data[0] ^ 0xff);
+}
