@@ -34,8 +34,12 @@ const POOL_BYTES_PER_CLASS: usize = 16 << 20;
 /// Number of size classes: 512 B, 1 KiB, ... 4 MiB.
 const NUM_CLASSES: usize = (MAX_POOLED / MIN_CLASS).trailing_zeros() as usize + 1;
 
-/// A scatter-gather list: the buffers of one I/O, in order.
-pub type SgList = SmallVec<[IoBuf; 4]>;
+/// A scatter-gather list: the buffers of one I/O, in order. One buffer is kept inline (every
+/// I/O path of Shoal uses one buffer per command; more spill to the heap): a `BdevIo` is moved
+/// a dozen times per I/O through channels, the nexus and deferred completions, and with four
+/// inline buffers those 136-byte copies were a visible share of the I/O path (56 bytes now;
+/// `cargo bench -p shoal-replication --bench nexus`: null bdev reads 10-13M -> 16M per second).
+pub type SgList = SmallVec<[IoBuf; 1]>;
 
 /// An aligned, initialised buffer with a length (bytes in use) and a capacity.
 pub struct IoBuf {
