@@ -386,6 +386,8 @@ mod tests {
             std::mem::size_of::<IoBuf>(),
             3 * std::mem::size_of::<usize>()
         );
+        // And an I/O, moved many times per request, stays within a cache line.
+        assert!(std::mem::size_of::<crate::BdevIo>() <= 64);
     }
 
     #[test]
