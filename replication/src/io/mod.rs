@@ -311,6 +311,10 @@ impl Chan {
     /// nexus block `offset`.
     fn pick_read(&self, r: &Routing, cand: u64, offset: u64) -> usize {
         let local = cand & r.local_mask;
+        if local.is_power_of_two() {
+            // One local child (the usual case): no choice to make.
+            return usize::try_from(local.trailing_zeros()).unwrap_or(0);
+        }
         if local != 0 {
             return nth_slot(local, offset / self.nexus.geo.seg_blocks);
         }
