@@ -81,12 +81,7 @@ impl IoSink for Chan {
             // The common case, a read that succeeded: answer the host now, without going
             // through `finish` (reads take no gate and wait for no fault to be recorded).
             if finished && is_read && failure.is_none() && p.ok & bit != 0 && host_io.is_some() {
-                let sink = p.sink.take();
-                let tag = p.tag;
-                p.live = false;
-                p.err = None;
-                p.started = None;
-                let free = p.abandoned == 0;
+                let (sink, tag, free) = p.retire();
                 drop(parents);
                 if free {
                     self.free
@@ -231,13 +226,11 @@ impl Chan {
             let io = host_io
                 .or_else(|| p.host.take())
                 .unwrap_or_else(|| substitute(io_type, p.offset, p.blocks, bs));
-            p.live = false;
-            p.err = None;
-            p.started = None;
-            if p.abandoned == 0 {
+            let (sink, tag, free) = p.retire();
+            if free {
                 self.free.borrow_mut().push(pidx);
             }
-            p.sink.take().map(|s| (s, p.tag, io, result))
+            sink.map(|s| (s, tag, io, result))
         };
         if let Some((sink, tag, io, result)) = done {
             if deferred {

@@ -112,6 +112,17 @@ struct Parent {
     err: Option<BdevError>,
 }
 
+impl Parent {
+    /// Ends a parent whose host I/O is answered now: its sink and tag, and whether its slot is
+    /// free again (not while legs given up after a timeout are still out).
+    fn retire(&mut self) -> (Option<Rc<dyn IoSink>>, u64, bool) {
+        self.live = false;
+        self.err = None;
+        self.started = None;
+        (self.sink.take(), self.tag, self.abandoned == 0)
+    }
+}
+
 /// The nexus's channel on one reactor.
 pub(crate) struct NexusChannel(Rc<Chan>);
 
