@@ -105,6 +105,33 @@ fn idle_reactor_sleeps_and_messages_wake_it() {
 }
 
 #[test]
+fn a_poller_waiting_for_a_peer_keeps_the_reactor_spinning_for_a_bounded_time() {
+    let config = ReactorConfig {
+        idle_spin: Some(Duration::from_micros(100)),
+        peer_wait_spin: Duration::from_millis(500),
+        ..ReactorConfig::default()
+    };
+    let init = Arc::new(|r: &Reactor| {
+        r.add_poller(|| PollStatus::Waiting);
+    });
+    let set = ReactorSet::start(&[0], config, init).unwrap();
+    let h = set.handles()[0].clone();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        h.stats().sleeps.load(Ordering::Relaxed),
+        0,
+        "a reactor awaiting a peer's answers must not sleep 100 us after its last work"
+    );
+    // Past the bound it sleeps, as an idle reactor does: a silent peer does not hold a core.
+    let start = std::time::Instant::now();
+    while h.stats().sleeps.load(Ordering::Relaxed) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never slept");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    set.shutdown();
+}
+
+#[test]
 fn timer_wakes_a_sleeping_reactor() {
     let set =
         ReactorSet::start(&[0], ReactorConfig::default(), Arc::new(|_: &Reactor| {})).unwrap();

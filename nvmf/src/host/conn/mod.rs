@@ -338,7 +338,13 @@ impl Conn {
         };
         let mut st = self.st.borrow_mut();
         if !st.dirty {
-            return PollStatus::Idle;
+            // Commands in flight: their answers are due within the target's latency, so the
+            // reactor should not sleep for them (it would answer tens of microseconds late).
+            return if matches!(st.phase, Phase::Live) && st.core.outstanding() > 0 {
+                PollStatus::Waiting
+            } else {
+                PollStatus::Idle
+            };
         }
         st.dirty = false;
         let epoch = st.epoch;
