@@ -2,7 +2,9 @@
 # The comparison table with SPDK (docs/PERFORMANCE.md): shoald (release) on core 0 with a RAM
 # (malloc) bdev, a null bdev and a uring bdev on a 1 GiB file as namespaces 1, 2 and 3 of one
 # subsystem on 127.0.0.1; shoal-perf on core 1 (-c 0x2) runs each workload for BENCH_TIME
-# seconds; fio (io_uring, O_DIRECT, core 1) runs the uring line's workload on the same file.
+# seconds; fio (io_uring, O_DIRECT, core 1) runs the uring line's workload on the same file,
+# BENCH_URING_ROUNDS (5) rounds taking turns with shoal-perf (the ratio is the median of the
+# rounds').
 # Three configurations: one connection, no digests (SPDK's set-up); the same with header and
 # data digests (-H -I); shoald on two cores (-m 0x3) with four connections (-P 4), where
 # shoal-perf shares core 1 with shoald's second reactor.
@@ -22,8 +24,8 @@
 #
 # Env: BENCH_TIME (10), BENCH_FILE (/var/tmp/shoal-bench-bdev.img, shared with
 #      hack/bench-bdev.sh), BENCH_PORT (4520: other tests on a shared machine use 4420),
-#      BENCH_RAM_MIB (1024), BENCH_OUT (a directory to keep the JSON of every run in; default:
-#      a temporary one).
+#      BENCH_RAM_MIB (1024), BENCH_URING_ROUNDS (5), BENCH_OUT (a directory to keep the JSON
+#      of every run in; default: a temporary one).
 # The RAM bdev is written once before the read runs: reads of never-written anonymous memory
 # all hit the kernel's zero page and would flatter the figures.
 set -euo pipefail
@@ -34,6 +36,7 @@ secs=${BENCH_TIME:-10}
 file=${BENCH_FILE:-/var/tmp/shoal-bench-bdev.img}
 port=${BENCH_PORT:-4520}
 ram_mib=${BENCH_RAM_MIB:-1024}
+uring_rounds=${BENCH_URING_ROUNDS:-5}
 nqn=nqn.2016-06.io.shoal:bench
 out=${BENCH_OUT:-$(mktemp -d /tmp/shoal-bench-table.XXXXXX)}
 mkdir -p "$out"
@@ -183,11 +186,18 @@ if [[ $which == all || $which == base ]]; then
     b=$(cpu_ticks)
     echo "{\"ticks\": $((b - a)), \"secs\": 5, \"clk_tck\": $(getconf CLK_TCK), \"rss_kib_end\": $(rss_kib)}" \
         >"$out/idle.json"
+    # The uring line against fio on the same file: the virtual disk's speed drifts by 5-10%
+    # within minutes and shoal's runs by +-7% between runs, so fio and shoal-perf take turns,
+    # BENCH_URING_ROUNDS (5) rounds each (shoald stays up, idle while fio runs), and the ratio
+    # is the median of the rounds'.
+    for r in $(seq "$uring_rounds"); do
+        echo "fio on $file (core 1), round $r" >&2
+        fio --name=randread --filename="$file" --ioengine=io_uring --direct=1 --rw=randread \
+            --bs=4k --iodepth=32 --runtime="$secs" --time_based --cpus_allowed=1 \
+            --output-format=json >"$out/fio-$r.json"
+        run "uring-round$r" 3 -q 32 -o 4096 -w randread
+    done
     stop_shoald
-    echo "fio on $file (core 1)" >&2
-    fio --name=randread --filename="$file" --ioengine=io_uring --direct=1 --rw=randread \
-        --bs=4k --iodepth=32 --runtime="$secs" --time_based --cpus_allowed=1 \
-        --output-format=json >"$out/fio.json"
 fi
 if [[ $which == all || $which == digests ]]; then
     start_shoald 0x1
@@ -237,7 +247,12 @@ def fmt(j, kind):
     if kind == "mib":
         return f'{r["mib_s"]:,.0f} MiB/s'
     return f'{r["avg_us"]:.1f} us'
-fio = load("fio.json")
+rounds = [(load(f"uring-round{r}.json"), load(f"fio-{r}.json")) for r in range(1, 100)]
+rounds = [(u["total"]["rates"]["iops"], f["jobs"][0]["read"]["iops"]) for u, f in rounds if u and f]
+fio = None
+if rounds:
+    ratios = sorted(u / f for u, f in rounds)
+    fio = (sorted(f for _, f in rounds)[len(rounds) // 2], ratios[len(ratios) // 2], rounds)
 configs = [("base", "Shoal, 1 connection"), ("digests", "Shoal, header + data digests"),
            ("scale", "Shoal, shoald -m 0x3, -P 4")]
 print("| workload | SPDK v25.09 | " + " | ".join(c[1] for c in configs) + " |")
@@ -247,7 +262,7 @@ for label, key, kind, spdk in rows:
     for prefix, _ in configs:
         c = fmt(load(f"{prefix}-{key}.json"), kind)
         if key.endswith("uring") and prefix == "base" and fio:
-            c += f' (fio: {fio["jobs"][0]["read"]["iops"] / 1000:.0f}k)'
+            c += f' (fio: {fio[0] / 1000:.0f}k; median of {len(fio[2])} alternating rounds: {100 * fio[1]:.0f}% of fio)'
         cells.append(c)
     print(f"| {label} | {spdk} | " + " | ".join(cells) + " |")
 idle, start = load("idle.json"), load("rss-start.json")
@@ -314,5 +329,8 @@ if any(a for _, _, a, _ in cpu):
             core = n["cores"][0]
             share = f'{100 * (core["cpu_user_s"] + core["cpu_sys_s"]) / core["elapsed_s"]:.0f}%'
         print(f"| depth {q}, {dev} bdev | {' | '.join(cells(a))} | {' | '.join(cells(n))} | {share} |")
+if fio:
+    print("\nuring bdev vs fio on the same file, alternating rounds (IOPS): " + ", ".join(
+        f"{u / 1000:.1f}k vs {f / 1000:.1f}k = {100 * u / f:.1f}%" for u, f in fio[2]))
 print(f"\nJSON of every run: {out}")
 EOF
