@@ -4,7 +4,8 @@
 # subsystem on 127.0.0.1; shoal-perf on core 1 (-c 0x2) runs each workload for BENCH_TIME
 # seconds; fio (io_uring, O_DIRECT, core 1) runs the uring line's workload on the same file,
 # BENCH_URING_ROUNDS (5) rounds taking turns with shoal-perf (the ratio is the median of the
-# rounds').
+# rounds'); `tcp-floor` (benches/src/bin) measures, right after the depth-1 line, the same
+# round trip's bytes over loopback TCP with no NVMe work on either side.
 # Three configurations: one connection, no digests (SPDK's set-up); the same with header and
 # data digests (-H -I); shoald on two cores (-m 0x3) with four connections (-P 4), where
 # shoal-perf shares core 1 with shoald's second reactor.
@@ -65,7 +66,8 @@ fi
 bin=${CARGO_TARGET_DIR:-target}/release
 size=$((1 << 30))
 if [[ $which != render ]]; then
-    cargo build --release -q -p shoal-target --bin shoald -p shoal-benches --bin shoal-perf
+    cargo build --release -q -p shoal-target --bin shoald -p shoal-benches --bin shoal-perf \
+        --bin tcp-floor
 fi
 if [[ $which != render && ( ! -f $file || $(stat -c %s "$file") -ne $size ) ]]; then
     echo "writing $file (1 GiB)" >&2
@@ -154,6 +156,12 @@ workloads() { # PREFIX [extra shoal-perf args...]
     run "$p-randwrite-qd32-ram" 1 -q 32 -o 4096 -w randwrite "$@"
     run "$p-read128k-qd32-ram" 1 -q 32 -o 131072 -w read "$@"
     run "$p-randread-qd1-ram" 1 -q 1 -o 4096 -w randread "$@"
+    if [[ $p == base ]]; then
+        # The same round trip's bytes over loopback TCP with no NVMe work on either side: the
+        # floor under the depth-1 line, measured in the same minute (the VM's speed drifts).
+        "$bin/tcp-floor" --secs "$secs" --port $((port + 1)) --json >"$out/tcp-floor.json"
+        echo "  tcp-floor: $(cat "$out/tcp-floor.json")" >&2
+    fi
     run "$p-randread-qd32-null" 2 -q 32 -o 4096 -w randread "$@"
     run "$p-randread-qd32-uring" 3 -q 32 -o 4096 -w randread "$@"
 }
@@ -252,7 +260,8 @@ rounds = [(u["total"]["rates"]["iops"], f["jobs"][0]["read"]["iops"]) for u, f i
 fio = None
 if rounds:
     ratios = sorted(u / f for u, f in rounds)
-    fio = (sorted(f for _, f in rounds)[len(rounds) // 2], ratios[len(ratios) // 2], rounds)
+    mid = len(rounds) // 2
+    fio = (sorted(f for _, f in rounds)[mid], ratios[mid], rounds, sorted(u for u, _ in rounds)[mid])
 configs = [("base", "Shoal, 1 connection"), ("digests", "Shoal, header + data digests"),
            ("scale", "Shoal, shoald -m 0x3, -P 4")]
 print("| workload | SPDK v25.09 | " + " | ".join(c[1] for c in configs) + " |")
@@ -261,8 +270,12 @@ for label, key, kind, spdk in rows:
     cells = []
     for prefix, _ in configs:
         c = fmt(load(f"{prefix}-{key}.json"), kind)
+        floor = load("tcp-floor.json")
+        if key == "randread-qd1-ram" and prefix == "base" and floor:
+            c += f' (TCP floor {floor["avg_us"]:.1f} us)'
         if key.endswith("uring") and prefix == "base" and fio:
-            c += f' (fio: {fio[0] / 1000:.0f}k; median of {len(fio[2])} alternating rounds: {100 * fio[1]:.0f}% of fio)'
+            c = (f'{fio[3] / 1000:.0f}k IOPS (fio: {fio[0] / 1000:.0f}k; medians of {len(fio[2])} '
+                 f'alternating rounds; median ratio {100 * fio[1]:.0f}% of fio)')
         cells.append(c)
     print(f"| {label} | {spdk} | " + " | ".join(cells) + " |")
 idle, start = load("idle.json"), load("rss-start.json")
