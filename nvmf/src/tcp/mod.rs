@@ -62,6 +62,10 @@ struct State {
     rx: Option<IoBuf>,
     /// Bytes of `rx` already consumed.
     rx_pos: usize,
+    /// The next `recv` waits for this pass's flush: queued after the answers, it does not
+    /// delay them (the kernel runs a ring's entries in order, and a `recv` on an empty
+    /// socket first tries, then arms a poll).
+    rearm_recv: bool,
     tx: TxQueue,
     /// Host PDU data alignment from the ICReq (HPDA, in dwords, 0's based).
     hpda: u8,
@@ -132,6 +136,7 @@ pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
             deframer: Deframer::target(&transport),
             rx: Some(IoBuf::with_capacity(rx_capacity(&transport))),
             rx_pos: 0,
+            rearm_recv: false,
             tx: TxQueue::new(TARGET_ARENA),
             hpda: 0,
             hdgst: false,
@@ -302,6 +307,7 @@ impl Conn {
         let Some(me) = self.rc() else { return };
         let mut st = self.st.borrow_mut();
         st.tx.dirty = false;
+        let rearm = std::mem::take(&mut st.rearm_recv);
         if let Some((bufs, skip)) = st.tx.take_batch() {
             drop(st);
             self.reactor
@@ -309,6 +315,11 @@ impl Conn {
         } else if st.phase == Phase::Closing && !st.tx.in_flight {
             drop(st);
             let _ = shutdown_socket(&self.sock);
+        } else {
+            drop(st);
+        }
+        if rearm {
+            self.post_recv();
         }
     }
 
@@ -357,7 +368,7 @@ impl Conn {
             return;
         }
         capsule::process_rx(self);
-        self.post_recv();
+        self.st.borrow_mut().rearm_recv = true;
         self.mark_dirty();
     }
 

@@ -96,6 +96,10 @@ struct State {
     epoch: u64,
     rx: Option<IoBuf>,
     rx_pos: usize,
+    /// The next `recv` waits for this pass's flush, so that it is queued after the commands
+    /// the received answers made room for (the kernel runs a ring's entries in order, and a
+    /// `recv` on an empty socket first tries, then arms a poll).
+    rearm_recv: bool,
     dirty: bool,
     timeout_timer: Option<TimerId>,
     connect_timer: Option<TimerId>,
@@ -192,6 +196,7 @@ impl Conn {
                 epoch: 0,
                 rx: None,
                 rx_pos: 0,
+                rearm_recv: false,
                 dirty: false,
                 timeout_timer: None,
                 connect_timer: None,
@@ -332,7 +337,19 @@ impl Conn {
     }
 
     /// The poller: sends what this pass queued, in one `sendmsg`.
+    /// The connection's poller: sends what is queued, then re-arms the receive if the last
+    /// one was handled in this pass.
     fn flush(&self) -> PollStatus {
+        let status = self.flush_tx();
+        let rearm = std::mem::take(&mut self.st.borrow_mut().rearm_recv);
+        if rearm {
+            self.post_recv();
+            return PollStatus::Busy;
+        }
+        status
+    }
+
+    fn flush_tx(&self) -> PollStatus {
         let Some(me) = self.me.upgrade() else {
             return PollStatus::Idle;
         };
@@ -390,6 +407,7 @@ impl Conn {
     pub(crate) fn teardown(&self, err: &HostError) {
         {
             let mut st = self.st.borrow_mut();
+            st.rearm_recv = false;
             if let Some(s) = st.sock.take() {
                 let _ = shutdown_socket(&s.stream);
                 if s.recv || s.send {
@@ -604,7 +622,11 @@ impl Conn {
         self.deliver();
         match step {
             Ok(_) => {
-                self.post_recv();
+                {
+                    let mut st = self.st.borrow_mut();
+                    st.rearm_recv = true;
+                    st.dirty = true;
+                }
                 self.arm_timeout();
             }
             Err(e) => self.fatal(e),
