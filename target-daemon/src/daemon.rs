@@ -5,11 +5,12 @@
 //! I/O path.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::Value;
 use shoal_bdev::reactor::ReactorHandle;
 use shoal_bdev::registry::BdevRegistry;
+use shoal_nvmf::host::RemoteBdev;
 use shoal_nvmf::subsystem::{ListenAddress, Target};
 use shoal_nvmf::tcp::{self, listener};
 
@@ -37,6 +38,10 @@ pub struct Daemon {
     pub stacked: Mutex<crate::methods::Stacked>,
     /// Addresses being listened on, with the number of subsystems using each.
     listeners: Mutex<BTreeMap<(String, String), (ListenAddress, usize)>>,
+    /// Remote replicas (NVMe/TCP controllers) opened for nexuses, so that shutdown can
+    /// disconnect them once the nexuses are closed (a namespace may still hold a nexus, and
+    /// with it its children, until the process ends).
+    pub remotes: Mutex<Vec<Weak<RemoteBdev>>>,
 }
 
 impl Daemon {
@@ -49,6 +54,7 @@ impl Daemon {
             reactors,
             stacked: Mutex::new(crate::methods::Stacked::default()),
             listeners: Mutex::new(BTreeMap::new()),
+            remotes: Mutex::new(Vec::new()),
         }
     }
 

@@ -286,3 +286,55 @@ fn config_load_and_kill_instance() {
     let status = d.wait(Duration::from_secs(30));
     assert!(status.success(), "shoald exit {status}: {}", d.log_text());
 }
+
+#[test]
+fn sigterm_closes_a_nexus_and_disconnects_its_remote_replica_without_waiting_out_the_drain() {
+    let dir_a = TempDir::new("shoalctl-replica");
+    let dir_b = TempDir::new("shoalctl-nexus");
+    let mut a = Shoald::start_with(dir_a.path(), &["--empty"]);
+    let mut b = Shoald::start_with(dir_b.path(), &["--empty"]);
+    let (sa, sb) = (a.socket.clone(), b.socket.clone());
+    let port = free_port();
+    const NQN: &str = "nqn.2016-06.io.shoal:replica";
+    let malloc = r#"{"name": "R", "num_blocks": 16384, "block_size": 4096}"#;
+    ok(&sa, &["rpc", "bdev_malloc_create", malloc]);
+    ok(
+        &sa,
+        &["rpc", "nvmf_create_transport", r#"{"trtype": "TCP"}"#],
+    );
+    let sub = format!(r#"{{"nqn": "{NQN}", "allow_any_host": true}}"#);
+    ok(&sa, &["rpc", "nvmf_create_subsystem", &sub]);
+    let ns = format!(r#"{{"nqn": "{NQN}", "namespace": {{"bdev_name": "R"}}}}"#);
+    ok(&sa, &["rpc", "nvmf_subsystem_add_ns", &ns]);
+    let listener = format!(
+        r#"{{"nqn": "{NQN}", "listen_address": {{"trtype": "TCP", "traddr": "127.0.0.1", "trsvcid": "{port}"}}}}"#
+    );
+    ok(&sa, &["rpc", "nvmf_subsystem_add_listener", &listener]);
+    ok(&sb, &["rpc", "bdev_malloc_create", malloc]);
+    let nexus = format!(
+        r#"{{"name": "vol", "size": 33554432, "children": ["bdev:///R", "nvmf://127.0.0.1:{port}/{NQN}"]}}"#
+    );
+    ok(&sb, &["rpc", "nexus_create", &nexus]);
+    let list = ok(&sb, &["nexus", "list"]);
+    assert!(list.contains("online"), "{list}");
+
+    // The daemon's drain waits up to 5 s for the reactors to have nothing in flight; an open
+    // connection to the replica always has a receive in flight, so it must be closed first.
+    let start = std::time::Instant::now();
+    b.signal(libc::SIGTERM);
+    let status = b.wait(Duration::from_secs(30));
+    let took = start.elapsed();
+    assert!(status.success(), "shoald exit {status}: {}", b.log_text());
+    let log = b.log_text();
+    assert!(log.contains("nexus closed cleanly"), "{log}");
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown took {took:?} (the drain's bound is 5 s): {log}"
+    );
+    a.signal(libc::SIGTERM);
+    assert!(
+        a.wait(Duration::from_secs(30)).success(),
+        "{}",
+        a.log_text()
+    );
+}

@@ -260,6 +260,13 @@ impl ChildOpener for Opener<'_> {
                     uri: text.clone(),
                     reason: e.to_string(),
                 })?;
+                let mut remotes = self
+                    .daemon
+                    .remotes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                remotes.retain(|w| w.strong_count() > 0);
+                remotes.push(Arc::downgrade(&b));
                 Ok(b)
             }
         }
@@ -487,6 +494,51 @@ pub fn shutdown(daemon: &Daemon) {
             Ok(Ok(())) => tracing::info!(nexus = %name, "nexus closed cleanly"),
             Ok(Err(e)) => tracing::warn!(nexus = %name, "closing the nexus: {e}"),
             Err(e) => tracing::warn!(nexus = %name, "closing the nexus: {e}"),
+        }
+    }
+    disconnect_remotes(daemon);
+}
+
+/// How long shutdown waits for remote replicas' controllers to shut down.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// Disconnects the remote replicas' controllers (normal shutdown, CC.SHN), all at once and for
+/// at most [`DISCONNECT_WAIT`]: their connections would otherwise keep a receive in flight on
+/// the reactors until the process ends, and the daemon's drain would wait its full bound.
+fn disconnect_remotes(daemon: &Daemon) {
+    let remotes: Vec<Arc<RemoteBdev>> =
+        std::mem::take(&mut *daemon.remotes.lock().unwrap_or_else(|e| e.into_inner()))
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+    if remotes.is_empty() {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    for b in remotes {
+        let tx = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("disconnect".into())
+            .spawn(move || {
+                let r = b.controller().disconnect();
+                let _ = tx.send((b.info().name.clone(), r));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a thread to disconnect a remote replica: {e}");
+        }
+    }
+    drop(tx);
+    let deadline = std::time::Instant::now() + DISCONNECT_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((name, Ok(()))) => tracing::debug!(bdev = %name, "remote replica disconnected"),
+            Ok((name, Err(e))) => tracing::warn!(bdev = %name, "disconnecting: {e}"),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!("remote replicas still disconnecting after {DISCONNECT_WAIT:?}");
+                break;
+            }
         }
     }
 }
