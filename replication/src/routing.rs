@@ -142,10 +142,18 @@ pub(crate) fn slots(mut mask: u64) -> impl Iterator<Item = usize> {
 }
 
 /// The `n`-th (from 0, modulo the count) set bit of a non-zero `mask`.
+#[inline]
 pub(crate) fn nth_slot(mask: u64, n: u64) -> usize {
     let count = u64::from(mask.count_ones()).max(1);
-    let k = usize::try_from(n % count).unwrap_or(0);
-    slots(mask).nth(k).unwrap_or(0)
+    // Two or four children (the usual counts) need no division.
+    let k = if count.is_power_of_two() {
+        n & (count - 1)
+    } else {
+        n % count
+    };
+    slots(mask)
+        .nth(usize::try_from(k).unwrap_or(0))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -157,6 +165,8 @@ mod tests {
         assert_eq!(slots(0b1010_0001).collect::<Vec<_>>(), vec![0, 5, 7]);
         assert_eq!(nth_slot(0b1010_0001, 1), 5);
         assert_eq!(nth_slot(0b1010_0001, 4), 5);
+        assert_eq!(nth_slot(0b1010_0000, 3), 7);
+        assert_eq!(nth_slot(0b1010_0000, 4), 5);
         assert_eq!(slot_bit(63), 1 << 63);
         assert_eq!(slot_bit(64), 0);
     }

@@ -435,6 +435,11 @@ impl Reactor {
     }
 
     /// Completes `io` to `sink` on a later pass of the loop (never from inside this call).
+    ///
+    /// Inlined so that the completion is written straight into the queue: called out of line,
+    /// the caller's freshly written `result` was reloaded with wider loads than it was stored
+    /// with, and that stalled store forwarding for a fifth of the in-process null-read profile.
+    #[inline]
     pub fn complete_io(
         &self,
         sink: Rc<dyn IoSink>,

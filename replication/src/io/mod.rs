@@ -327,7 +327,7 @@ impl Chan {
             return usize::try_from(local.trailing_zeros()).unwrap_or(0);
         }
         if local != 0 {
-            return nth_slot(local, offset / self.nexus.geo.seg_blocks);
+            return nth_slot(local, self.nexus.geo.seg_of(offset));
         }
         let n = self.rr.get().wrapping_add(1);
         self.rr.set(n);
