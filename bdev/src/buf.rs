@@ -64,7 +64,10 @@ struct SharedMem {
 
 impl Drop for SharedMem {
     fn drop(&mut self) {
-        release(self.ptr, self.cap);
+        // A recycled handle (see `Pool::handles`) owns no memory: capacity 0.
+        if self.cap != 0 {
+            release(self.ptr, self.cap);
+        }
     }
 }
 
@@ -97,14 +100,56 @@ fn layout(cap: usize) -> Layout {
 
 struct Pool {
     free: [Vec<NonNull<u8>>; NUM_CLASSES],
+    /// Shared-memory handles whose buffers are gone, each the only reference to its
+    /// allocation and owning no memory (capacity 0): `IoBuf::share` reuses them instead of
+    /// allocating an `Arc` for every write a nexus sends to a second child.
+    handles: Vec<Arc<SharedMem>>,
 }
+
+/// Handles kept per thread for reuse.
+const POOLED_HANDLES: usize = 1024;
 
 impl Pool {
     const fn new() -> Self {
         Pool {
             free: [const { Vec::new() }; NUM_CLASSES],
+            handles: Vec::new(),
         }
     }
+}
+
+/// A handle for shared memory `(ptr, cap)`: a recycled one if this thread has one.
+fn shared_handle(ptr: NonNull<u8>, cap: usize) -> Arc<SharedMem> {
+    let recycled = POOL
+        .try_with(|p| p.borrow_mut().handles.pop())
+        .ok()
+        .flatten();
+    if let Some(mut h) = recycled {
+        // Pooled handles are unique (see `recycle_handle`), so this always succeeds.
+        if let Some(m) = Arc::get_mut(&mut h) {
+            m.ptr = ptr;
+            m.cap = cap;
+            return h;
+        }
+    }
+    Arc::new(SharedMem { ptr, cap })
+}
+
+/// Takes the memory out of `h` if it is the last reference to it, and keeps the empty handle
+/// for reuse: the memory is the caller's now. Otherwise gives `h` back untouched.
+fn recycle_handle(mut h: Arc<SharedMem>) -> Result<(NonNull<u8>, usize), Arc<SharedMem>> {
+    let Some(m) = Arc::get_mut(&mut h) else {
+        return Err(h);
+    };
+    let taken = (m.ptr, m.cap);
+    m.cap = 0;
+    let _ = POOL.try_with(|p| {
+        let mut p = p.borrow_mut();
+        if p.handles.len() < POOLED_HANDLES {
+            p.handles.push(h);
+        }
+    });
+    Ok(taken)
 }
 
 impl Drop for Pool {
@@ -219,14 +264,16 @@ impl IoBuf {
     fn make_unique(&mut self) -> (NonNull<u8>, usize) {
         if let Mem::Shared(m) = &mut self.mem {
             if Arc::get_mut(m).is_some() {
-                // The last copy (no other can appear: we hold the only reference).
+                // The last copy (no other can appear: we hold the only reference): the memory
+                // becomes this buffer's, the handle goes back to the pool.
                 let (ptr, cap) = (m.ptr, m.cap);
                 let old = std::mem::replace(&mut self.mem, Mem::Owned { ptr, cap });
                 if let Mem::Shared(arc) = old
-                    && let Ok(only) = Arc::try_unwrap(arc)
+                    && let Err(arc) = recycle_handle(arc)
                 {
-                    // The memory now belongs to `self.mem`: not released here.
-                    std::mem::forget(only);
+                    // Unreachable (the handle was unique a moment ago); if it were not, the
+                    // memory must not be released twice: keep the handle alive forever.
+                    std::mem::forget(arc);
                 }
             } else {
                 let mut fresh = IoBuf::with_capacity(m.cap);
@@ -271,7 +318,7 @@ impl IoBuf {
     /// read-only while both exist: mutable access to either copies it first.
     pub fn share(&mut self) -> IoBuf {
         if let Mem::Owned { ptr, cap } = self.mem {
-            self.mem = Mem::Shared(Arc::new(SharedMem { ptr, cap }));
+            self.mem = Mem::Shared(shared_handle(ptr, cap));
         }
         let Mem::Shared(m) = &self.mem else {
             unreachable!()
@@ -313,10 +360,24 @@ fn release(ptr: NonNull<u8>, cap: usize) {
 
 impl Drop for IoBuf {
     fn drop(&mut self) {
-        if let Mem::Owned { ptr, cap } = self.mem {
-            release(ptr, cap);
+        let mem = std::mem::replace(
+            &mut self.mem,
+            Mem::Owned {
+                ptr: NonNull::dangling(),
+                cap: 0,
+            },
+        );
+        match mem {
+            Mem::Owned { ptr, cap } => release(ptr, cap),
+            // The last buffer of shared memory releases it and keeps the handle for reuse;
+            // any other just drops its reference (and if that turns out to be the last one,
+            // racing another thread, `SharedMem::drop` releases the memory).
+            Mem::Shared(h) => {
+                if let Ok((ptr, cap)) = recycle_handle(h) {
+                    release(ptr, cap);
+                }
+            }
         }
-        // A shared buffer's memory goes with the last `Arc`.
     }
 }
 
@@ -427,6 +488,48 @@ mod tests {
             p,
             "the memory was released once, to this pool"
         );
+    }
+
+    fn handle_of(b: &IoBuf) -> usize {
+        match &b.mem {
+            Mem::Shared(m) => Arc::as_ptr(m) as usize,
+            Mem::Owned { .. } => 0,
+        }
+    }
+
+    #[test]
+    fn shared_memory_handles_are_reused_and_hold_no_memory_in_the_pool() {
+        let mut a = IoBuf::with_capacity(4096);
+        a.set_len(4096);
+        let mem = a.as_ptr() as usize;
+        let b = a.share();
+        let h = handle_of(&a);
+        assert_ne!(h, 0);
+        assert_eq!(handle_of(&b), h);
+        let pooled = || POOL.with(|p| p.borrow().handles.len());
+        let before = pooled();
+        drop(b);
+        assert_eq!(pooled(), before, "another copy still uses the handle");
+        drop(a);
+        assert_eq!(pooled(), before + 1, "the last copy pools the handle");
+        // The memory went back to the buffer pool (not to the handle), the handle to its own.
+        let mut c = IoBuf::with_capacity(4096);
+        assert_eq!(c.as_ptr() as usize, mem);
+        c.set_len(4096);
+        let d = c.share();
+        assert_eq!(pooled(), before, "share takes a pooled handle");
+        assert_eq!(handle_of(&c), h, "the handle is reused: no allocation");
+        assert_eq!(d.as_ptr() as usize, mem);
+        assert_eq!(d.as_slice().len(), 4096);
+        // The last copy taking its memory back also returns the handle.
+        drop(d);
+        let p = c.as_mut_slice().as_ptr() as usize;
+        assert_eq!(p, mem, "no copy for the last one");
+        assert_eq!(handle_of(&c), 0);
+        let mut e = IoBuf::with_capacity(4096);
+        e.set_len(1);
+        let _f = e.share();
+        assert_eq!(handle_of(&e), h);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! 32 random 4 KiB reads is submitted on a reactor driven on the bench thread, and the batch is
 //! timed until its last completion. Buffers and `BdevIo`s are reused from batch to batch.
 //!
+//! Also the sharing of a write buffer between a nexus's legs (`iobuf/`).
+//!
 //! Run with `cargo bench -p shoal-benches --bench bdev`. The `uring` bench uses a 64 MiB file
 //! in /var/tmp (a disk file system, so `O_DIRECT` applies); its numbers measure the disk as
 //! much as the code.
@@ -112,6 +114,24 @@ fn backends(c: &mut Criterion) {
     );
 }
 
+/// What a nexus does with a host write's buffer: take a fresh pooled 4 KiB buffer (a new
+/// command's data), share it with a second leg, and drop both once the legs are done.
+fn buffers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("iobuf");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("share_and_drop_fresh_4k", |b| {
+        b.iter(|| {
+            let mut a = IoBuf::with_capacity(IO);
+            a.set_len(IO);
+            let leg = a.share();
+            std::hint::black_box(&leg);
+            drop(leg);
+            drop(a);
+        });
+    });
+    group.finish();
+}
+
 // The macro defines an undocumented `pub fn benches`.
 #[allow(missing_docs)]
 mod group {
@@ -122,7 +142,7 @@ mod group {
             .sample_size(30)
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(3));
-        targets = backends
+        targets = backends, buffers
     }
 }
 criterion_main!(group::benches);
