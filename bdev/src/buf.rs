@@ -138,6 +138,11 @@ fn shared_handle(ptr: NonNull<u8>, cap: usize) -> Arc<SharedMem> {
 /// Takes the memory out of `h` if it is the last reference to it, and keeps the empty handle
 /// for reuse: the memory is the caller's now. Otherwise gives `h` back untouched.
 fn recycle_handle(mut h: Arc<SharedMem>) -> Result<(NonNull<u8>, usize), Arc<SharedMem>> {
+    // A plain load first: `Arc::get_mut` is a locked compare-and-swap, wasted on the common
+    // case of a copy that is not the last.
+    if Arc::strong_count(&h) != 1 {
+        return Err(h);
+    }
     let Some(m) = Arc::get_mut(&mut h) else {
         return Err(h);
     };
@@ -360,23 +365,23 @@ fn release(ptr: NonNull<u8>, cap: usize) {
 
 impl Drop for IoBuf {
     fn drop(&mut self) {
-        let mem = std::mem::replace(
-            &mut self.mem,
-            Mem::Owned {
-                ptr: NonNull::dangling(),
-                cap: 0,
-            },
-        );
-        match mem {
-            Mem::Owned { ptr, cap } => release(ptr, cap),
-            // The last buffer of shared memory releases it and keeps the handle for reuse;
-            // any other just drops its reference (and if that turns out to be the last one,
-            // racing another thread, `SharedMem::drop` releases the memory).
-            Mem::Shared(h) => {
-                if let Ok((ptr, cap)) = recycle_handle(h) {
+        match &self.mem {
+            Mem::Owned { ptr, cap } => release(*ptr, *cap),
+            // The last buffer of shared memory releases it and keeps the handle for reuse.
+            Mem::Shared(h) if Arc::strong_count(h) == 1 => {
+                let empty = Mem::Owned {
+                    ptr: NonNull::dangling(),
+                    cap: 0,
+                };
+                if let Mem::Shared(h) = std::mem::replace(&mut self.mem, empty)
+                    && let Ok((ptr, cap)) = recycle_handle(h)
+                {
                     release(ptr, cap);
                 }
             }
+            // Any other just drops its reference (and if that turns out to be the last one,
+            // racing another thread, `SharedMem::drop` releases the memory).
+            Mem::Shared(_) => {}
         }
     }
 }

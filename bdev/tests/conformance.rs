@@ -528,3 +528,45 @@ conformance! {
     delay_malloc_512: DELAY_MALLOC, 512;
     delay_malloc_4096: DELAY_MALLOC, 4096;
 }
+
+/// The short check a stacked device (the nexus) uses for its legs still refuses what could
+/// differ on the device below: a range that does not fit, and a closed device.
+#[test]
+fn a_leg_checked_above_is_still_checked_for_range_and_state() {
+    let bs = 512u32;
+    let bdev: Arc<dyn Bdev> = MallocBdev::create("Leg0", None, NUM_BLOCKS, bs).unwrap();
+    let h = Harness::new(&bdev);
+    let one = || sg_zeroed(&[bs as usize]);
+    let run = |io: BdevIo| {
+        h.chan.submit_checked_above(io, h.sink.clone(), 7);
+        let mut done = h.wait(1);
+        let (tag, io, r) = done.pop().unwrap();
+        assert_eq!(tag, 7);
+        (io, r)
+    };
+    assert_out_of_range(run(BdevIo::read(NUM_BLOCKS, 1, one())).1);
+    assert_out_of_range(
+        run(BdevIo::write(
+            NUM_BLOCKS - 1,
+            2,
+            sg_zeroed(&[2 * bs as usize]),
+        ))
+        .1,
+    );
+    assert_out_of_range(run(BdevIo::read(u64::MAX, 1, one())).1);
+    // In range: done, and counted like any other I/O.
+    let data = pattern(bs as usize, 21);
+    run(BdevIo::write(3, 1, sg(&[&data]))).1.unwrap();
+    let (io, r) = run(BdevIo::read(3, 1, one()));
+    r.unwrap();
+    assert_eq!(flatten(&io.bufs), data);
+    let st = h.chan.stats();
+    assert_eq!((st.num_read_ops, st.num_write_ops), (1, 1));
+    // Other operations take the full check.
+    run(BdevIo::flush()).1.unwrap();
+    bdev.info().close();
+    assert!(matches!(
+        run(BdevIo::read(0, 1, one())).1,
+        Err(BdevError::Closed)
+    ));
+}

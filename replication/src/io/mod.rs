@@ -397,7 +397,9 @@ impl Chan {
         match children.get(slot).and_then(Option::as_ref) {
             Some(c) => {
                 let t = leg_tag(pidx, gen16, c.ver, slot);
-                c.chan.submit(io, sink, t);
+                // The host's I/O was checked on the nexus's channel; a child is at least the
+                // nexus's size plus the metadata, so only its state and range are checked again.
+                c.chan.submit_checked_above(io, sink, t);
             }
             None => {
                 // The routing moved on between picking and sending: fail the leg through the
