@@ -102,10 +102,14 @@ impl Gate {
         }
     }
 
-    /// Leaves the gate.
+    /// Leaves the gate. Only the channel's own reactor writes its counters, so a load and a
+    /// releasing store do (no locked read-modify-write on every host write): the store
+    /// publishes everything the write did before it to the barrier that reads the count.
     #[inline]
     pub(crate) fn leave(c: &ChanCounters, parity: u8) {
-        c.inside[usize::from(parity == 1)].fetch_sub(1, Ordering::SeqCst);
+        if let Some(a) = c.inside.get(usize::from(parity == 1)) {
+            a.store(a.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Release);
+        }
     }
 
     fn inside(&self, parity: usize) -> u64 {
