@@ -525,7 +525,11 @@ impl Chan {
 fn copy_leg(io: &mut BdevIo, meta: u64) -> BdevIo {
     match io.io_type {
         IoType::Write => {
-            let bufs: SgList = io.bufs.iter_mut().map(IoBuf::share).collect();
+            let bufs: SgList = match io.bufs.as_mut_slice() {
+                // One buffer (the usual case): no iterator over the list.
+                [one] => SgList::from_buf([one.share()]),
+                many => many.iter_mut().map(IoBuf::share).collect(),
+            };
             BdevIo::write(io.offset_blocks + meta, io.num_blocks, bufs)
         }
         IoType::Flush => BdevIo::flush(),
