@@ -143,7 +143,7 @@ pub(super) fn on_io_command(conn: &Conn, st: &mut State, sqe: &Sqe, data: &[u8])
         IoCommand::Read { slba, nlb, .. } => {
             let mut buf = IoBuf::with_capacity(usize::try_from(len).unwrap_or(0));
             buf.set_len(usize::try_from(len).unwrap_or(0));
-            BdevIo::read(slba, u64::from(nlb), SgList::from_iter([buf]))
+            BdevIo::read(slba, u64::from(nlb), SgList::from_buf([buf]))
         }
         IoCommand::Flush => BdevIo::flush(),
         IoCommand::WriteZeroes { slba, nlb, .. } => BdevIo::write_zeroes(slba, u64::from(nlb)),
@@ -241,7 +241,7 @@ fn execute(conn: &Conn, st: &mut State, idx: u16, chan: &IoChannel, bs: u32) {
                 st,
                 idx,
                 chan,
-                BdevIo::read(slba, u64::from(nlb), SgList::from_iter([buf])),
+                BdevIo::read(slba, u64::from(nlb), SgList::from_buf([buf])),
             );
         }
         IoCommand::DatasetManagement { nr, ad } => {
