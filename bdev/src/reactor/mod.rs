@@ -448,12 +448,16 @@ impl Reactor {
         work |= self.run_deferred();
         work |= self.run_timers();
         let mut waiting = false;
-        for p in self.pollers_snapshot() {
+        // By index, one poller at a time (a poller may add or remove pollers): no copy of the
+        // list on every pass. A removal during the pass may skip one poller until the next.
+        let mut i = 0;
+        while let Some(p) = self.poller_at(i) {
             match p() {
                 PollStatus::Busy => work = true,
                 PollStatus::Waiting => waiting = true,
                 PollStatus::Idle => {}
             }
+            i += 1;
         }
         inner.peer_waiting.set(waiting);
         while let Ok(m) = inner.rx.try_recv() {
@@ -466,13 +470,9 @@ impl Reactor {
         work
     }
 
-    fn pollers_snapshot(&self) -> smallvec::SmallVec<[Poller; 8]> {
-        self.0
-            .pollers
-            .borrow()
-            .iter()
-            .map(|(_, p)| p.clone())
-            .collect()
+    #[inline]
+    fn poller_at(&self, i: usize) -> Option<Poller> {
+        self.0.pollers.borrow().get(i).map(|(_, p)| p.clone())
     }
 
     /// Pushes the backlog and enters the kernel if entries are queued (or `wait` is set).
