@@ -20,6 +20,7 @@
 //! work from its completion without re-entering itself.
 
 mod config;
+mod fence;
 pub mod ops;
 mod set;
 mod timer;
@@ -38,6 +39,7 @@ use io_uring::IoUring;
 use crate::buf::{IoBuf, SgList};
 use crate::{BdevError, BdevIo, IoSink};
 pub use config::{PollStatus, ReactorConfig, ReactorStats};
+use fence::StoreFence;
 use ops::{OpDesc, OpHandler, Payload, Slots, Target};
 use set::new_ring;
 pub use set::{ReactorSet, parse_core_mask, shutdown_socket};
@@ -153,6 +155,8 @@ struct Inner {
     stopping: Cell<bool>,
     /// The earliest deadline a sleep timeout is armed for.
     sleep_timeout_armed: Cell<Option<Instant>>,
+    /// Streaming stores waiting for their fence (see `fence.rs`).
+    fence: StoreFence,
     config: ReactorConfig,
 }
 
@@ -205,6 +209,7 @@ impl Reactor {
             disk_in_flight: Cell::new(0),
             peer_waiting: Cell::new(false),
             sleep_timeout_armed: Cell::new(None),
+            fence: StoreFence::default(),
             config,
         }));
         CURRENT.with(|c| *c.borrow_mut() = Some(r.clone()));
@@ -396,6 +401,21 @@ impl Reactor {
         });
     }
 
+    /// Records that this thread issued streaming (non-temporal) stores: the reactor fences
+    /// them before it delivers any completion (see [`Reactor::complete_io`]), so a device
+    /// that writes with them completes through `complete_io` and needs no fence of its own.
+    #[inline]
+    pub fn owe_store_fence(&self) {
+        self.0.fence.owe();
+    }
+
+    /// Fences the streaming stores recorded by [`Reactor::owe_store_fence`] now, if any: for
+    /// a device about to read memory it may have written with them on this pass.
+    #[inline]
+    pub fn settle_store_fence(&self) {
+        self.0.fence.settle();
+    }
+
     /// Runs `f` on a later pass of the loop (control path: allocates).
     pub fn defer(&self, f: impl FnOnce() + 'static) {
         self.0.deferred_calls.borrow_mut().push_back(Box::new(f));
@@ -578,6 +598,8 @@ impl Reactor {
     /// from its completion would otherwise keep this loop busy forever and starve the ring,
     /// timers and messages.
     fn run_deferred(&self) -> bool {
+        // No completion is seen before the streaming stores of the writes it reports.
+        self.0.fence.settle();
         let n = self.0.deferred.borrow().len();
         for _ in 0..n {
             let next = self.0.deferred.borrow_mut().pop_front();
