@@ -230,3 +230,27 @@ fn more_commands_than_the_queue_holds_get_a_retryable_status() {
     assert!(same(statuses[0], Status::TRANSIENT_TRANSPORT_ERROR));
     assert!(!statuses[0].dnr, "the host may retry");
 }
+
+/// NVMe Base 2.0, section 3.5.1: commands other than fabrics ones need CC.EN = 1 and
+/// CSTS.RDY = 1. (A reset, CC.EN 1 -> 0, ends the association here: NVMe-oF 1.1 section 3.5.)
+#[test]
+fn commands_wait_for_the_controller_to_be_ready() {
+    let t = TestTarget::start(&[4096], TransportConfig::default());
+    let mut h = TestHost::connect(t.addr);
+    h.ic(false, false);
+    assert!(h.fabrics_connect(0, 31, 0).status().is_success());
+    let (c, _) = h.identify(1, 0);
+    assert!(
+        same(c.status(), Status::COMMAND_SEQUENCE_ERROR),
+        "before CC.EN = 1: {:?}",
+        c.status()
+    );
+    assert_eq!(h.prop_get(0x1c, false) & 1, 0, "CSTS.RDY before enabling");
+    assert!(
+        h.prop_set(0x14, 1 | (6 << 16) | (4 << 20))
+            .status()
+            .is_success()
+    );
+    assert_eq!(h.prop_get(0x1c, false) & 1, 1, "CSTS.RDY after enabling");
+    assert!(h.identify(1, 0).0.status().is_success());
+}

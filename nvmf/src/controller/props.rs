@@ -219,5 +219,6 @@ fn write_cc(ctrl: &ControllerShared, new: Cc) -> Result<PropertyEffect, Status> 
     }
     st.cc = new.0;
     st.csts = csts.0;
+    ctrl.set_ready(csts.rdy());
     Ok(effect)
 }

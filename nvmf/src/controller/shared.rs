@@ -154,6 +154,10 @@ pub struct ControllerShared {
     /// When the controller was created.
     pub created: Instant,
     state: Mutex<ControllerState>,
+    /// CSTS.RDY, mirrored out of `state` (which sets it, under its lock) so that every I/O
+    /// command can check it with a plain load: a lock per command is a locked instruction,
+    /// which waits for the RAM disk's streaming stores of the write before it to reach memory.
+    ready: AtomicBool,
     last_keep_alive_ms: AtomicU64,
     failed: AtomicBool,
     fail_reason: Mutex<Option<String>>,
@@ -190,6 +194,7 @@ impl ControllerShared {
             created: Instant::now(),
             state: Mutex::new(ControllerState::default()),
             last_keep_alive_ms: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             fail_reason: Mutex::new(None),
             counters: ControllerCounters::default(),
@@ -221,6 +226,17 @@ impl ControllerShared {
                 .now_ms()
                 .saturating_sub(self.last_keep_alive_ms.load(Ordering::Relaxed))
                 > kato
+    }
+
+    /// CSTS.RDY: the host enabled the controller (CC.EN = 1) and has not reset it since.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Records CSTS.RDY for [`ControllerShared::is_ready`]; called with the state's lock held,
+    /// whenever CSTS changes.
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// Whether the controller has failed (keep-alive expiry, deletion, fatal error).

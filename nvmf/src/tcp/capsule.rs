@@ -144,7 +144,9 @@ fn on_capsule(conn: &Conn, st: &mut State, sqe: &Sqe, data: &[u8]) {
         on_fabrics(conn, st, sqe, data);
         return;
     }
-    let (Some(qid), Some(ctrl)) = (st.qid, st.ctrl.clone()) else {
+    // Borrowed, not cloned: no locked instruction on the I/O path (see
+    // `ControllerShared::is_ready`).
+    let (Some(qid), Some(ready)) = (st.qid, st.ctrl.as_ref().map(|c| c.is_ready())) else {
         // NVMe-oF 1.1, section 3.3: the first command on a queue shall be Connect.
         respond(st, cid, Status::COMMAND_SEQUENCE_ERROR, 0);
         return;
@@ -154,13 +156,13 @@ fn on_capsule(conn: &Conn, st: &mut State, sqe: &Sqe, data: &[u8]) {
         respond(st, cid, Status::COMMAND_ID_CONFLICT, 0);
         return;
     }
-    let enabled = ctrl.state().csts & 1 == 1;
-    if !enabled {
+    if !ready {
         // Commands other than fabrics ones need CC.EN = 1 and CSTS.RDY = 1 (Base 2.0 3.5.1).
         respond(st, cid, Status::COMMAND_SEQUENCE_ERROR, 0);
         return;
     }
     if qid == 0 {
+        let Some(ctrl) = st.ctrl.clone() else { return };
         on_admin(conn, st, &ctrl, sqe, data);
     } else {
         io::on_io_command(conn, st, sqe, data);
