@@ -21,6 +21,7 @@
 
 mod config;
 mod fence;
+mod handle;
 pub mod ops;
 mod set;
 mod timer;
@@ -33,13 +34,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use io_uring::IoUring;
 
 use crate::buf::{IoBuf, SgList};
 use crate::{BdevError, BdevIo, IoSink};
 pub use config::{PollStatus, ReactorConfig, ReactorStats};
 use fence::StoreFence;
+pub use handle::ReactorHandle;
+use handle::Shared;
 use ops::{OpDesc, OpHandler, Payload, Slots, Target};
 use set::new_ring;
 pub use set::{ReactorSet, parse_core_mask, shutdown_socket};
@@ -48,79 +51,6 @@ use timer::{Expired, Timers};
 
 /// A message run on a reactor thread.
 pub type Message = Box<dyn FnOnce() + Send>;
-
-/// State shared between a reactor and the handles that message it.
-struct Shared {
-    index: usize,
-    core: Option<usize>,
-    sleeping: AtomicBool,
-    stop: AtomicBool,
-    eventfd: OwnedFd,
-    stats: ReactorStats,
-}
-
-impl Shared {
-    fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live local to an eventfd this struct owns. A failure
-        // (counter overflow) still leaves the eventfd readable, which is all a wake-up needs.
-        let _ = unsafe { libc::write(self.eventfd.as_raw_fd(), (&raw const one).cast(), 8) };
-    }
-}
-
-/// A `Send` handle to a reactor, used to run code on it from any thread.
-#[derive(Clone)]
-pub struct ReactorHandle {
-    tx: Sender<Message>,
-    shared: Arc<Shared>,
-}
-
-impl ReactorHandle {
-    /// Runs `f` on the reactor's thread. Returns `false` if the reactor has stopped.
-    pub fn send(&self, f: impl FnOnce() + Send + 'static) -> bool {
-        if self.tx.send(Box::new(f)).is_err() {
-            return false;
-        }
-        // Pairs with the SeqCst store of `sleeping` before the reactor checks its queue.
-        if self.shared.sleeping.load(Ordering::SeqCst) {
-            self.shared.wake();
-        }
-        true
-    }
-
-    /// Runs `f` on the reactor and waits for its result (control path only: never call it from
-    /// the same reactor). `None` if the reactor has stopped.
-    pub fn call<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        if !self.send(move || {
-            let _ = tx.send(f());
-        }) {
-            return None;
-        }
-        rx.recv().ok()
-    }
-
-    /// Asks the reactor to leave its loop after the current pass.
-    pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.wake();
-    }
-
-    /// The reactor's index in its set (0 for the first core of the mask).
-    pub fn index(&self) -> usize {
-        self.shared.index
-    }
-
-    /// The core the reactor is pinned to, if pinning succeeded.
-    pub fn core(&self) -> Option<usize> {
-        self.shared.core
-    }
-
-    /// The reactor's counters.
-    pub fn stats(&self) -> &ReactorStats {
-        &self.shared.stats
-    }
-}
 
 struct DeferredIo {
     sink: Rc<dyn IoSink>,
