@@ -640,6 +640,8 @@ impl Reactor {
     fn stop_and_drain(&self) {
         let inner = &self.0;
         inner.stopping.set(true);
+        // Whatever this thread wrote with streaming stores is fenced before it goes.
+        inner.fence.settle();
         if inner.slots.borrow().in_flight > 0 {
             self.submit_op(OpDesc::CancelAll, Target::CancelAll, Payload::None);
             inner.internal_ops.set(inner.internal_ops.get() + 1);
