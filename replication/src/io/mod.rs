@@ -346,15 +346,21 @@ impl Chan {
     }
 
     fn start_read(&self, mut io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
+        // The leg's offset in the child, set first: written just before the request is handed
+        // on, the new offset would still sit in the store buffer when the move reloads the
+        // request in wider pieces, and that reload would wait for it (store forwarding fails).
+        let offset = io.offset_blocks;
+        io.offset_blocks = offset.saturating_add(self.nexus.geo.meta_blocks);
         // Borrowed, not cloned: an `Arc` clone per I/O would bounce its count between cores.
         let (slot, remote) = {
             let r = self.routing.borrow();
             let cand = r.read_mask & self.open_mask.get();
             if cand == 0 {
                 drop(r);
+                io.offset_blocks = offset;
                 return self.fail_now(io, sink, tag, None);
             }
-            let slot = self.pick_read(&r, cand, io.offset_blocks);
+            let slot = self.pick_read(&r, cand, offset);
             (slot, r.local_mask & slot_bit(slot) == 0)
         };
         let pidx = self.alloc_parent();
@@ -362,6 +368,7 @@ impl Chan {
             let mut parents = self.parents.borrow_mut();
             let Some(p) = parents.get_mut(pidx as usize) else {
                 drop(parents);
+                io.offset_blocks = offset;
                 return self.fail_now(io, sink, tag, None);
             };
             p.seq = p.seq.wrapping_add(1);
@@ -369,7 +376,7 @@ impl Chan {
             p.sink = Some(sink);
             p.tag = tag;
             p.io_type = Some(IoType::Read);
-            p.offset = io.offset_blocks;
+            p.offset = offset;
             p.blocks = io.num_blocks;
             p.host = None;
             p.host_leg = u8::try_from(slot).unwrap_or(NO_LEG);
@@ -386,7 +393,6 @@ impl Chan {
             p.err = None;
             p.seq
         };
-        io.offset_blocks += self.nexus.geo.meta_blocks;
         self.send_leg(pidx, gen16, slot, io);
     }
 
