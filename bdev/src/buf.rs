@@ -267,31 +267,33 @@ impl IoBuf {
     /// Makes this the only buffer pointing to its memory: takes a shared allocation back if no
     /// other buffer has it any more, copies it otherwise. Owned buffers are left alone.
     fn make_unique(&mut self) -> (NonNull<u8>, usize) {
-        if let Mem::Shared(m) = &mut self.mem {
-            if Arc::get_mut(m).is_some() {
-                // The last copy (no other can appear: we hold the only reference): the memory
-                // becomes this buffer's, the handle goes back to the pool.
-                let (ptr, cap) = (m.ptr, m.cap);
-                let old = std::mem::replace(&mut self.mem, Mem::Owned { ptr, cap });
-                if let Mem::Shared(arc) = old
-                    && let Err(arc) = recycle_handle(arc)
-                {
-                    // Unreachable (the handle was unique a moment ago); if it were not, the
-                    // memory must not be released twice: keep the handle alive forever.
-                    std::mem::forget(arc);
-                }
-            } else {
-                let mut fresh = IoBuf::with_capacity(m.cap);
-                fresh.len = self.len;
-                let (dst, _) = fresh.parts();
-                // SAFETY: both allocations hold at least `len` initialised bytes and are
-                // distinct; the shared one is only read, the fresh one is owned by `fresh`.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(m.ptr.as_ptr(), dst.as_ptr(), self.len);
-                }
-                // Drops this copy's reference to the shared memory.
-                *self = fresh;
+        if matches!(&self.mem, Mem::Shared(m) if Arc::strong_count(m) == 1) {
+            // The last copy (no other can appear: we hold the only reference): the memory
+            // becomes this buffer's, the handle goes back to the pool. The placeholder is
+            // overwritten at once, whatever `recycle_handle` answers.
+            let placeholder = Mem::Owned {
+                ptr: NonNull::dangling(),
+                cap: 0,
+            };
+            if let Mem::Shared(arc) = std::mem::replace(&mut self.mem, placeholder) {
+                self.mem = match recycle_handle(arc) {
+                    Ok((ptr, cap)) => Mem::Owned { ptr, cap },
+                    Err(arc) => Mem::Shared(arc),
+                };
             }
+        }
+        if let Mem::Shared(m) = &self.mem {
+            // Other copies use the memory: this one takes a copy of its own.
+            let mut fresh = IoBuf::with_capacity(m.cap);
+            fresh.len = self.len;
+            let (dst, _) = fresh.parts();
+            // SAFETY: both allocations hold at least `len` initialised bytes and are distinct;
+            // the shared one is only read, the fresh one is owned by `fresh`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(m.ptr.as_ptr(), dst.as_ptr(), self.len);
+            }
+            // Drops this copy's reference to the shared memory.
+            *self = fresh;
         }
         self.parts()
     }
