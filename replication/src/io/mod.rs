@@ -371,7 +371,11 @@ impl Chan {
                 io.offset_blocks = offset;
                 return self.fail_now(io, sink, tag, None);
             };
-            p.seq = p.seq.wrapping_add(1);
+            // Kept in a register: read back from the slot, the 16-bit counter would be loaded
+            // together with the flags stored next to it, and that wider load waits for all
+            // three stores to reach the cache (store forwarding fails).
+            let seq = p.seq.wrapping_add(1);
+            p.seq = seq;
             p.live = true;
             p.sink = Some(sink);
             p.tag = tag;
@@ -391,7 +395,7 @@ impl Chan {
             p.tick = self.tick.get();
             p.started = remote.then(Instant::now);
             p.err = None;
-            p.seq
+            seq
         };
         self.send_leg(pidx, gen16, slot, io);
     }
@@ -460,7 +464,9 @@ impl Chan {
                 drop(parents);
                 return self.fail_now(io, sink, tag, Some(parity));
             };
-            p.seq = p.seq.wrapping_add(1);
+            // In a register, as in `start_read`.
+            let seq = p.seq.wrapping_add(1);
+            p.seq = seq;
             p.live = true;
             p.sink = Some(sink);
             p.tag = tag;
@@ -480,7 +486,7 @@ impl Chan {
             p.tick = self.tick.get();
             p.started = None;
             p.err = None;
-            p.seq
+            seq
         };
         let Some(host_slot) = host_slot else {
             // No child can take it: answer from the loop.
