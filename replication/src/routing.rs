@@ -151,9 +151,18 @@ pub(crate) fn nth_slot(mask: u64, n: u64) -> usize {
     } else {
         n % count
     };
-    slots(mask)
-        .nth(usize::try_from(k).unwrap_or(0))
-        .unwrap_or(0)
+    // Drop the `k` lowest set bits: the lowest one left is the slot. Without a branch on `k`:
+    // it is as random as the I/O's offset, and a mispredicted branch per read costs more than
+    // the whole choice. The loop runs `count - 1` times, the same for every I/O.
+    let mut m = mask;
+    for i in 1..count {
+        let drop = 0u64.wrapping_sub(u64::from(i <= k));
+        m ^= m & m.wrapping_neg() & drop;
+    }
+    if m == 0 {
+        return 0;
+    }
+    usize::try_from(m.trailing_zeros()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -169,5 +178,27 @@ mod tests {
         assert_eq!(nth_slot(0b1010_0000, 4), 5);
         assert_eq!(slot_bit(63), 1 << 63);
         assert_eq!(slot_bit(64), 0);
+    }
+
+    #[test]
+    fn nth_slot_is_the_nth_set_bit_modulo_the_count() {
+        let masks = [
+            1,
+            0b11,
+            0b1010_0001,
+            0b1111,
+            1 << 63,
+            (1 << 63) | 1,
+            0x8000_0400_0010_0002,
+            u64::MAX,
+            0x5555_5555_5555_5555,
+        ];
+        for mask in masks {
+            let all: Vec<usize> = slots(mask).collect();
+            for n in 0..300u64 {
+                let want = all[usize::try_from(n).unwrap() % all.len()];
+                assert_eq!(nth_slot(mask, n), want, "mask {mask:#x}, n {n}");
+            }
+        }
     }
 }
