@@ -154,7 +154,7 @@ impl Chan {
         if cand == 0 {
             return false;
         }
-        let slot = self.pick_read(&r, cand, offset);
+        let slot = self.pick_read(cand, cand & r.local_mask, offset);
         let remote = r.local_mask & slot_bit(slot) == 0;
         let io = {
             let mut parents = self.parents.borrow_mut();

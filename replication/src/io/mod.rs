@@ -113,6 +113,14 @@ struct Parent {
 }
 
 impl Parent {
+    /// What every free parent is (a new one, or one that `retire` ended and whose abandoned
+    /// legs all came back): a read counts on it instead of writing these fields again.
+    fn debug_check_free(&self) {
+        debug_assert!(!self.live && self.sink.is_none() && self.host.is_none());
+        debug_assert!(self.err.is_none() && self.started.is_none());
+        debug_assert!(self.abandoned == 0 && !self.in_gate);
+    }
+
     /// Ends a parent whose host I/O is answered now: its sink and tag, and whether its slot is
     /// free again (not while legs given up after a timeout are still out).
     fn retire(&mut self) -> (Option<Rc<dyn IoSink>>, u64, bool) {
@@ -136,6 +144,10 @@ pub(crate) struct Chan {
     children: RefCell<Vec<Option<ChildChan>>>,
     /// Slots with an open child channel.
     open_mask: Cell<u64>,
+    /// Online children with an open channel (where reads may go), and the local ones among
+    /// them: kept by `refresh`, so that a read does not look at the routing snapshot.
+    read_cand: Cell<u64>,
+    read_local: Cell<u64>,
     next_ver: Cell<u16>,
     /// Child channels replaced or closed, kept for legs still out on them.
     retired: RefCell<VecDeque<(usize, u16, Arc<ChildShared>)>>,
@@ -166,6 +178,8 @@ impl NexusChannel {
             epoch: Cell::new(0),
             children: RefCell::new(Vec::new()),
             open_mask: Cell::new(0),
+            read_cand: Cell::new(0),
+            read_local: Cell::new(0),
             next_ver: Cell::new(0),
             retired: RefCell::default(),
             parents: RefCell::default(),
@@ -262,6 +276,9 @@ impl Chan {
                 }
             }
             self.open_mask.set(open);
+            let cand = r.read_mask & open;
+            self.read_cand.set(cand);
+            self.read_local.set(cand & r.local_mask);
         }
         *self.routing.borrow_mut() = r;
         for (slot, id) in failed {
@@ -318,10 +335,10 @@ impl Chan {
         self.reactor.complete_io(sink, tag, io, Err(e));
     }
 
-    /// Picks a child to read from among `cand` (online, open, not tried yet) for a read at
-    /// nexus block `offset`.
-    fn pick_read(&self, r: &Routing, cand: u64, offset: u64) -> usize {
-        let local = cand & r.local_mask;
+    /// Picks a child to read from among `cand` (online, open, not tried yet; `local`: the
+    /// local ones among them) for a read at nexus block `offset`.
+    #[inline]
+    fn pick_read(&self, cand: u64, local: u64, offset: u64) -> usize {
         if local.is_power_of_two() {
             // One local child (the usual case): no choice to make.
             return usize::try_from(local.trailing_zeros()).unwrap_or(0);
@@ -329,6 +346,12 @@ impl Chan {
         if local != 0 {
             return nth_slot(local, self.nexus.geo.seg_of(offset));
         }
+        self.pick_fastest(cand)
+    }
+
+    /// Among remote children `cand`: the one with the lowest recent latency, or every
+    /// `PROBE_EVERY`-th read another one.
+    fn pick_fastest(&self, cand: u64) -> usize {
         let n = self.rr.get().wrapping_add(1);
         self.rr.set(n);
         if n.is_multiple_of(PROBE_EVERY) {
@@ -351,18 +374,14 @@ impl Chan {
         // request in wider pieces, and that reload would wait for it (store forwarding fails).
         let offset = io.offset_blocks;
         io.offset_blocks = offset.saturating_add(self.nexus.geo.meta_blocks);
-        // Borrowed, not cloned: an `Arc` clone per I/O would bounce its count between cores.
-        let (slot, remote) = {
-            let r = self.routing.borrow();
-            let cand = r.read_mask & self.open_mask.get();
-            if cand == 0 {
-                drop(r);
-                io.offset_blocks = offset;
-                return self.fail_now(io, sink, tag, None);
-            }
-            let slot = self.pick_read(&r, cand, offset);
-            (slot, r.local_mask & slot_bit(slot) == 0)
-        };
+        let cand = self.read_cand.get();
+        if cand == 0 {
+            io.offset_blocks = offset;
+            return self.fail_now(io, sink, tag, None);
+        }
+        let local = self.read_local.get();
+        let slot = self.pick_read(cand, local, offset);
+        let remote = local & slot_bit(slot) == 0;
         let pidx = self.alloc_parent();
         let gen16 = {
             let mut parents = self.parents.borrow_mut();
@@ -371,6 +390,7 @@ impl Chan {
                 io.offset_blocks = offset;
                 return self.fail_now(io, sink, tag, None);
             };
+            p.debug_check_free();
             // Kept in a register: read back from the slot, the 16-bit counter would be loaded
             // together with the flags stored next to it, and that wider load waits for all
             // three stores to reach the cache (store forwarding fails).
@@ -386,15 +406,14 @@ impl Chan {
             p.host_leg = u8::try_from(slot).unwrap_or(NO_LEG);
             p.pending = slot_bit(slot);
             p.ok = 0;
-            p.failed_online = 0;
-            p.online_at_submit = 0;
             p.tried = slot_bit(slot);
-            p.abandoned = 0;
-            p.parity = 0;
-            p.in_gate = false;
             p.tick = self.tick.get();
-            p.started = remote.then(Instant::now);
-            p.err = None;
+            // What a free parent already is (see `Parent::retire`) is not written again: no
+            // error, no start time, no abandoned legs, not in the gate. A read consults neither
+            // `failed_online`, `online_at_submit` nor `parity`.
+            if remote {
+                p.started = Some(Instant::now());
+            }
             seq
         };
         self.send_leg(pidx, gen16, slot, io);
@@ -464,6 +483,7 @@ impl Chan {
                 drop(parents);
                 return self.fail_now(io, sink, tag, Some(parity));
             };
+            p.debug_check_free();
             // In a register, as in `start_read`.
             let seq = p.seq.wrapping_add(1);
             p.seq = seq;
