@@ -199,6 +199,9 @@ impl NexusChannel {
 }
 
 impl BdevChannel for NexusChannel {
+    // The submission path down to the child's channel is inlined into this one frame, so that
+    // the request is not copied from frame to frame on its way (in-process nexus null reads +2%).
+    #[inline(always)]
     fn submit(&self, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
         self.0.counters.count_submit();
         self.0.submit(io, sink, tag);
@@ -314,6 +317,7 @@ impl Chan {
         self.me.upgrade().map(|c| c as Rc<dyn IoSink>)
     }
 
+    #[inline(always)]
     fn submit(&self, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
         if io.io_type == IoType::Read {
             // Reads stay out of the gate: nothing waits for them (they take no range lock, and
@@ -368,6 +372,7 @@ impl Chan {
             .unwrap_or(0)
     }
 
+    #[inline(always)]
     fn start_read(&self, mut io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
         // The leg's offset in the child, set first: written just before the request is handed
         // on, the new offset would still sit in the store buffer when the move reloads the
@@ -420,6 +425,7 @@ impl Chan {
     }
 
     /// Submits a leg to the child channel of `slot`.
+    #[inline(always)]
     fn send_leg(&self, pidx: u32, gen16: u16, slot: usize, io: BdevIo) {
         let Some(sink) = self.sink() else { return };
         let children = self.children.borrow();
