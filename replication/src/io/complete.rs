@@ -71,9 +71,6 @@ impl IoSink for Chan {
                             reason,
                         });
                     }
-                    if !is_read && p.online_at_submit & bit != 0 {
-                        p.failed_online |= bit;
-                    }
                     p.err = Some(e);
                 }
             }
@@ -189,8 +186,7 @@ impl Chan {
                 Gate::leave(&self.counters, p.parity);
                 p.in_gate = false;
             }
-            p.io_type != Some(IoType::Read)
-                && p.failed_online & self.nexus.online_mask.load(Ordering::Acquire) != 0
+            p.lacks_recorded(self.nexus.online_mask.load(Ordering::Acquire))
         };
         if wait {
             if let Some(h) = host_io
@@ -286,16 +282,12 @@ impl Chan {
                 p.host_leg = NO_LEG;
             }
             let is_read = p.io_type == Some(IoType::Read);
-            if !is_read {
-                if p.io_type != Some(IoType::Flush)
-                    && let Some(c) = &child
-                {
-                    let (first, last) = self.nexus.geo.segs(p.offset, p.blocks);
-                    c.dirty.mark(first, last);
-                }
-                if p.online_at_submit & bit != 0 {
-                    p.failed_online |= bit;
-                }
+            if !is_read
+                && p.io_type != Some(IoType::Flush)
+                && let Some(c) = &child
+            {
+                let (first, last) = self.nexus.geo.segs(p.offset, p.blocks);
+                c.dirty.mark(first, last);
             }
             p.err = Some(BdevError::TimedOut);
             (is_read, p.pending == 0)
@@ -331,7 +323,7 @@ impl Chan {
                     .parents
                     .borrow()
                     .get(pidx as usize)
-                    .is_some_and(|p| p.live && p.failed_online & mask != 0);
+                    .is_some_and(|p| p.live && p.lacks_recorded(mask));
                 if blocked {
                     keep.push(pidx);
                 } else {

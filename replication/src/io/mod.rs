@@ -3,12 +3,13 @@
 //!
 //! * **Writes** (write, write zeroes, deallocate, flush) go to every child that takes writes
 //!   (online and rebuilding). The host's buffers go to the first child; the others get shared
-//!   references to the same memory ([`IoBuf::share`]: no copy). The host's command succeeds once every leg has answered and at
-//!   least one child that is in sync has the data. A failed leg takes its child out of the I/O
-//!   path at once, marks the segments in the child's dirty map and asks the control task to
-//!   fault it; if the child was in sync, the host's answer waits until the metadata of the
-//!   remaining in-sync children records the fault (so that a restart can never pick the
-//!   failed child as current).
+//!   references to the same memory ([`IoBuf::share`]: no copy). The host's command succeeds
+//!   once every leg has answered and at least one child that is in sync has the data. A
+//!   failed leg takes its child out of the I/O path at once, marks the segments in the child's
+//!   dirty map and asks the control task to fault it. The host's answer waits while any child
+//!   that the metadata still records as in sync lacks the write (its leg failed, or it had
+//!   already left the I/O path and its fault is not recorded yet), so that a restart can never
+//!   pick as current a child without an acknowledged write.
 //! * **Reads** go to one online child: a local one if there is any (spread over the local
 //!   ones by segment, so that each region is read from one child and its cache and read-ahead
 //!   stay warm, while the load still spreads over all of them), otherwise
@@ -97,10 +98,6 @@ struct Parent {
     host_leg: u8,
     pending: u64,
     ok: u64,
-    /// Legs that failed on children that were online when the I/O started.
-    failed_online: u64,
-    /// Online children at submission (writes).
-    online_at_submit: u64,
     /// Children tried (reads).
     tried: u64,
     /// Legs given up after a timeout, not back yet.
@@ -119,6 +116,15 @@ impl Parent {
         debug_assert!(!self.live && self.sink.is_none() && self.host.is_none());
         debug_assert!(self.err.is_none() && self.started.is_none());
         debug_assert!(self.abandoned == 0 && !self.in_gate);
+    }
+
+    /// Whether this write must not be answered yet: a child still recorded in the metadata as
+    /// in sync (`online`, the nexus's `online_mask`) does not have it, because its leg failed,
+    /// or because the child had already left the I/O path when the write started (the window
+    /// between the I/O path taking a failed child out and the control task recording it). Were
+    /// the write answered, a crash now could restart the volume from that child without it.
+    fn lacks_recorded(&self, online: u64) -> bool {
+        self.io_type != Some(IoType::Read) && online & !self.ok != 0
     }
 
     /// Ends a parent whose host I/O is answered now: its sink and tag, and whether its slot is
@@ -414,8 +420,8 @@ impl Chan {
             p.tried = slot_bit(slot);
             p.tick = self.tick.get();
             // What a free parent already is (see `Parent::retire`) is not written again: no
-            // error, no start time, no abandoned legs, not in the gate. A read consults neither
-            // `failed_online`, `online_at_submit` nor `parity`.
+            // error, no start time, no abandoned legs, not in the gate. A read does not consult
+            // `parity`.
             if remote {
                 p.started = Some(Instant::now());
             }
@@ -479,7 +485,6 @@ impl Chan {
                 }
             }
         }
-        let read_mask = r.read_mask;
         drop(r);
         let pidx = self.alloc_parent();
         let host_slot = slots(targets).next();
@@ -503,8 +508,6 @@ impl Chan {
             p.host_leg = host_slot.map_or(NO_LEG, |s| u8::try_from(s).unwrap_or(NO_LEG));
             p.pending = targets;
             p.ok = 0;
-            p.failed_online = missing & read_mask;
-            p.online_at_submit = read_mask;
             p.tried = 0;
             p.abandoned = 0;
             p.parity = parity;

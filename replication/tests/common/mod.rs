@@ -339,6 +339,16 @@ impl Stall {
         HELD.with(|h| h.borrow().len())
     }
 
+    /// Fails the held I/Os (like a target that answers with an error once it wakes up).
+    pub fn fail_held() -> usize {
+        let held: Vec<Held> = HELD.with(|h| h.borrow_mut().drain(..).collect());
+        let n = held.len();
+        for (io, sink, tag, _) in held {
+            sink.io_done(tag, io, Err(BdevError::Closed));
+        }
+        n
+    }
+
     /// Sends the held I/Os on to the base device.
     pub fn release() {
         let held: Vec<Held> = HELD.with(|h| h.borrow_mut().drain(..).collect());
