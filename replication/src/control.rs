@@ -261,7 +261,10 @@ impl Ctx {
                 continue;
             }
             // A promoted child that failed an I/O meanwhile (the I/O path took it out of the
-            // routing; its fault is queued) does not join: its label will be superseded.
+            // routing; its fault is queued) does not join. Its label now says `in_sync` at this
+            // generation, and its fault will not write another (it was never online): so the
+            // generation is written again without it, and the online children's newer label
+            // is what a restart trusts.
             if let Some(p) = promote
                 && !self
                     .nx
@@ -269,7 +272,13 @@ impl Ctx {
                     .route(p)
                     .is_some_and(|r| r.role == Role::Write)
             {
+                tracing::warn!(
+                    nexus = %self.nx.info.name,
+                    slot = p,
+                    "rebuilt child failed before it joined; recording the in-sync set again"
+                );
                 promote = None;
+                continue;
             }
             let mut mask = 0u64;
             for (slot, _, _) in &labels {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use shoal_bdev::error_bdev::{ErrorBdev, Injection};
 use shoal_bdev::{Bdev, BdevIo, IoType, open_channel};
-use shoal_replication::ChildState;
+use shoal_replication::{ChildSpec, ChildState};
 
 const BLOCKS: u64 = 8 << 11; // 8 MiB of 512-byte blocks
 
@@ -122,4 +122,51 @@ fn writes_held_in_the_window_are_acknowledged_once_the_fault_is_recorded() {
     let io = Io::new(&r, &nxb);
     assert!(io.read(800, 8).unwrap() == pattern(4096, 2));
     assert!(io.read(1600, 8).unwrap() == pattern(4096, 3));
+}
+/// A rebuilt child's label is written `in_sync` at a new generation; if a host write fails on
+/// it before it joins, the promotion is dropped, and a newer generation on the online children
+/// must supersede that label.
+#[test]
+fn a_dropped_promotion_is_superseded_in_the_metadata() {
+    let a = ram("a", BLOCKS);
+    let b = ErrorBdev::create(ram("b", BLOCKS), None).unwrap();
+    let bb: Arc<dyn Bdev> = b.clone();
+    let (a2, b2, bb2) = (a.clone(), b.clone(), bb.clone());
+    std::thread::spawn(move || {
+        let r = reactor();
+        let nx = create(&r, opts("nx", BLOCKS), std::slice::from_ref(&a2));
+        let nxb: Arc<dyn Bdev> = nx.clone();
+        let io = Io::new(&r, &nxb);
+        io.write(0, &pattern(4096, 1)).unwrap();
+        // The add's own label write goes through; the promotion's label write is held.
+        b2.inject(Injection::pending(IoType::Write).blocks(0..16).skip(1))
+            .unwrap();
+        nx.add_child(ChildSpec::local(bb2.clone()))
+            .wait(WAIT)
+            .unwrap()
+            .unwrap();
+        until(&r, "promotion label held", || b2.held() > 0);
+        b2.inject(
+            Injection::failure(IoType::Write)
+                .blocks(2048..1 << 40)
+                .count(1),
+        )
+        .unwrap();
+        io.write(1600, &pattern(4096, 3)).unwrap(); // fails on b, acknowledged from a
+        b2.resume_pending();
+        until(&r, "b faulted", || faulted(&nx, &bb2));
+        r.run_until(Duration::from_millis(100), || false);
+        // The daemon "crashes" here.
+    })
+    .join()
+    .unwrap();
+    b.clear();
+    let r = reactor();
+    let nx = create(&r, opts("nx", BLOCKS), &[bb, a]);
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    let io = Io::new(&r, &nxb);
+    assert!(
+        io.read(1600, 8).unwrap() == pattern(4096, 3),
+        "an acknowledged write was lost: the restart trusted the child that missed it"
+    );
 }
