@@ -6,11 +6,12 @@ mod common;
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
 use shoal_bdev::error_bdev::{ErrorBdev, Injection};
-use shoal_bdev::{Bdev, BdevIo, IoType, open_channel};
+use shoal_bdev::{Bdev, BdevIo, IoBuf, IoType, SgList, open_channel};
 use shoal_replication::{ChildSpec, ChildState};
 
 const BLOCKS: u64 = 8 << 11; // 8 MiB of 512-byte blocks
@@ -169,4 +170,91 @@ fn a_dropped_promotion_is_superseded_in_the_metadata() {
         io.read(1600, 8).unwrap() == pattern(4096, 3),
         "an acknowledged write was lost: the restart trusted the child that missed it"
     );
+}
+/// A write's leg that times out on a child whose channel was already closed (an earlier read
+/// timed out and took the child out) must still mark the child's dirty map, or the partial
+/// rebuild skips the segment.
+#[test]
+fn a_leg_abandoned_after_its_channel_closed_still_marks_the_segment() {
+    log();
+    let r = reactor();
+    let a = ram("a", BLOCKS);
+    let b = Stall::create("b", ram("bb", BLOCKS));
+    let bb: Arc<dyn Bdev> = b.clone();
+    let mut o = opts("nx", BLOCKS);
+    o.io_timeout = Duration::from_millis(200);
+    let nx = create(&r, o, &[a.clone(), bb.clone()]);
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    let io = Io::new(&r, &nxb);
+    for k in 0..64u64 {
+        io.write(k * 256, &pattern(4096, 1)).unwrap();
+    }
+    b.stalled.store(true, Ordering::Release);
+    let chan = open_channel(&nxb).unwrap();
+    let sink = Rc::new(Collector::default());
+    // Reads over several segments: some go to b.
+    for k in 0..8u64 {
+        let mut s = SgList::new();
+        s.push(IoBuf::zeroed(4096));
+        chan.submit(BdevIo::read(k * 256, 8, s), sink.clone(), 100 + k);
+    }
+    r.run_until(Duration::from_millis(130), || false);
+    chan.submit(
+        BdevIo::write(40 * 256, 8, sg(&pattern(4096, 2))),
+        sink.clone(),
+        7,
+    );
+    until(&r, "all answered", || sink.done.borrow().len() == 9);
+    b.stalled.store(false, Ordering::Release);
+    Stall::fail_held();
+    r.run_until(Duration::from_millis(50), || false);
+    nx.add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    until_online(&r, &nx, &uri(&bb));
+    assert!(
+        child_sum(&r, &a, BLOCKS) == child_sum(&r, &bb, BLOCKS),
+        "b is online but differs from a"
+    );
+}
+
+/// A read still out on a removed child times out after another child took its slot: the
+/// timeout is the removed child's, not the newcomer's.
+#[test]
+fn a_removed_childs_timeout_does_not_fault_the_child_that_took_its_slot() {
+    let r = reactor();
+    let a = ram("a", BLOCKS);
+    let b = Stall::create("b", ram("bb", BLOCKS));
+    let bb: Arc<dyn Bdev> = b.clone();
+    let mut o = opts("nx", BLOCKS);
+    o.io_timeout = Duration::from_millis(300);
+    let nx = create(&r, o, &[a.clone(), bb.clone()]);
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    let io = Io::new(&r, &nxb);
+    io.write(0, &pattern(4096, 1)).unwrap();
+    b.stalled.store(true, Ordering::Release);
+    // Block 256 is in the second segment: read from the second child, b.
+    let mut s = SgList::new();
+    s.push(IoBuf::zeroed(4096));
+    io.chan.submit(BdevIo::read(256, 8, s), io.sink.clone(), 1);
+    nx.remove_child(&uri(&bb)).wait(WAIT).unwrap().unwrap();
+    let y = ram("y", BLOCKS);
+    nx.add_child(ChildSpec::local(y.clone()))
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    io.write(0, &pattern(4096, 3)).unwrap(); // opens y's channel in b's old slot
+    until(&r, "the read answered", || {
+        io.sink.done.borrow().iter().any(|d| d.0 == 1)
+    });
+    r.run_until(Duration::from_millis(50), || false);
+    let st = nx.child_status(&uri(&y)).unwrap();
+    assert!(
+        !matches!(st.state, ChildState::Faulted(_)),
+        "y was faulted by the removed child's timeout: {:?}",
+        st.state
+    );
+    b.stalled.store(false, Ordering::Release);
+    Stall::release();
 }

@@ -167,6 +167,7 @@ impl Chan {
             p.host_leg = u8::try_from(slot).unwrap_or(NO_LEG);
             p.started = remote.then(std::time::Instant::now);
             p.tick = self.tick.get();
+            p.ver_mark = self.next_ver.get();
             io
         };
         self.send_leg(u32::try_from(pidx).unwrap_or(u32::MAX), gen16, slot, io);
@@ -262,12 +263,16 @@ impl Chan {
     /// Gives up the leg of `pidx` on `slot` (timed out).
     fn abandon(&self, pidx: usize, slot: usize) {
         let bit = slot_bit(slot);
-        let child = self
-            .children
-            .borrow()
-            .get(slot)
-            .and_then(Option::as_ref)
-            .map(|c| c.child.clone());
+        // The leg's own child, even if its channel was closed since (its child faulted by an
+        // earlier failure) or its slot taken by another child: the segment must be marked in
+        // that child's dirty map and the leg counted against it.
+        let Some(mark) = self.parents.borrow().get(pidx).map(|p| p.ver_mark) else {
+            return;
+        };
+        let child = self.leg_child_at(slot, mark);
+        if child.is_none() {
+            tracing::error!(pidx, slot, "nexus: the child of a timed-out I/O is unknown");
+        }
         let (is_read, finished) = {
             let mut parents = self.parents.borrow_mut();
             let Some(p) = parents

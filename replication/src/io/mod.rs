@@ -102,6 +102,9 @@ struct Parent {
     tried: u64,
     /// Legs given up after a timeout, not back yet.
     abandoned: u64,
+    /// The newest child channel version when the pending legs were sent: a leg went to the
+    /// channel its slot had then (the newest version of that slot not above this one).
+    ver_mark: u16,
     parity: u8,
     in_gate: bool,
     tick: u64,
@@ -310,6 +313,28 @@ impl Chan {
             .map(|(_, _, c)| c.clone())
     }
 
+    /// The child of a pending leg of a parent whose legs were sent at `ver_mark` (see
+    /// [`Parent::ver_mark`]), when the leg's own version is not at hand (a timeout): the slot's
+    /// current channel if it is not newer than the mark, otherwise the newest retired one that
+    /// is not. Never a child that took the slot later.
+    fn leg_child_at(&self, slot: usize, ver_mark: u16) -> Option<Arc<ChildShared>> {
+        // Versions wrap: `v` is newer than the mark if it is ahead by less than half the range.
+        let age = |v: u16| ver_mark.wrapping_sub(v);
+        let newer = |v: u16| age(v) >= 0x8000;
+        let children = self.children.borrow();
+        if let Some(Some(c)) = children.get(slot)
+            && !newer(c.ver)
+        {
+            return Some(c.child.clone());
+        }
+        self.retired
+            .borrow()
+            .iter()
+            .filter(|(s, v, _)| *s == slot && !newer(*v))
+            .min_by_key(|(_, v, _)| age(*v))
+            .map(|(_, _, c)| c.clone())
+    }
+
     fn alloc_parent(&self) -> u32 {
         if let Some(i) = self.free.borrow_mut().pop() {
             return i;
@@ -419,6 +444,7 @@ impl Chan {
             p.ok = 0;
             p.tried = slot_bit(slot);
             p.tick = self.tick.get();
+            p.ver_mark = self.next_ver.get();
             // What a free parent already is (see `Parent::retire`) is not written again: no
             // error, no start time, no abandoned legs, not in the gate. A read does not consult
             // `parity`.
@@ -513,6 +539,7 @@ impl Chan {
             p.parity = parity;
             p.in_gate = true;
             p.tick = self.tick.get();
+            p.ver_mark = self.next_ver.get();
             p.started = None;
             p.err = None;
             seq
