@@ -180,7 +180,7 @@ impl Ctx {
             .map(|(child, label)| -> LocalFuture<'_, Result<(), BdevError>> {
                 let chan = self.chan(child);
                 let t = self.nx.io_timeout;
-                Box::pin(async move { persist::write_label(&*chan?, bs, label, t).await })
+                Box::pin(async move { persist::write_label(child, &*chan?, bs, label, t).await })
             })
             .collect();
         exec::join_all(futs).await
@@ -584,7 +584,9 @@ async fn add(ctx: &Ctx, spec: ChildSpec) -> Result<(), NexusError> {
         (idx, st.generation)
     };
     let label = label_for(nx, volume, replica, generation, false, false);
-    if let Err(e) = persist::write_label(&chan, nx.geo.block_size, &label, nx.io_timeout).await {
+    if let Err(e) =
+        persist::write_label(&probe, &chan, nx.geo.block_size, &label, nx.io_timeout).await
+    {
         let mut st = nx.lock_state();
         let slot = st.children[idx].slot;
         let _ = st.transition(idx, ChildState::Faulted(FaultReason::MetadataError));

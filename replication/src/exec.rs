@@ -27,6 +27,7 @@ use shoal_bdev::reactor::{Reactor, ReactorHandle};
 use shoal_bdev::{BdevError, BdevIo, IoChannel, IoSink};
 
 use crate::NexusError;
+use crate::routing::ChildShared;
 
 /// A task's future.
 pub(crate) type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -115,10 +116,16 @@ pub(crate) fn spawn(fut: impl Future<Output = ()> + 'static) {
 struct IoSlot {
     done: RefCell<Option<(BdevIo, Result<(), BdevError>)>>,
     waker: RefCell<Option<Waker>>,
+    /// A write given up after its timeout, counted in this child's `abandoned` until it
+    /// really completes.
+    late: RefCell<Option<Arc<ChildShared>>>,
 }
 
 impl IoSink for IoSlot {
     fn io_done(&self, _tag: u64, io: BdevIo, result: Result<(), BdevError>) {
+        if let Some(c) = self.late.borrow_mut().take() {
+            c.abandoned.fetch_sub(1, Ordering::AcqRel);
+        }
         *self.done.borrow_mut() = Some((io, result));
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
@@ -134,6 +141,28 @@ pub(crate) async fn io(
     io: BdevIo,
     timeout: Duration,
 ) -> (BdevIo, Result<(), BdevError>) {
+    io_on(chan, io, timeout, None).await
+}
+
+/// [`io`] for a write to `child` (a rebuild's copy, a label): given up after its timeout, it
+/// counts in the child's `abandoned` until it really completes, as a host write's leg does,
+/// so that the child is not added back (and rebuilt, and put online) while its old data may
+/// still land on it.
+pub(crate) async fn write_to(
+    child: &Arc<ChildShared>,
+    chan: &IoChannel,
+    io: BdevIo,
+    timeout: Duration,
+) -> (BdevIo, Result<(), BdevError>) {
+    io_on(chan, io, timeout, Some(child.clone())).await
+}
+
+async fn io_on(
+    chan: &IoChannel,
+    io: BdevIo,
+    timeout: Duration,
+    child: Option<Arc<ChildShared>>,
+) -> (BdevIo, Result<(), BdevError>) {
     let (io_type, offset, blocks) = (io.io_type, io.offset_blocks, io.num_blocks);
     let slot = Rc::new(IoSlot::default());
     chan.submit(io, slot.clone(), 0);
@@ -143,6 +172,12 @@ pub(crate) async fn io(
             let (e, s) = (expired.clone(), slot.clone());
             let id = r.call_after(timeout, move || {
                 e.set(true);
+                if let Some(c) = child
+                    && s.done.borrow().is_none()
+                {
+                    c.abandoned.fetch_add(1, Ordering::AcqRel);
+                    *s.late.borrow_mut() = Some(c);
+                }
                 if let Some(w) = s.waker.borrow_mut().take() {
                     w.wake();
                 }

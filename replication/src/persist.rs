@@ -2,12 +2,14 @@
 //! home reactor). A label write is the write of its slot followed by a flush; only then is it
 //! considered durable.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoChannel, SgList};
 
 use crate::exec;
 use crate::label::{Label, SLOT_BYTES, SLOTS, SlotError};
+use crate::routing::ChildShared;
 
 /// What a child's reserved region holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +46,11 @@ pub(crate) async fn read_label(
     })
 }
 
-/// Writes `label` into its slot and flushes.
+/// Writes `label` into `child`'s slot for it and flushes. Given up after `timeout`, the write
+/// counts in the child's `abandoned` until it completes (an old label must not land after a
+/// newer one).
 pub(crate) async fn write_label(
+    child: &Arc<ChildShared>,
     chan: &IoChannel,
     bs: u32,
     label: &Label,
@@ -58,7 +63,7 @@ pub(crate) async fn write_label(
     let blocks = slot_bytes / bs64;
     let mut bufs = SgList::new();
     bufs.push(IoBuf::copy_from(&label.encode()));
-    let (_, r) = exec::io(chan, BdevIo::write(offset, blocks, bufs), timeout).await;
+    let (_, r) = exec::write_to(child, chan, BdevIo::write(offset, blocks, bufs), timeout).await;
     r?;
     let (_, r) = exec::io(chan, BdevIo::flush(), timeout).await;
     r

@@ -277,7 +277,7 @@ pub(crate) fn start(nx: &Arc<Nexus>, st: &mut State, idx: usize) {
 struct Job<'a> {
     nx: &'a Nexus,
     slot: usize,
-    child: &'a ChildShared,
+    child: &'a Arc<ChildShared>,
     ctl: &'a RebuildCtl,
     dst: IoChannel,
     /// Next segment to look at (shared by the workers: one pass over the map).
@@ -287,7 +287,7 @@ struct Job<'a> {
 async fn copy_all(
     nx: &Nexus,
     slot: usize,
-    child: &ChildShared,
+    child: &Arc<ChildShared>,
     ctl: &RebuildCtl,
 ) -> RebuildOutcome {
     let dst = match open_channel(&child.bdev) {
@@ -446,7 +446,8 @@ impl Job<'_> {
                 }
             }
         };
-        let (mut io, res) = exec::io(
+        let (mut io, res) = exec::write_to(
+            self.child,
             &self.dst,
             BdevIo::write(at, blocks, data),
             self.nx.io_timeout,

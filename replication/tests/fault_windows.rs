@@ -258,3 +258,59 @@ fn a_removed_childs_timeout_does_not_fault_the_child_that_took_its_slot() {
     b.stalled.store(false, Ordering::Release);
     Stall::release();
 }
+
+/// A rebuild's copy write that timed out may still land later; the child must not be re-added
+/// (and rebuilt, and put online) while it is out, or the old data lands on an online child.
+#[test]
+fn a_late_rebuild_write_cannot_land_on_a_re_added_child() {
+    let r = reactor();
+    let a = ram("a", BLOCKS);
+    let b = Stall::create("b", ram("bb", BLOCKS));
+    let bb: Arc<dyn Bdev> = b.clone();
+    let mut o = opts("nx", BLOCKS);
+    o.io_timeout = Duration::from_millis(300);
+    let nx = create(&r, o, std::slice::from_ref(&a));
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    let io = Io::new(&r, &nxb);
+    for k in 0..4u64 {
+        io.write(k * 2048, &pattern(4096, 1)).unwrap();
+    }
+    nx.set_rebuild_rate(1);
+    nx.add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    b.stalled.store(true, Ordering::Release);
+    until(&r, "copy held", || Stall::held() > 0);
+    until(&r, "b faulted", || faulted(&nx, &bb));
+    b.stalled.store(false, Ordering::Release);
+    nx.set_rebuild_rate(0);
+    for k in 0..4u64 {
+        io.write(k * 2048, &pattern(4096, 2)).unwrap();
+    }
+    // Refused while the old copy write is out...
+    let early = nx
+        .add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap();
+    assert!(
+        early.is_err(),
+        "re-added while a rebuild write is still out"
+    );
+    // ...and taken once it came back.
+    Stall::release();
+    r.run_until(Duration::from_millis(50), || false);
+    nx.add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    until_online(&r, &nx, &uri(&bb));
+    let raw = Io::new(&r, &bb);
+    for k in 0..4u64 {
+        assert!(
+            raw.read(meta(BS) + k * 2048, 8).unwrap() == pattern(4096, 2),
+            "online child b holds stale data at block {}",
+            k * 2048
+        );
+    }
+}
