@@ -143,6 +143,9 @@ fn describe(spec: &ChildSpec, read: &LabelRead) -> String {
     }
 }
 
+/// The highest generation a label may carry (half the range: 2^63 changes of the in-sync set).
+const MAX_GENERATION: u64 = u64::MAX / 2;
+
 fn plan(
     opts: &NexusOptions,
     geo: &Geometry,
@@ -189,6 +192,17 @@ fn plan(
     };
     let mut replicas_seen = BTreeSet::new();
     for (i, l) in &labels {
+        // Every change of the in-sync set adds one; no real volume gets near this, and a
+        // label at the top of the range would wrap (or pin itself as the newest for ever).
+        if l.generation > MAX_GENERATION {
+            return Err(NexusError::Open {
+                uri: uri(*i),
+                reason: format!(
+                    "its metadata has generation {}, beyond any a nexus writes (corrupt?)",
+                    l.generation
+                ),
+            });
+        }
         if l.block_size != geo.block_size
             || l.data_offset_blocks != geo.meta_blocks
             || l.data_blocks != geo.data_blocks

@@ -227,3 +227,30 @@ fn a_new_child_among_current_ones_is_rebuilt_in_full() {
     let e = nx.add_child(ChildSpec::local(other)).wait(WAIT).unwrap();
     assert!(matches!(e, Err(NexusError::ForeignChild { .. })), "{e:?}");
 }
+
+#[test]
+fn a_label_with_an_impossible_generation_is_refused() {
+    let r = reactor();
+    let a = ram("a", BLOCKS);
+    let nx = create(&r, opts("nx", BLOCKS), std::slice::from_ref(&a));
+    nx.destroy().wait(WAIT).unwrap().unwrap();
+    // Rewrite the newest label with the highest generation (and a valid checksum).
+    let raw = Io::new(&r, &a);
+    let region = raw.read(0, 16).unwrap();
+    let mut l = shoal_replication::Label::newest(&region).unwrap();
+    l.generation = u64::MAX;
+    let at = u64::try_from(l.slot() * shoal_replication::label::SLOT_BYTES).unwrap() / 512;
+    raw.write(at, &l.encode()).unwrap();
+    let e = Nexus::create(
+        opts("nx", BLOCKS),
+        vec![ChildSpec::local(a.clone())],
+        &r.handle(),
+    )
+    .wait(WAIT)
+    .unwrap();
+    assert!(
+        matches!(&e, Err(NexusError::Open { reason, .. }) if reason.contains("generation")),
+        "{:?}",
+        e.map(|_| ())
+    );
+}
