@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink, IoType, SgList};
 
-use super::{Chan, NO_LEG, TICKS_PER_TIMEOUT, faulted_error, split_tag};
+use super::{Chan, NO_LEG, TICKS_PER_TIMEOUT, faulted_error, split_tag, tag_ver};
 use crate::gate::Gate;
 use crate::routing::{slot_bit, slots};
 use crate::state::FaultReason;
@@ -47,7 +47,7 @@ impl IoSink for Chan {
                     if let Some(t0) = p.started.take() {
                         let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
                         if let Some(Some(c)) = self.children.borrow().get(slot)
-                            && c.ver == ver
+                            && tag_ver(c.ver) == ver
                         {
                             let old = c.ewma_ns.get();
                             let new = if old == 0 { ns } else { old - old / 8 + ns / 8 };

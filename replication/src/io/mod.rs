@@ -60,6 +60,12 @@ fn leg_tag(pidx: u32, gen16: u16, ver: u16, slot: usize) -> u64 {
         | (u64::try_from(slot).unwrap_or(0) & 63)
 }
 
+/// The low 16 bits of a child channel's version, as leg tags carry it.
+#[inline]
+fn tag_ver(ver: u64) -> u16 {
+    u16::try_from(ver & 0xffff).unwrap_or(0)
+}
+
 #[inline]
 fn split_tag(tag: u64) -> (usize, u16, u16, usize) {
     let pidx = usize::try_from(tag >> 38).unwrap_or(usize::MAX);
@@ -76,8 +82,9 @@ type Parked = (BdevIo, Rc<dyn IoSink>, u64);
 struct ChildChan {
     chan: IoChannel,
     child: Arc<ChildShared>,
-    /// Bumped when the slot's child channel is replaced; in the leg tag.
-    ver: u16,
+    /// Which opening of a child channel this is (counted over all slots, never reused); its low
+    /// 16 bits are in the leg tag.
+    ver: u64,
     /// Recent read latency, nanoseconds (EWMA, 1/8).
     ewma_ns: Cell<u64>,
 }
@@ -104,7 +111,7 @@ struct Parent {
     abandoned: u64,
     /// The newest child channel version when the pending legs were sent: a leg went to the
     /// channel its slot had then (the newest version of that slot not above this one).
-    ver_mark: u16,
+    ver_mark: u64,
     parity: u8,
     in_gate: bool,
     tick: u64,
@@ -157,9 +164,9 @@ pub(crate) struct Chan {
     /// them: kept by `refresh`, so that a read does not look at the routing snapshot.
     read_cand: Cell<u64>,
     read_local: Cell<u64>,
-    next_ver: Cell<u16>,
+    next_ver: Cell<u64>,
     /// Child channels replaced or closed, kept for legs still out on them.
-    retired: RefCell<VecDeque<(usize, u16, Arc<ChildShared>)>>,
+    retired: RefCell<VecDeque<(usize, u64, Arc<ChildShared>)>>,
     parents: RefCell<Vec<Parent>>,
     free: RefCell<Vec<u32>>,
     /// Writes waiting for a rebuild's range lock.
@@ -267,7 +274,7 @@ impl Chan {
                     if let Some(w) = want {
                         match shoal_bdev::open_channel(&w.bdev) {
                             Ok(chan) => {
-                                let ver = self.next_ver.get().wrapping_add(1);
+                                let ver = self.next_ver.get() + 1;
                                 self.next_ver.set(ver);
                                 *cc = Some(ChildChan {
                                     chan,
@@ -302,14 +309,15 @@ impl Chan {
     fn leg_child(&self, slot: usize, ver: u16) -> Option<Arc<ChildShared>> {
         let children = self.children.borrow();
         if let Some(Some(c)) = children.get(slot)
-            && c.ver == ver
+            && tag_ver(c.ver) == ver
         {
             return Some(c.child.clone());
         }
         self.retired
             .borrow()
             .iter()
-            .find(|(s, v, _)| *s == slot && *v == ver)
+            .rev()
+            .find(|(s, v, _)| *s == slot && tag_ver(*v) == ver)
             .map(|(_, _, c)| c.clone())
     }
 
@@ -317,21 +325,18 @@ impl Chan {
     /// [`Parent::ver_mark`]), when the leg's own version is not at hand (a timeout): the slot's
     /// current channel if it is not newer than the mark, otherwise the newest retired one that
     /// is not. Never a child that took the slot later.
-    fn leg_child_at(&self, slot: usize, ver_mark: u16) -> Option<Arc<ChildShared>> {
-        // Versions wrap: `v` is newer than the mark if it is ahead by less than half the range.
-        let age = |v: u16| ver_mark.wrapping_sub(v);
-        let newer = |v: u16| age(v) >= 0x8000;
+    fn leg_child_at(&self, slot: usize, ver_mark: u64) -> Option<Arc<ChildShared>> {
         let children = self.children.borrow();
         if let Some(Some(c)) = children.get(slot)
-            && !newer(c.ver)
+            && c.ver <= ver_mark
         {
             return Some(c.child.clone());
         }
         self.retired
             .borrow()
             .iter()
-            .filter(|(s, v, _)| *s == slot && !newer(*v))
-            .min_by_key(|(_, v, _)| age(*v))
+            .filter(|(s, v, _)| *s == slot && *v <= ver_mark)
+            .max_by_key(|(_, v, _)| *v)
             .map(|(_, _, c)| c.clone())
     }
 
@@ -463,7 +468,7 @@ impl Chan {
         let children = self.children.borrow();
         match children.get(slot).and_then(Option::as_ref) {
             Some(c) => {
-                let t = leg_tag(pidx, gen16, c.ver, slot);
+                let t = leg_tag(pidx, gen16, tag_ver(c.ver), slot);
                 // The host's I/O was checked on the nexus's channel; a child is at least the
                 // nexus's size plus the metadata, so only its state and range are checked again.
                 c.chan.submit_checked_above(io, sink, t);
