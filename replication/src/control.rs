@@ -516,6 +516,15 @@ async fn add(ctx: &Ctx, spec: ChildSpec) -> Result<(), NexusError> {
                 expected: volume,
             });
         }
+        LabelRead::Found(l) if l.generation > crate::label::MAX_GENERATION => {
+            return Err(NexusError::Open {
+                uri,
+                reason: format!(
+                    "its metadata has generation {}, beyond any a nexus writes (corrupt?)",
+                    l.generation
+                ),
+            });
+        }
         LabelRead::Found(l) => {
             if l.replica_uuid != replica {
                 // Another replica behind the same URI: it did not see our writes.

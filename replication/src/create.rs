@@ -143,9 +143,6 @@ fn describe(spec: &ChildSpec, read: &LabelRead) -> String {
     }
 }
 
-/// The highest generation a label may carry (half the range: 2^63 changes of the in-sync set).
-const MAX_GENERATION: u64 = u64::MAX / 2;
-
 fn plan(
     opts: &NexusOptions,
     geo: &Geometry,
@@ -194,7 +191,7 @@ fn plan(
     for (i, l) in &labels {
         // Every change of the in-sync set adds one; no real volume gets near this, and a
         // label at the top of the range would wrap (or pin itself as the newest for ever).
-        if l.generation > MAX_GENERATION {
+        if l.generation > crate::label::MAX_GENERATION {
             return Err(NexusError::Open {
                 uri: uri(*i),
                 reason: format!(

@@ -254,3 +254,29 @@ fn a_label_with_an_impossible_generation_is_refused() {
         e.map(|_| ())
     );
 }
+
+#[test]
+fn a_child_with_an_impossible_generation_is_not_added() {
+    let r = reactor();
+    let (a, b) = (ram("a", BLOCKS), ram("b", BLOCKS));
+    let nx = create(&r, opts("nx", BLOCKS), &[a.clone(), b.clone()]);
+    nx.destroy().wait(WAIT).unwrap().unwrap();
+    let raw = Io::new(&r, &b);
+    let region = raw.read(0, 16).unwrap();
+    let mut l = shoal_replication::Label::newest(&region).unwrap();
+    l.generation = shoal_replication::label::MAX_GENERATION + 10;
+    let at = u64::try_from(l.slot() * shoal_replication::label::SLOT_BYTES).unwrap() / 512;
+    raw.write(at, &l.encode()).unwrap();
+    let nx = create(&r, opts("nx", BLOCKS), std::slice::from_ref(&a));
+    let e = nx
+        .add_child(ChildSpec::local(b.clone()))
+        .wait(WAIT)
+        .unwrap();
+    assert!(
+        matches!(&e, Err(NexusError::Open { reason, .. }) if reason.contains("generation")),
+        "{e:?}"
+    );
+    // The nexus did not take the generation over: it restarts from a.
+    nx.destroy().wait(WAIT).unwrap().unwrap();
+    create(&r, opts("nx", BLOCKS), std::slice::from_ref(&a));
+}
