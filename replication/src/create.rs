@@ -358,6 +358,7 @@ pub(crate) async fn create(
     let results = ctx.write_labels(&labels).await;
     let mut online_mask = 0u64;
     let mut rebuilding = Vec::new();
+    let mut lost_current = false;
     {
         let mut st = nx.lock_state();
         for (slot, ((c, s), r)) in children.iter().zip(&shared).zip(&results).enumerate() {
@@ -367,6 +368,7 @@ pub(crate) async fn create(
                 (Ok(()), false) => (ChildState::Rebuilding, Role::Write),
                 (Err(e), _) => {
                     tracing::warn!(nexus = %opts.name, child = %c.uri, "metadata write failed: {e}");
+                    lost_current |= cur;
                     (ChildState::Faulted(FaultReason::MetadataError), Role::Track)
                 }
             };
@@ -411,6 +413,12 @@ pub(crate) async fn create(
         for slot in rebuilding {
             rebuild::start(&nx, &mut st, slot);
         }
+    }
+    // A current child whose label write failed may still hold a label that says in sync at
+    // this generation (the write landed, its flush failed): the others get a newer one before
+    // any host write, or a restart could trust it without the writes it will miss.
+    if lost_current {
+        ctx.commit(None, false).await?;
     }
     exec::spawn(control::run(ctx));
     tracing::info!(nexus = %opts.name, uuid = %plan.volume, generation = plan.generation,

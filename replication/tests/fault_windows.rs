@@ -314,3 +314,41 @@ fn a_late_rebuild_write_cannot_land_on_a_re_added_child() {
         );
     }
 }
+
+/// A current child whose label write lands but whose flush fails at nexus creation is faulted;
+/// its label may still say in sync at the new generation, so the others must get a newer one
+/// before the host writes, or a restart could trust it without those writes.
+#[test]
+fn a_child_lost_while_the_nexus_is_created_is_superseded_in_the_metadata() {
+    let a = ram("a", BLOCKS);
+    let b = ErrorBdev::create(ram("b", BLOCKS), None).unwrap();
+    let bb: Arc<dyn Bdev> = b.clone();
+    {
+        let r = reactor();
+        let nx = create(&r, opts("nx", BLOCKS), &[a.clone(), bb.clone()]);
+        nx.destroy().wait(WAIT).unwrap().unwrap();
+    }
+    let (a2, b2, bb2) = (a.clone(), b.clone(), bb.clone());
+    std::thread::spawn(move || {
+        let r = reactor();
+        b2.inject(Injection::failure(IoType::Flush).count(1))
+            .unwrap();
+        let nx = create(&r, opts("nx", BLOCKS), &[a2, bb2.clone()]);
+        assert!(faulted(&nx, &bb2));
+        let nxb: Arc<dyn Bdev> = nx.clone();
+        let io = Io::new(&r, &nxb);
+        io.write(1600, &pattern(4096, 3)).unwrap();
+        // The daemon "crashes" here.
+    })
+    .join()
+    .unwrap();
+    b.clear();
+    let r = reactor();
+    let nx = create(&r, opts("nx", BLOCKS), &[bb, a]);
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    let io = Io::new(&r, &nxb);
+    assert!(
+        io.read(1600, 8).unwrap() == pattern(4096, 3),
+        "an acknowledged write was lost: the restart trusted the child that missed it"
+    );
+}
