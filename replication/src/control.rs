@@ -84,6 +84,9 @@ pub(crate) struct State {
     pub volume: Uuid,
     pub generation: u64,
     pub children: Vec<ChildEntry>,
+    /// Removed children with I/Os given up after a timeout still out: the same child cannot
+    /// come back (and be rebuilt) until they are back, or old data could land after the copy.
+    pub departed: Vec<(ChildUri, Arc<ChildShared>)>,
     pub destroying: bool,
 }
 
@@ -458,9 +461,20 @@ async fn add(ctx: &Ctx, spec: ChildSpec) -> Result<(), NexusError> {
     let uri = spec.uri.to_string();
     // What is there now: a faulted child of this URI comes back, anything else is refused.
     let (existing, volume) = {
-        let st = nx.lock_state();
+        let mut st = nx.lock_state();
         if st.online_count() == 0 {
             return Err(NexusError::Faulted);
+        }
+        st.departed
+            .retain(|(_, c)| c.abandoned.load(Ordering::Acquire) > 0);
+        if let Some((_, c)) = st.departed.iter().find(|(u, _)| *u == spec.uri) {
+            let n = c.abandoned.load(Ordering::Acquire);
+            return Err(NexusError::Busy {
+                uri,
+                reason: format!(
+                    "{n} I/Os to it given up after a timeout before it was removed are still outstanding"
+                ),
+            });
         }
         let existing = match st.children.iter().position(|c| c.uri == spec.uri) {
             Some(i) => {
@@ -657,6 +671,12 @@ async fn remove(ctx: &Ctx, uri: &ChildUri) -> Result<(), NexusError> {
         log_commit(ctx, ctx.commit(None, false).await);
     }
     let mut st = nx.lock_state();
+    if let Some(c) = st.children.iter().find(|c| c.slot == slot)
+        && c.shared.abandoned.load(Ordering::Acquire) > 0
+    {
+        let d = (c.uri.clone(), c.shared.clone());
+        st.departed.push(d);
+    }
     st.children.retain(|c| c.slot != slot);
     tracing::info!(nexus = %nx.info.name, child = %uri, "child removed");
     Ok(())

@@ -329,6 +329,7 @@ pub(crate) async fn create(
         volume: plan.volume,
         generation: plan.generation,
         children: Vec::new(),
+        departed: Vec::new(),
         destroying: false,
     };
     let nx = Arc::new(Nexus::new(info, home, geo, opts.io_timeout, caps, state));

@@ -352,3 +352,39 @@ fn a_child_lost_while_the_nexus_is_created_is_superseded_in_the_metadata() {
         "an acknowledged write was lost: the restart trusted the child that missed it"
     );
 }
+
+/// A child removed while I/Os given up after a timeout are still out on it cannot be added
+/// back until they are back (removing it must not clear the guard a faulted child has).
+#[test]
+fn a_removed_child_with_io_still_out_is_not_added_back_until_it_is_back() {
+    let r = reactor();
+    let a = ram("a", BLOCKS);
+    let b = Stall::create("b", ram("bb", BLOCKS));
+    let bb: Arc<dyn Bdev> = b.clone();
+    let mut o = opts("nx", BLOCKS);
+    o.io_timeout = Duration::from_millis(200);
+    let nx = create(&r, o, &[a.clone(), bb.clone()]);
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    let io = Io::new(&r, &nxb);
+    b.stalled.store(true, Ordering::Release);
+    io.write(0, &pattern(4096, 1)).unwrap(); // b's leg times out; b is faulted
+    until(&r, "b faulted", || faulted(&nx, &bb));
+    b.stalled.store(false, Ordering::Release);
+    nx.remove_child(&uri(&bb)).wait(WAIT).unwrap().unwrap();
+    let e = nx
+        .add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap();
+    assert!(
+        matches!(&e, Err(shoal_replication::NexusError::Busy { .. })),
+        "{e:?}"
+    );
+    Stall::release();
+    r.run_until(Duration::from_millis(50), || false);
+    nx.add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    until_online(&r, &nx, &uri(&bb));
+    assert!(child_sum(&r, &a, BLOCKS) == child_sum(&r, &bb, BLOCKS));
+}
