@@ -230,7 +230,7 @@ impl Ctx {
                     self.nx.online_mask.store(0, Ordering::SeqCst);
                     return Err(NexusError::Faulted);
                 }
-                st.generation += 1;
+                st.generation = next_generation(st.generation)?;
                 let g = st.generation;
                 let v = st.volume;
                 let labels: Vec<(usize, Arc<ChildShared>, Label)> = targets
@@ -453,6 +453,14 @@ async fn fault(ctx: &Ctx, uri: &ChildUri) -> Result<(), NexusError> {
 /// Checks that `spec` can be a child of `nx`.
 pub(crate) fn check_child(nx: &Nexus, spec: &ChildSpec) -> Result<(), NexusError> {
     crate::create::check_spec(&nx.geo, (nx.write_zeroes, nx.unmap), spec)
+}
+
+/// The generation after `g`; an error at the end of the range (reached only from a label that
+/// was corrupt or crafted: see [`crate::label::MAX_GENERATION`]).
+fn next_generation(g: u64) -> Result<u64, NexusError> {
+    g.checked_add(1).ok_or_else(|| {
+        NexusError::Invalid(format!("the metadata generation {g} cannot be advanced"))
+    })
 }
 
 async fn add(ctx: &Ctx, spec: ChildSpec) -> Result<(), NexusError> {
@@ -704,7 +712,7 @@ async fn destroy(ctx: &Ctx) -> Result<(), NexusError> {
     // Flush, then mark the metadata clean at a new generation.
     let (labels, online) = {
         let mut st = nx.lock_state();
-        st.generation += 1;
+        st.generation = next_generation(st.generation)?;
         let g = st.generation;
         let v = st.volume;
         let labels: Vec<(Arc<ChildShared>, Label)> = st

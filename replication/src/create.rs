@@ -189,17 +189,6 @@ fn plan(
     };
     let mut replicas_seen = BTreeSet::new();
     for (i, l) in &labels {
-        // Every change of the in-sync set adds one; no real volume gets near this, and a
-        // label at the top of the range would wrap (or pin itself as the newest for ever).
-        if l.generation > crate::label::MAX_GENERATION {
-            return Err(NexusError::Open {
-                uri: uri(*i),
-                reason: format!(
-                    "its metadata has generation {}, beyond any a nexus writes (corrupt?)",
-                    l.generation
-                ),
-            });
-        }
         if l.block_size != geo.block_size
             || l.data_offset_blocks != geo.meta_blocks
             || l.data_blocks != geo.data_blocks
@@ -280,7 +269,23 @@ fn plan(
             *c = Some(i) == keep;
         }
     }
-    let generation = labels.iter().map(|(_, l)| l.generation).max().unwrap_or(0) + 1;
+    // The next generation. Every change of the in-sync set adds one, so no real volume gets
+    // near the top of the range; a label there is corrupt or crafted, and is refused rather
+    // than wrapped (a wrapped generation would lose to every other label).
+    let newest = labels.iter().max_by_key(|(_, l)| l.generation);
+    let generation = match newest {
+        None => 1,
+        Some((i, l)) => l
+            .generation
+            .checked_add(1)
+            .ok_or_else(|| NexusError::Open {
+                uri: uri(*i),
+                reason: format!(
+                    "its metadata has generation {}, the last there is (corrupt?)",
+                    l.generation
+                ),
+            })?,
+    };
     Ok(Plan {
         volume,
         generation,

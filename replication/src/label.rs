@@ -35,9 +35,10 @@ pub const SLOTS: usize = 2;
 pub const MAGIC: [u8; 8] = *b"SHOALNXS";
 /// The label format version.
 pub const VERSION: u32 = 1;
-/// The highest generation a nexus accepts in a label (half the range: 2^63 changes of the
-/// in-sync set). Every change adds one; a label above this is corrupt or crafted, and one at
-/// the top of the range would wrap (or stay the newest for ever).
+/// The highest generation a nexus takes over from a child it adds (half the range: 2^63
+/// changes of the in-sync set; every change adds one). A label above it is corrupt or
+/// crafted. A restart takes any generation it can still advance (the nexus itself may have
+/// written past this one after taking it over).
 pub const MAX_GENERATION: u64 = u64::MAX / 2;
 
 const FLAG_IN_SYNC: u32 = 1;

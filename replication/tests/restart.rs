@@ -280,3 +280,27 @@ fn a_child_with_an_impossible_generation_is_not_added() {
     nx.destroy().wait(WAIT).unwrap().unwrap();
     create(&r, opts("nx", BLOCKS), std::slice::from_ref(&a));
 }
+
+#[test]
+fn a_child_at_the_highest_generation_taken_over_still_restarts() {
+    let r = reactor();
+    let (a, b) = (ram("a", BLOCKS), ram("b", BLOCKS));
+    let nx = create(&r, opts("nx", BLOCKS), &[a.clone(), b.clone()]);
+    nx.destroy().wait(WAIT).unwrap().unwrap();
+    let raw = Io::new(&r, &b);
+    let region = raw.read(0, 16).unwrap();
+    let mut l = shoal_replication::Label::newest(&region).unwrap();
+    l.generation = shoal_replication::label::MAX_GENERATION;
+    let at = u64::try_from(l.slot() * shoal_replication::label::SLOT_BYTES).unwrap() / 512;
+    raw.write(at, &l.encode()).unwrap();
+    let nx = create(&r, opts("nx", BLOCKS), std::slice::from_ref(&a));
+    nx.add_child(ChildSpec::local(b.clone()))
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    until_online(&r, &nx, &uri(&b));
+    // The nexus wrote generations past the bound it takes over; a restart takes them.
+    nx.destroy().wait(WAIT).unwrap().unwrap();
+    let nx = create(&r, opts("nx", BLOCKS), &[a.clone(), b.clone()]);
+    assert_eq!(nx.status().state, NexusState::Online);
+}
