@@ -79,14 +79,44 @@ pub(crate) struct ChildEntry {
     pub last_rebuild: Option<RebuildSummary>,
 }
 
+/// A removed child that may still receive writes of its own (see [`State::departed`]).
+pub(crate) struct Departed {
+    uri: ChildUri,
+    shared: Arc<ChildShared>,
+    rebuild: Option<Arc<RebuildCtl>>,
+}
+
+impl Departed {
+    /// What still keeps it busy, if anything.
+    fn busy(&self) -> Option<String> {
+        busy_reason(&self.shared, self.rebuild.as_ref())
+    }
+}
+
+/// Why a child cannot be added back now: I/Os to it given up after a timeout and still out,
+/// or a rebuild of it still stopping (its copy writes may still land).
+fn busy_reason(shared: &ChildShared, rebuild: Option<&Arc<RebuildCtl>>) -> Option<String> {
+    let n = shared.abandoned.load(Ordering::Acquire);
+    if n > 0 {
+        return Some(format!(
+            "{n} I/Os given up after a timeout are still outstanding"
+        ));
+    }
+    if rebuild.is_some_and(|r| !r.is_finished()) {
+        return Some("its previous rebuild is still stopping".into());
+    }
+    None
+}
+
 /// The control state of a nexus (under its mutex; read by `status`).
 pub(crate) struct State {
     pub volume: Uuid,
     pub generation: u64,
     pub children: Vec<ChildEntry>,
-    /// Removed children with I/Os given up after a timeout still out: the same child cannot
-    /// come back (and be rebuilt) until they are back, or old data could land after the copy.
-    pub departed: Vec<(ChildUri, Arc<ChildShared>)>,
+    /// Removed children with I/Os given up after a timeout still out, or a rebuild still
+    /// stopping: the same child cannot come back (and be rebuilt) until those are over, or old
+    /// data could land after the new copy.
+    pub departed: Vec<Departed>,
     pub destroying: bool,
 }
 
@@ -473,15 +503,16 @@ async fn add(ctx: &Ctx, spec: ChildSpec) -> Result<(), NexusError> {
         if st.online_count() == 0 {
             return Err(NexusError::Faulted);
         }
-        st.departed
-            .retain(|(_, c)| c.abandoned.load(Ordering::Acquire) > 0);
-        if let Some((_, c)) = st.departed.iter().find(|(u, _)| *u == spec.uri) {
-            let n = c.abandoned.load(Ordering::Acquire);
+        st.departed.retain(|d| d.busy().is_some());
+        if let Some(reason) = st
+            .departed
+            .iter()
+            .find(|d| d.uri == spec.uri)
+            .and_then(Departed::busy)
+        {
             return Err(NexusError::Busy {
                 uri,
-                reason: format!(
-                    "{n} I/Os to it given up after a timeout before it was removed are still outstanding"
-                ),
+                reason: format!("{reason} (it was removed)"),
             });
         }
         let existing = match st.children.iter().position(|c| c.uri == spec.uri) {
@@ -490,12 +521,8 @@ async fn add(ctx: &Ctx, spec: ChildSpec) -> Result<(), NexusError> {
                 if !matches!(c.state, ChildState::Faulted(_)) {
                     return Err(NexusError::ChildExists(uri));
                 }
-                let n = c.shared.abandoned.load(Ordering::Acquire);
-                if n > 0 {
-                    return Err(NexusError::Busy {
-                        uri,
-                        reason: format!("{n} I/Os given up after a timeout are still outstanding"),
-                    });
+                if let Some(reason) = busy_reason(&c.shared, c.rebuild.as_ref()) {
+                    return Err(NexusError::Busy { uri, reason });
                 }
                 Some((c.slot, c.replica, c.shared.dirty.clone()))
             }
@@ -680,9 +707,13 @@ async fn remove(ctx: &Ctx, uri: &ChildUri) -> Result<(), NexusError> {
     }
     let mut st = nx.lock_state();
     if let Some(c) = st.children.iter().find(|c| c.slot == slot)
-        && c.shared.abandoned.load(Ordering::Acquire) > 0
+        && busy_reason(&c.shared, c.rebuild.as_ref()).is_some()
     {
-        let d = (c.uri.clone(), c.shared.clone());
+        let d = Departed {
+            uri: c.uri.clone(),
+            shared: c.shared.clone(),
+            rebuild: c.rebuild.clone(),
+        };
         st.departed.push(d);
     }
     st.children.retain(|c| c.slot != slot);

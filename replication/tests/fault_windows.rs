@@ -16,6 +16,30 @@ use shoal_replication::{ChildSpec, ChildState};
 
 const BLOCKS: u64 = 8 << 11; // 8 MiB of 512-byte blocks
 
+/// Adds `b`, retrying while the nexus answers busy (as an operator or the CSI plugin would).
+fn add_when_free(
+    r: &shoal_bdev::reactor::Reactor,
+    nx: &shoal_replication::Nexus,
+    b: &Arc<dyn Bdev>,
+) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match nx
+            .add_child(ChildSpec::local(b.clone()))
+            .wait(WAIT)
+            .unwrap()
+        {
+            Ok(()) => return,
+            Err(shoal_replication::NexusError::Busy { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                r.run_until(Duration::from_millis(20), || false);
+            }
+            Err(e) => panic!("add {}: {e:?}", uri(b)),
+        }
+    }
+}
+
 fn faulted(nx: &shoal_replication::Nexus, b: &Arc<dyn Bdev>) -> bool {
     nx.child_status(&uri(b))
         .is_some_and(|c| matches!(c.state, ChildState::Faulted(_)))
@@ -299,11 +323,7 @@ fn a_late_rebuild_write_cannot_land_on_a_re_added_child() {
     );
     // ...and taken once it came back.
     Stall::release();
-    r.run_until(Duration::from_millis(50), || false);
-    nx.add_child(ChildSpec::local(bb.clone()))
-        .wait(WAIT)
-        .unwrap()
-        .unwrap();
+    add_when_free(&r, &nx, &bb);
     until_online(&r, &nx, &uri(&bb));
     let raw = Io::new(&r, &bb);
     for k in 0..4u64 {
@@ -387,4 +407,107 @@ fn a_removed_child_with_io_still_out_is_not_added_back_until_it_is_back() {
         .unwrap();
     until_online(&r, &nx, &uri(&bb));
     assert!(child_sum(&r, &a, BLOCKS) == child_sum(&r, &bb, BLOCKS));
+}
+
+/// A nexus over `a` whose new child `b` has a rebuild copy write held (not yet timed out).
+fn copy_held() -> (
+    shoal_bdev::reactor::Reactor,
+    Arc<Stall>,
+    Arc<dyn Bdev>,
+    Arc<shoal_replication::Nexus>,
+    Io,
+) {
+    let r = reactor();
+    let a = ram("a", BLOCKS);
+    let b = Stall::create("b", ram("bb", BLOCKS));
+    let bb: Arc<dyn Bdev> = b.clone();
+    let mut o = opts("nx", BLOCKS);
+    o.io_timeout = Duration::from_millis(300);
+    let nx = create(&r, o, std::slice::from_ref(&a));
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    let io = Io::new(&r, &nxb);
+    for k in 0..4u64 {
+        io.write(k * 2048, &pattern(4096, 1)).unwrap();
+    }
+    nx.set_rebuild_rate(1);
+    nx.add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    b.stalled.store(true, Ordering::Release);
+    until(&r, "copy held", || Stall::held() > 0);
+    (r, b, bb, nx, io)
+}
+
+/// Once the held copy is back: `b` can be added, is rebuilt, and holds the newest data.
+fn add_back_after_release(
+    r: &shoal_bdev::reactor::Reactor,
+    bb: &Arc<dyn Bdev>,
+    nx: &shoal_replication::Nexus,
+) {
+    Stall::release();
+    add_when_free(r, nx, bb);
+    until_online(r, nx, &uri(bb));
+    let raw = Io::new(r, bb);
+    for k in 0..4u64 {
+        assert!(
+            raw.read(meta(BS) + k * 2048, 8).unwrap() == pattern(4096, 2),
+            "online child b holds stale data at block {}",
+            k * 2048
+        );
+    }
+}
+
+/// Removed while a rebuild copy is out (not yet given up, so nothing counted yet): the same
+/// device is not added back until the copy is back.
+#[test]
+fn a_child_removed_during_a_copy_is_not_added_back_until_the_copy_is_back() {
+    let (r, b, bb, nx, io) = copy_held();
+    nx.remove_child(&uri(&bb)).wait(WAIT).unwrap().unwrap();
+    b.stalled.store(false, Ordering::Release);
+    r.run_until(Duration::from_millis(600), || false); // the old copy times out
+    nx.set_rebuild_rate(0);
+    for k in 0..4u64 {
+        io.write(k * 2048, &pattern(4096, 2)).unwrap();
+    }
+    let e = nx
+        .add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap();
+    assert!(
+        matches!(&e, Err(shoal_replication::NexusError::Busy { .. })),
+        "{e:?}"
+    );
+    add_back_after_release(&r, &bb, &nx);
+}
+
+/// A stopped rebuild whose copy is still out: the child is not added back (and rebuilt again)
+/// until the old rebuild has ended and its copy is back.
+#[test]
+fn a_child_is_not_added_back_while_its_stopped_rebuild_is_still_out() {
+    let (r, b, bb, nx, io) = copy_held();
+    nx.stop_rebuild(&uri(&bb)).wait(WAIT).unwrap().unwrap();
+    b.stalled.store(false, Ordering::Release);
+    nx.set_rebuild_rate(0);
+    let e = nx
+        .add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap();
+    assert!(
+        matches!(&e, Err(shoal_replication::NexusError::Busy { .. })),
+        "{e:?}"
+    );
+    r.run_until(Duration::from_millis(600), || false); // the old copy times out
+    for k in 0..4u64 {
+        io.write(k * 2048, &pattern(4096, 2)).unwrap();
+    }
+    let e = nx
+        .add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap();
+    assert!(
+        matches!(&e, Err(shoal_replication::NexusError::Busy { .. })),
+        "{e:?}"
+    );
+    add_back_after_release(&r, &bb, &nx);
 }
