@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::dirty::DirtyMap;
 use crate::exec::{self, LocalFuture, Reply};
+use crate::guard::{Departed, busy_reason};
 use crate::label::Label;
 use crate::nexus::{ChildSpec, Nexus};
 use crate::persist::{self, LabelRead};
@@ -77,35 +78,6 @@ pub(crate) struct ChildEntry {
     pub replica: Uuid,
     pub rebuild: Option<Arc<RebuildCtl>>,
     pub last_rebuild: Option<RebuildSummary>,
-}
-
-/// A removed child that may still receive writes of its own (see [`State::departed`]).
-pub(crate) struct Departed {
-    uri: ChildUri,
-    shared: Arc<ChildShared>,
-    rebuild: Option<Arc<RebuildCtl>>,
-}
-
-impl Departed {
-    /// What still keeps it busy, if anything.
-    fn busy(&self) -> Option<String> {
-        busy_reason(&self.shared, self.rebuild.as_ref())
-    }
-}
-
-/// Why a child cannot be added back now: I/Os to it given up after a timeout and still out,
-/// or a rebuild of it still stopping (its copy writes may still land).
-fn busy_reason(shared: &ChildShared, rebuild: Option<&Arc<RebuildCtl>>) -> Option<String> {
-    let n = shared.abandoned.load(Ordering::Acquire);
-    if n > 0 {
-        return Some(format!(
-            "{n} I/Os given up after a timeout are still outstanding"
-        ));
-    }
-    if rebuild.is_some_and(|r| !r.is_finished()) {
-        return Some("its previous rebuild is still stopping".into());
-    }
-    None
 }
 
 /// The control state of a nexus (under its mutex; read by `status`).

@@ -28,6 +28,7 @@ pub mod dirty;
 mod error;
 mod exec;
 mod gate;
+mod guard;
 mod io;
 pub mod label;
 mod nexus;
