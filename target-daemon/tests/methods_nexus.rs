@@ -247,10 +247,17 @@ fn create_get_fault_rebuild_remove_destroy() {
         "nexus_set_rebuild_rate",
         json!({"name": "vol", "mib_per_sec": 0}),
     );
-    t.ok(
-        "nexus_add_child",
-        json!({"name": "vol", "uri": "bdev:///M2"}),
-    );
+    // Busy (EBUSY) until the stopped rebuild has ended: its last copy may still land.
+    until("M2 added back", || {
+        match t.call(
+            "nexus_add_child",
+            json!({"name": "vol", "uri": "bdev:///M2"}),
+        ) {
+            Ok(_) => true,
+            Err(e) if e.code == neg(EBUSY) => false,
+            Err(e) => panic!("nexus_add_child failed: {e}"),
+        }
+    });
     until("M2 online", || {
         child(&nexus_of(&t, "vol"), "bdev:///M2")["state"] == "online"
     });
