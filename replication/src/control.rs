@@ -469,6 +469,9 @@ async fn add(ctx: &Ctx, spec: ChildSpec) -> Result<(), NexusError> {
     let nx = &ctx.nx;
     check_child(nx, &spec)?;
     let uri = spec.uri.to_string();
+    // Host writes still in flight settle first: a leg one of them sent to this child before
+    // its fault is then either back or given up and counted, and the check below sees it.
+    nx.gate.barrier().await;
     // What is there now: a faulted child of this URI comes back, anything else is refused.
     let (existing, volume) = {
         let mut st = nx.lock_state();
@@ -537,7 +540,11 @@ async fn add(ctx: &Ctx, spec: ChildSpec) -> Result<(), NexusError> {
                 expected: volume,
             });
         }
-        LabelRead::Found(l) if l.generation > crate::label::MAX_GENERATION => {
+        // Above the bound and above anything this nexus wrote: not a label a nexus wrote.
+        LabelRead::Found(l)
+            if l.generation > crate::label::MAX_GENERATION
+                && l.generation > nx.lock_state().generation =>
+        {
             return Err(NexusError::Open {
                 uri,
                 reason: format!(

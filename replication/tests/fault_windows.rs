@@ -511,3 +511,46 @@ fn a_child_is_not_added_back_while_its_stopped_rebuild_is_still_out() {
     );
     add_back_after_release(&r, &bb, &nx);
 }
+
+/// A host write's leg sent to a child before an operator faulted it, still out and not yet
+/// given up: the child is not added back until that leg is back, or it could land after the
+/// rebuild, on a child that serves reads.
+#[test]
+fn a_child_is_not_added_back_while_a_host_leg_sent_before_its_fault_is_out() {
+    let r = reactor();
+    let a = ram("a", BLOCKS);
+    let b = Stall::create("b", ram("bb", BLOCKS));
+    let bb: Arc<dyn Bdev> = b.clone();
+    let mut o = opts("nx", BLOCKS);
+    o.io_timeout = Duration::from_millis(300);
+    let nx = create(&r, o, &[a.clone(), bb.clone()]);
+    nx.set_rebuild_rate(0);
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    let io = Io::new(&r, &nxb);
+    io.write(0, &pattern(4096, 1)).unwrap();
+    b.stalled.store(true, Ordering::Release);
+    let w1 = Rc::new(Collector::default());
+    io.chan
+        .submit(BdevIo::write(0, 8, sg(&pattern(4096, 3))), w1.clone(), 7);
+    until(&r, "W1's leg to b held", || Stall::held() > 0);
+    b.stalled.store(false, Ordering::Release);
+    nx.fault_child(&uri(&bb)).wait(WAIT).unwrap().unwrap();
+    let e = nx
+        .add_child(ChildSpec::local(bb.clone()))
+        .wait(WAIT)
+        .unwrap();
+    assert!(
+        matches!(&e, Err(shoal_replication::NexusError::Busy { .. })),
+        "{e:?}"
+    );
+    until(&r, "W1 answered", || !w1.done.borrow().is_empty());
+    io.write(0, &pattern(4096, 2)).unwrap();
+    Stall::release();
+    add_when_free(&r, &nx, &bb);
+    until_online(&r, &nx, &uri(&bb));
+    let raw = Io::new(&r, &bb);
+    assert!(
+        raw.read(meta(BS), 8).unwrap() == pattern(4096, 2),
+        "online child b holds an older write than the last acknowledged one"
+    );
+}
