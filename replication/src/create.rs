@@ -270,21 +270,21 @@ fn plan(
         }
     }
     // The next generation. Every change of the in-sync set adds one, so no real volume gets
-    // near the top of the range; a label there is corrupt or crafted, and is refused rather
-    // than wrapped (a wrapped generation would lose to every other label).
+    // near the bound; a label beyond it is corrupt or crafted, and is refused rather than
+    // taken over (near the top of the range the generation could not advance).
     let newest = labels.iter().max_by_key(|(_, l)| l.generation);
     let generation = match newest {
         None => 1,
-        Some((i, l)) => l
-            .generation
-            .checked_add(1)
-            .ok_or_else(|| NexusError::Open {
+        Some((i, l)) if l.generation > crate::label::MAX_RESTART_GENERATION => {
+            return Err(NexusError::Open {
                 uri: uri(*i),
                 reason: format!(
-                    "its metadata has generation {}, the last there is (corrupt?)",
+                    "its metadata has generation {}, beyond any a nexus writes (corrupt?)",
                     l.generation
                 ),
-            })?,
+            });
+        }
+        Some((_, l)) => l.generation + 1,
     };
     Ok(Plan {
         volume,

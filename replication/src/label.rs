@@ -35,11 +35,14 @@ pub const SLOTS: usize = 2;
 pub const MAGIC: [u8; 8] = *b"SHOALNXS";
 /// The label format version.
 pub const VERSION: u32 = 1;
-/// The highest generation a nexus takes over from a child it adds (half the range: 2^63
-/// changes of the in-sync set; every change adds one). A label above it is corrupt or
-/// crafted. A restart takes any generation it can still advance (the nexus itself may have
-/// written past this one after taking it over).
+/// The highest generation a nexus takes over from a child it adds, unless it wrote it itself
+/// (half the range: 2^63 changes of the in-sync set; every change adds one). A label above it
+/// is corrupt or crafted.
 pub const MAX_GENERATION: u64 = u64::MAX / 2;
+/// The highest generation `nexus_create` takes over: the bound above plus 2^32 changes made
+/// after taking over a label at it (so such a nexus can still restart), far from the top of
+/// the range (so the generation can always advance).
+pub const MAX_RESTART_GENERATION: u64 = MAX_GENERATION + (1 << 32);
 
 const FLAG_IN_SYNC: u32 = 1;
 const FLAG_CLEAN: u32 = 2;

@@ -238,7 +238,8 @@ fn a_label_with_an_impossible_generation_is_refused() {
     let raw = Io::new(&r, &a);
     let region = raw.read(0, 16).unwrap();
     let mut l = shoal_replication::Label::newest(&region).unwrap();
-    l.generation = u64::MAX;
+    // One below the top: it could be advanced once, and then never again.
+    l.generation = u64::MAX - 1;
     let at = u64::try_from(l.slot() * shoal_replication::label::SLOT_BYTES).unwrap() / 512;
     raw.write(at, &l.encode()).unwrap();
     let e = Nexus::create(
@@ -299,8 +300,15 @@ fn a_child_at_the_highest_generation_taken_over_still_restarts() {
         .unwrap()
         .unwrap();
     until_online(&r, &nx, &uri(&b));
-    // The nexus wrote generations past the bound it takes over; a restart takes them.
+    // The nexus wrote generations past the bound it takes over; a restart takes them, and
+    // its own child, faulted, comes back.
     nx.destroy().wait(WAIT).unwrap().unwrap();
     let nx = create(&r, opts("nx", BLOCKS), &[a.clone(), b.clone()]);
     assert_eq!(nx.status().state, NexusState::Online);
+    nx.fault_child(&uri(&b)).wait(WAIT).unwrap().unwrap();
+    nx.add_child(ChildSpec::local(b.clone()))
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    until_online(&r, &nx, &uri(&b));
 }
