@@ -160,10 +160,6 @@ pub(crate) struct Chan {
     children: RefCell<Vec<Option<ChildChan>>>,
     /// Slots with an open child channel.
     open_mask: Cell<u64>,
-    /// Online children with an open channel (where reads may go), and the local ones among
-    /// them: kept by `refresh`, so that a read does not look at the routing snapshot.
-    read_cand: Cell<u64>,
-    read_local: Cell<u64>,
     next_ver: Cell<u64>,
     /// Child channels replaced or closed, kept for legs still out on them.
     retired: RefCell<VecDeque<(usize, u64, Arc<ChildShared>)>>,
@@ -194,8 +190,6 @@ impl NexusChannel {
             epoch: Cell::new(0),
             children: RefCell::new(Vec::new()),
             open_mask: Cell::new(0),
-            read_cand: Cell::new(0),
-            read_local: Cell::new(0),
             next_ver: Cell::new(0),
             retired: RefCell::default(),
             parents: RefCell::default(),
@@ -295,9 +289,6 @@ impl Chan {
                 }
             }
             self.open_mask.set(open);
-            let cand = r.read_mask & open;
-            self.read_cand.set(cand);
-            self.read_local.set(cand & r.local_mask);
         }
         *self.routing.borrow_mut() = r;
         for (slot, id) in failed {
@@ -415,12 +406,15 @@ impl Chan {
         // request in wider pieces, and that reload would wait for it (store forwarding fails).
         let offset = io.offset_blocks;
         io.offset_blocks = offset.saturating_add(self.nexus.geo.meta_blocks);
-        let cand = self.read_cand.get();
+        let (cand, local) = {
+            let r = self.routing.borrow();
+            let cand = r.read_mask & self.open_mask.get();
+            (cand, cand & r.local_mask)
+        };
         if cand == 0 {
             io.offset_blocks = offset;
             return self.fail_now(io, sink, tag, None);
         }
-        let local = self.read_local.get();
         let slot = self.pick_read(cand, local, offset);
         let remote = local & slot_bit(slot) == 0;
         let pidx = self.alloc_parent();
