@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink, IoType, SgList};
 
-use super::{Chan, NO_LEG, TICKS_PER_TIMEOUT, faulted_error, split_tag, tag_ver};
+use super::{Chan, NO_LEG, TICKS_PER_TIMEOUT, faulted_error, split_tag};
 use crate::gate::Gate;
 use crate::routing::{slot_bit, slots};
 use crate::state::FaultReason;
@@ -18,7 +18,7 @@ struct Failure {
 
 impl IoSink for Chan {
     fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
-        let (pidx, gen16, ver, slot) = split_tag(tag);
+        let (pidx, gen16, slot) = split_tag(tag);
         let bit = slot_bit(slot);
         let mut failure = None;
         let mut host_io = None;
@@ -46,8 +46,9 @@ impl IoSink for Chan {
                     p.ok |= bit;
                     if let Some(t0) = p.started.take() {
                         let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        // The slot's current channel, if the leg went to it.
                         if let Some(Some(c)) = self.children.borrow().get(slot)
-                            && tag_ver(c.ver) == ver
+                            && c.ver <= p.ver_mark
                         {
                             let old = c.ewma_ns.get();
                             let new = if old == 0 { ns } else { old - old / 8 + ns / 8 };
@@ -57,9 +58,10 @@ impl IoSink for Chan {
                 }
                 Err(e) => {
                     let reason = FaultReason::from_bdev_error(&e);
-                    let child = self
-                        .leg_child(slot, ver)
-                        .or_else(|| self.routing.borrow().route(slot).map(|rt| rt.child.clone()));
+                    let child = self.leg_child_at(slot, p.ver_mark);
+                    if child.is_none() {
+                        tracing::error!(pidx, slot, "nexus: the child of a failed I/O is unknown");
+                    }
                     if let Some(child) = child {
                         if !is_read && p.io_type != Some(IoType::Flush) {
                             let (first, last) = self.nexus.geo.segs(p.offset, p.blocks);

@@ -50,29 +50,19 @@ const TICKS_PER_TIMEOUT: u64 = 4;
 const PROBE_EVERY: u64 = 64;
 const NO_LEG: u8 = u8::MAX;
 
-/// The leg tag: parent index (24 bits), parent generation (16), child channel version (16)
-/// and child slot (6).
+/// The leg tag: parent index (up to 42 bits), parent generation (16) and child slot (6). The
+/// channel a leg went to is found from its parent's `ver_mark`.
 #[inline]
-fn leg_tag(pidx: u32, gen16: u16, ver: u16, slot: usize) -> u64 {
-    (u64::from(pidx) << 38)
-        | (u64::from(gen16) << 22)
-        | (u64::from(ver) << 6)
-        | (u64::try_from(slot).unwrap_or(0) & 63)
-}
-
-/// The low 16 bits of a child channel's version, as leg tags carry it.
-#[inline]
-fn tag_ver(ver: u64) -> u16 {
-    u16::try_from(ver & 0xffff).unwrap_or(0)
+fn leg_tag(pidx: u32, gen16: u16, slot: usize) -> u64 {
+    (u64::from(pidx) << 22) | (u64::from(gen16) << 6) | (u64::try_from(slot).unwrap_or(0) & 63)
 }
 
 #[inline]
-fn split_tag(tag: u64) -> (usize, u16, u16, usize) {
-    let pidx = usize::try_from(tag >> 38).unwrap_or(usize::MAX);
-    let gen16 = u16::try_from((tag >> 22) & 0xffff).unwrap_or(0);
-    let ver = u16::try_from((tag >> 6) & 0xffff).unwrap_or(0);
+fn split_tag(tag: u64) -> (usize, u16, usize) {
+    let pidx = usize::try_from(tag >> 22).unwrap_or(usize::MAX);
+    let gen16 = u16::try_from((tag >> 6) & 0xffff).unwrap_or(0);
     let slot = usize::try_from(tag & 63).unwrap_or(0);
-    (pidx, gen16, ver, slot)
+    (pidx, gen16, slot)
 }
 
 /// A host write waiting for a range lock: the I/O, its sink and tag.
@@ -82,8 +72,7 @@ type Parked = (BdevIo, Rc<dyn IoSink>, u64);
 struct ChildChan {
     chan: IoChannel,
     child: Arc<ChildShared>,
-    /// Which opening of a child channel this is (counted over all slots, never reused); its low
-    /// 16 bits are in the leg tag.
+    /// Which opening of a child channel this is (counted over all slots, never reused).
     ver: u64,
     /// Recent read latency, nanoseconds (EWMA, 1/8).
     ewma_ns: Cell<u64>,
@@ -296,26 +285,9 @@ impl Chan {
         }
     }
 
-    /// The child of a leg: the current channel of its slot, or a retired one.
-    fn leg_child(&self, slot: usize, ver: u16) -> Option<Arc<ChildShared>> {
-        let children = self.children.borrow();
-        if let Some(Some(c)) = children.get(slot)
-            && tag_ver(c.ver) == ver
-        {
-            return Some(c.child.clone());
-        }
-        self.retired
-            .borrow()
-            .iter()
-            .rev()
-            .find(|(s, v, _)| *s == slot && tag_ver(*v) == ver)
-            .map(|(_, _, c)| c.clone())
-    }
-
     /// The child of a pending leg of a parent whose legs were sent at `ver_mark` (see
-    /// [`Parent::ver_mark`]), when the leg's own version is not at hand (a timeout): the slot's
-    /// current channel if it is not newer than the mark, otherwise the newest retired one that
-    /// is not. Never a child that took the slot later.
+    /// [`Parent::ver_mark`]): the slot's current channel if it is not newer than the mark,
+    /// otherwise the newest retired one that is not. Never a child that took the slot later.
     fn leg_child_at(&self, slot: usize, ver_mark: u64) -> Option<Arc<ChildShared>> {
         let children = self.children.borrow();
         if let Some(Some(c)) = children.get(slot)
@@ -462,7 +434,7 @@ impl Chan {
         let children = self.children.borrow();
         match children.get(slot).and_then(Option::as_ref) {
             Some(c) => {
-                let t = leg_tag(pidx, gen16, tag_ver(c.ver), slot);
+                let t = leg_tag(pidx, gen16, slot);
                 // The host's I/O was checked on the nexus's channel; a child is at least the
                 // nexus's size plus the metadata, so only its state and range are checked again.
                 c.chan.submit_checked_above(io, sink, t);
@@ -470,7 +442,7 @@ impl Chan {
             None => {
                 // The routing moved on between picking and sending: fail the leg through the
                 // usual completion path (from the loop).
-                let t = leg_tag(pidx, gen16, 0, slot);
+                let t = leg_tag(pidx, gen16, slot);
                 self.reactor
                     .complete_io(sink, t, io, Err(BdevError::Closed));
             }
@@ -615,8 +587,8 @@ mod tests {
 
     #[test]
     fn tags_roundtrip() {
-        let t = leg_tag(0x00ab_cdef, 0xfedc, 0x1234, 63);
-        assert_eq!(split_tag(t), (0x00ab_cdef, 0xfedc, 0x1234, 63));
-        assert_eq!(split_tag(leg_tag(0, 0, 0, 0)), (0, 0, 0, 0));
+        let t = leg_tag(0xffab_cdef, 0xfedc, 63);
+        assert_eq!(split_tag(t), (0xffab_cdef, 0xfedc, 63));
+        assert_eq!(split_tag(leg_tag(0, 0, 0)), (0, 0, 0));
     }
 }
