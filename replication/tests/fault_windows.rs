@@ -45,6 +45,60 @@ fn faulted(nx: &shoal_replication::Nexus, b: &Arc<dyn Bdev>) -> bool {
         .is_some_and(|c| matches!(c.state, ChildState::Faulted(_)))
 }
 
+/// A nexus over `a` and `c` in which `a` has left the I/O path (a write, W1 at block 800,
+/// failed on it) and the fault is not recorded (the metadata writes to `c` are held), with a
+/// second write, W2 at block 1600, sent after it (to `c` only). Neither may be acknowledged
+/// yet: `a` is still recorded in sync and lacks both. Block 0 holds pattern 1 on both.
+fn hold_writes_in_the_window(
+    r: &shoal_bdev::reactor::Reactor,
+    a: &Arc<ErrorBdev>,
+    c: &Arc<ErrorBdev>,
+) -> (
+    Arc<shoal_replication::Nexus>,
+    shoal_bdev::IoChannel,
+    Rc<Collector>,
+) {
+    let (ab, cb): (Arc<dyn Bdev>, Arc<dyn Bdev>) = (a.clone(), c.clone());
+    let nx = create(r, opts("nx", BLOCKS), &[ab, cb]);
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    Io::new(r, &nxb).write(0, &pattern(4096, 1)).unwrap();
+    c.inject(Injection::pending(IoType::Write).blocks(0..16))
+        .unwrap();
+    a.inject(Injection::failure(IoType::Write).count(1))
+        .unwrap();
+    let chan = open_channel(&nxb).unwrap();
+    let sink = Rc::new(Collector::default());
+    chan.submit(
+        BdevIo::write(800, 8, sg(&pattern(4096, 2))),
+        sink.clone(),
+        1,
+    );
+    r.run_until(Duration::from_millis(100), || false);
+    chan.submit(
+        BdevIo::write(1600, 8, sg(&pattern(4096, 3))),
+        sink.clone(),
+        2,
+    );
+    r.run_until(Duration::from_millis(100), || false);
+    assert!(
+        sink.done.borrow().is_empty(),
+        "a write was acknowledged while a, which lacks it, is still recorded in sync"
+    );
+    (nx, chan, sink)
+}
+
+/// A nexus over `a` and `c` restarted after a "crash" (the first life ran on its own thread).
+fn restart(a: &Arc<ErrorBdev>, c: &Arc<ErrorBdev>) -> (shoal_bdev::reactor::Reactor, Io) {
+    a.clear();
+    c.clear();
+    let (ab, cb): (Arc<dyn Bdev>, Arc<dyn Bdev>) = (a.clone(), c.clone());
+    let r = reactor();
+    let nx = create(&r, opts("nx", BLOCKS), &[ab, cb]);
+    let nxb: Arc<dyn Bdev> = nx.clone();
+    let io = Io::new(&r, &nxb);
+    (r, io)
+}
+
 /// A child taken out of the I/O path (its write failed) stays recorded as in sync until the
 /// control task writes the new generation. A write submitted in that window goes to the other
 /// child only, and must not be acknowledged before the fault is recorded: a crash would
@@ -53,50 +107,16 @@ fn faulted(nx: &shoal_replication::Nexus, b: &Arc<dyn Bdev>) -> bool {
 fn a_write_is_not_acknowledged_while_a_child_without_it_is_recorded_in_sync() {
     let a = ErrorBdev::create(ram("a", BLOCKS), None).unwrap();
     let c = ErrorBdev::create(ram("c", BLOCKS), None).unwrap();
-    let (ab, cb): (Arc<dyn Bdev>, Arc<dyn Bdev>) = (a.clone(), c.clone());
-    let (a2, c2, ab2, cb2) = (a.clone(), c.clone(), ab.clone(), cb.clone());
+    let (a2, c2) = (a.clone(), c.clone());
     std::thread::spawn(move || {
         let r = reactor();
-        let nx = create(&r, opts("nx", BLOCKS), &[ab2, cb2]);
-        let nxb: Arc<dyn Bdev> = nx.clone();
-        let io = Io::new(&r, &nxb);
-        io.write(0, &pattern(4096, 1)).unwrap();
-        // The metadata writes to c hang (the fault of a is never recorded); the next data
-        // write to a fails.
-        c2.inject(Injection::pending(IoType::Write).blocks(0..16))
-            .unwrap();
-        a2.inject(Injection::failure(IoType::Write).count(1))
-            .unwrap();
-        let chan = open_channel(&nxb).unwrap();
-        let sink = Rc::new(Collector::default());
-        // W1 fails on a, which leaves the I/O path; W2 then goes to c only.
-        chan.submit(
-            BdevIo::write(800, 8, sg(&pattern(4096, 2))),
-            sink.clone(),
-            1,
-        );
-        r.run_until(Duration::from_millis(100), || false);
-        chan.submit(
-            BdevIo::write(1600, 8, sg(&pattern(4096, 3))),
-            sink.clone(),
-            2,
-        );
-        r.run_until(Duration::from_millis(100), || false);
-        assert!(
-            sink.done.borrow().is_empty(),
-            "a write was acknowledged while a, which lacks it, is still recorded in sync"
-        );
+        let _held = hold_writes_in_the_window(&r, &a2, &c2);
         // The daemon "crashes" here.
     })
     .join()
     .unwrap();
-    a.clear();
-    c.clear();
-    // Whatever it picks at restart, every write it acknowledged is there (none here).
-    let r = reactor();
-    let nx = create(&r, opts("nx", BLOCKS), &[ab, cb]);
-    let nxb: Arc<dyn Bdev> = nx.clone();
-    let io = Io::new(&r, &nxb);
+    // Whatever it picks at restart, every write it acknowledged is there (only block 0).
+    let (_r, io) = restart(&a, &c);
     assert!(io.read(0, 8).unwrap() == pattern(4096, 1));
 }
 
@@ -106,48 +126,24 @@ fn a_write_is_not_acknowledged_while_a_child_without_it_is_recorded_in_sync() {
 fn writes_held_in_the_window_are_acknowledged_once_the_fault_is_recorded() {
     let a = ErrorBdev::create(ram("a", BLOCKS), None).unwrap();
     let c = ErrorBdev::create(ram("c", BLOCKS), None).unwrap();
-    let (ab, cb): (Arc<dyn Bdev>, Arc<dyn Bdev>) = (a.clone(), c.clone());
-    let (a2, c2, ab2, cb2) = (a.clone(), c.clone(), ab.clone(), cb.clone());
+    let (a2, c2) = (a.clone(), c.clone());
     std::thread::spawn(move || {
         let r = reactor();
-        let nx = create(&r, opts("nx", BLOCKS), &[ab2.clone(), cb2]);
-        let nxb: Arc<dyn Bdev> = nx.clone();
-        c2.inject(Injection::pending(IoType::Write).blocks(0..16))
-            .unwrap();
-        a2.inject(Injection::failure(IoType::Write).count(1))
-            .unwrap();
-        let chan = open_channel(&nxb).unwrap();
-        let sink = Rc::new(Collector::default());
-        chan.submit(
-            BdevIo::write(800, 8, sg(&pattern(4096, 2))),
-            sink.clone(),
-            1,
-        );
-        r.run_until(Duration::from_millis(50), || false);
-        chan.submit(
-            BdevIo::write(1600, 8, sg(&pattern(4096, 3))),
-            sink.clone(),
-            2,
-        );
-        r.run_until(Duration::from_millis(100), || false);
-        assert!(sink.done.borrow().is_empty());
+        let (nx, _chan, sink) = hold_writes_in_the_window(&r, &a2, &c2);
         c2.resume_pending();
         until(&r, "both writes answered", || sink.done.borrow().len() == 2);
         assert!(sink.done.borrow().iter().all(|d| d.2.is_ok()));
-        assert!(faulted(&nx, &ab2));
+        let ab: Arc<dyn Bdev> = a2.clone();
+        assert!(faulted(&nx, &ab));
         // The daemon "crashes" here.
     })
     .join()
     .unwrap();
-    a.clear();
-    c.clear();
-    let r = reactor();
-    let nx = create(&r, opts("nx", BLOCKS), &[ab, cb]);
-    let nxb: Arc<dyn Bdev> = nx.clone();
-    let io = Io::new(&r, &nxb);
+    let (_r, io) = restart(&a, &c);
     assert!(io.read(800, 8).unwrap() == pattern(4096, 2));
     assert!(io.read(1600, 8).unwrap() == pattern(4096, 3));
 }
+
 /// A rebuilt child's label is written `in_sync` at a new generation; if a host write fails on
 /// it before it joins, the promotion is dropped, and a newer generation on the online children
 /// must supersede that label.

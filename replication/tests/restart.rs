@@ -234,14 +234,8 @@ fn a_label_with_an_impossible_generation_is_refused() {
     let a = ram("a", BLOCKS);
     let nx = create(&r, opts("nx", BLOCKS), std::slice::from_ref(&a));
     nx.destroy().wait(WAIT).unwrap().unwrap();
-    // Rewrite the newest label with the highest generation (and a valid checksum).
-    let raw = Io::new(&r, &a);
-    let region = raw.read(0, 16).unwrap();
-    let mut l = shoal_replication::Label::newest(&region).unwrap();
     // One below the top: it could be advanced once, and then never again.
-    l.generation = u64::MAX - 1;
-    let at = u64::try_from(l.slot() * shoal_replication::label::SLOT_BYTES).unwrap() / 512;
-    raw.write(at, &l.encode()).unwrap();
+    set_generation(&r, &a, u64::MAX - 1);
     let e = Nexus::create(
         opts("nx", BLOCKS),
         vec![ChildSpec::local(a.clone())],
@@ -262,12 +256,7 @@ fn a_child_with_an_impossible_generation_is_not_added() {
     let (a, b) = (ram("a", BLOCKS), ram("b", BLOCKS));
     let nx = create(&r, opts("nx", BLOCKS), &[a.clone(), b.clone()]);
     nx.destroy().wait(WAIT).unwrap().unwrap();
-    let raw = Io::new(&r, &b);
-    let region = raw.read(0, 16).unwrap();
-    let mut l = shoal_replication::Label::newest(&region).unwrap();
-    l.generation = shoal_replication::label::MAX_GENERATION + 10;
-    let at = u64::try_from(l.slot() * shoal_replication::label::SLOT_BYTES).unwrap() / 512;
-    raw.write(at, &l.encode()).unwrap();
+    set_generation(&r, &b, shoal_replication::label::MAX_GENERATION + 10);
     let nx = create(&r, opts("nx", BLOCKS), std::slice::from_ref(&a));
     let e = nx
         .add_child(ChildSpec::local(b.clone()))
@@ -288,12 +277,7 @@ fn a_child_at_the_highest_generation_taken_over_still_restarts() {
     let (a, b) = (ram("a", BLOCKS), ram("b", BLOCKS));
     let nx = create(&r, opts("nx", BLOCKS), &[a.clone(), b.clone()]);
     nx.destroy().wait(WAIT).unwrap().unwrap();
-    let raw = Io::new(&r, &b);
-    let region = raw.read(0, 16).unwrap();
-    let mut l = shoal_replication::Label::newest(&region).unwrap();
-    l.generation = shoal_replication::label::MAX_GENERATION;
-    let at = u64::try_from(l.slot() * shoal_replication::label::SLOT_BYTES).unwrap() / 512;
-    raw.write(at, &l.encode()).unwrap();
+    set_generation(&r, &b, shoal_replication::label::MAX_GENERATION);
     let nx = create(&r, opts("nx", BLOCKS), std::slice::from_ref(&a));
     nx.add_child(ChildSpec::local(b.clone()))
         .wait(WAIT)
@@ -311,4 +295,14 @@ fn a_child_at_the_highest_generation_taken_over_still_restarts() {
         .unwrap()
         .unwrap();
     until_online(&r, &nx, &uri(&b));
+}
+
+/// Rewrites the newest label of `b` with generation `g` (and a valid checksum).
+fn set_generation(r: &shoal_bdev::reactor::Reactor, b: &Arc<dyn Bdev>, g: u64) {
+    let raw = Io::new(r, b);
+    let region = raw.read(0, 16).unwrap();
+    let mut l = shoal_replication::Label::newest(&region).unwrap();
+    l.generation = g;
+    let at = u64::try_from(l.slot() * shoal_replication::label::SLOT_BYTES).unwrap() / 512;
+    raw.write(at, &l.encode()).unwrap();
 }
