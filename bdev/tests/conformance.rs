@@ -246,6 +246,59 @@ fn flush(b: &Backend, bs: u32) {
     assert_eq!(h.chan.stats().num_flush_ops, 2);
 }
 
+/// Force Unit Access is honoured or refused, never dropped: a request with it either does
+/// what it says (and the device says it honours it) or fails with `UnsupportedFlags` (and the
+/// device says it does not). Every backend here honours it on reads, writes and write zeroes;
+/// none on flush or deallocate, where it means nothing.
+fn force_unit_access(b: &Backend, bs: u32) {
+    use shoal_bdev::{IoFlags, IoType};
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let bsz = bs as usize;
+    let data = pattern(4 * bsz, 31);
+    h.write(16, &pattern(4 * bsz, 30)).unwrap();
+    for t in [
+        IoType::Write,
+        IoType::Read,
+        IoType::WriteZeroes,
+        IoType::Flush,
+        IoType::Unmap,
+    ] {
+        let io = match t {
+            IoType::Write => BdevIo::write(16, 4, sg(&[&data])),
+            IoType::Read => BdevIo::read(16, 4, sg_zeroed(&[4 * bsz])),
+            IoType::WriteZeroes => BdevIo::write_zeroes(18, 1),
+            IoType::Flush => BdevIo::flush(),
+            IoType::Unmap => BdevIo::unmap(40, 1),
+        };
+        let honours = f.bdev.supports_flags(t, IoFlags::FUA);
+        let data_op = matches!(t, IoType::Read | IoType::Write | IoType::WriteZeroes);
+        assert_eq!(honours, data_op, "{t:?}: which operations honour FUA");
+        let (io, r) = h.run(io.with_flags(IoFlags::FUA));
+        match (honours, r) {
+            (true, Ok(())) => {}
+            (false, Err(e @ BdevError::UnsupportedFlags(..))) => {
+                assert_eq!(e.kind(), ErrorKind::InvalidRequest)
+            }
+            (h, r) => panic!("{t:?} with FUA: honours {h}, got {r:?}"),
+        }
+        if t == IoType::Read {
+            assert_eq!(
+                flatten(&io.bufs),
+                expect(b, &data),
+                "a FUA read reads the data"
+            );
+        }
+    }
+    let mut want = data.clone();
+    want[2 * bsz..3 * bsz].fill(0);
+    assert_eq!(
+        h.read(16, 4).unwrap(),
+        expect(b, &want),
+        "FUA write and write zeroes"
+    );
+}
+
 fn write_zeroes(b: &Backend, bs: u32) {
     let f = (b.make)(bs);
     let h = Harness::new(&f.bdev);
@@ -501,6 +554,7 @@ macro_rules! conformance {
             #[test] fn bad_length() { super::bad_length(b(), $bs) }
             #[test] fn flush() { super::flush(b(), $bs) }
             #[test] fn write_zeroes() { super::write_zeroes(b(), $bs) }
+            #[test] fn force_unit_access() { super::force_unit_access(b(), $bs) }
             #[test] fn unmap() { super::unmap(b(), $bs) }
             #[test] fn closed() { super::closed(b(), $bs) }
             #[test] fn scatter_gather() { super::scatter_gather(b(), $bs) }

@@ -75,6 +75,7 @@ impl Job {
             bufs.push(IoBuf::zeroed(usize::try_from(IO).unwrap_or(4096)));
             let io = BdevIo {
                 io_type,
+                flags: shoal_bdev::IoFlags::NONE,
                 offset_blocks: 0,
                 num_blocks: IO / bs,
                 bufs,

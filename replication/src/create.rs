@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shoal_bdev::reactor::ReactorHandle;
-use shoal_bdev::{BdevInfo, IoType};
+use shoal_bdev::{BdevInfo, IoFlags, IoType};
 use uuid::Uuid;
 
 use crate::control::{self, ChildEntry, Ctx, State, label_for};
@@ -65,6 +65,20 @@ pub(crate) fn check_spec(
         if has && !spec.bdev.supports(t) {
             return Err(NexusError::Invalid(format!(
                 "child {uri} does not support {t:?}, which the nexus offers"
+            )));
+        }
+    }
+    // The nexus answers a FUA write only when every in-sync child has made it durable, so a
+    // child must honour FUA itself: it would otherwise refuse every such leg and be faulted.
+    let fua = [
+        (IoType::Read, true),
+        (IoType::Write, true),
+        (IoType::WriteZeroes, caps.0),
+    ];
+    for (t, has) in fua {
+        if has && !spec.bdev.supports_flags(t, IoFlags::FUA) {
+            return Err(NexusError::Invalid(format!(
+                "child {uri} does not honour Force Unit Access on {t:?}"
             )));
         }
     }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shoal_bdev::reactor::{Reactor, ReactorHandle};
-use shoal_bdev::{Bdev, BdevChannel, BdevError, BdevInfo, IoType};
+use shoal_bdev::{Bdev, BdevChannel, BdevError, BdevInfo, IoFlags, IoType};
 use uuid::Uuid;
 
 use crate::control::{Op, State};
@@ -457,6 +457,14 @@ impl Bdev for Nexus {
             IoType::WriteZeroes => self.write_zeroes,
             IoType::Unmap => self.unmap,
         }
+    }
+
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        // Every leg carries the host's flags to its child, and a FUA write is answered only
+        // when every in-sync child has answered its FUA leg. Children are checked for FUA
+        // when they join (`create::check_child`).
+        flags == IoFlags::FUA
+            && matches!(io_type, IoType::Read | IoType::Write | IoType::WriteZeroes)
     }
 
     fn create_channel(

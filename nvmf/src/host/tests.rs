@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink, IoType, SgList};
+use shoal_bdev::{BdevError, BdevIo, IoBuf, IoFlags, IoSink, IoType, SgList};
 
 use super::cmd::{self, Dir};
 use super::error::{HostError, ProtocolError};
@@ -120,6 +120,7 @@ fn open_core(l: Limits) -> QueueCore {
 fn io(core: &mut QueueCore, sink: &Rc<Sink>, io_type: IoType, slba: u64, n: u64, bufs: SgList) {
     let work = Work::Io {
         io_type,
+        flags: IoFlags::NONE,
         nsid: 1,
         block_size: 512,
         offset_blocks: slba,

@@ -389,6 +389,7 @@ fn substitute(io_type: IoType, offset: u64, blocks: u64, bs: u32) -> BdevIo {
     }
     BdevIo {
         io_type,
+        flags: shoal_bdev::IoFlags::NONE,
         offset_blocks: offset,
         num_blocks: blocks,
         bufs,

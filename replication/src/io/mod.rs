@@ -569,11 +569,12 @@ fn copy_leg(io: &mut BdevIo, meta: u64) -> BdevIo {
                 [one] => SgList::from_buf([one.share()]),
                 many => many.iter_mut().map(IoBuf::share).collect(),
             };
-            BdevIo::write(io.offset_blocks + meta, io.num_blocks, bufs)
+            BdevIo::write(io.offset_blocks + meta, io.num_blocks, bufs).with_flags(io.flags)
         }
         IoType::Flush => BdevIo::flush(),
         t => BdevIo {
             io_type: t,
+            flags: io.flags,
             offset_blocks: io.offset_blocks + meta,
             num_blocks: io.num_blocks,
             bufs: SgList::new(),

@@ -382,6 +382,10 @@ impl Bdev for Stall {
         self.base.supports(t)
     }
 
+    fn supports_flags(&self, t: shoal_bdev::IoType, f: shoal_bdev::IoFlags) -> bool {
+        self.base.supports_flags(t, f)
+    }
+
     fn create_channel(
         self: Arc<Self>,
         _reactor: &Reactor,
@@ -431,6 +435,10 @@ impl Bdev for LateWrite {
 
     fn supports(&self, t: shoal_bdev::IoType) -> bool {
         self.base.supports(t)
+    }
+
+    fn supports_flags(&self, t: shoal_bdev::IoType, f: shoal_bdev::IoFlags) -> bool {
+        self.base.supports_flags(t, f)
     }
 
     fn create_channel(
