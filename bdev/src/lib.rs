@@ -5,7 +5,8 @@
 //!   sockets alike, with adaptive polling (spin while busy, sleep in the kernel when idle);
 //! - [`buf`]: aligned I/O buffers recycled through per-thread pools (no allocation per I/O);
 //! - the block-device trait [`Bdev`] and its backends: [`malloc`] (RAM), [`null`], and
-//!   (in their own modules) `uring`, `error` and `delay`.
+//!   (in their own modules) `uring`, `error`, `delay` and [`pfail`] (a volatile write cache
+//!   with a power cut on demand, for crash tests).
 //!
 //! # The I/O contract
 //! A user opens an [`IoChannel`] on its reactor ([`open_channel`]) and submits [`BdevIo`]s to
@@ -24,6 +25,7 @@ mod error;
 pub mod error_bdev;
 pub mod malloc;
 pub mod null;
+pub mod pfail;
 pub mod reactor;
 pub mod registry;
 pub mod uring;

@@ -17,6 +17,7 @@ use shoal_bdev::delay::{DelayBdev, DelayLatencies};
 use shoal_bdev::error_bdev::ErrorBdev;
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::null::NullBdev;
+use shoal_bdev::pfail::PfailBdev;
 use shoal_bdev::uring::UringBdev;
 use shoal_bdev::{Bdev, BdevError, BdevIo, ErrorKind, IoBuf, SgList, open_channel};
 
@@ -89,6 +90,21 @@ fn delay_on_malloc(bs: u32) -> Fixture {
     Fixture { bdev, _dir: None }
 }
 
+fn pfail_on_malloc(bs: u32) -> Fixture {
+    let base = malloc(bs);
+    let bdev = PfailBdev::create("Pfail0", base.bdev).unwrap();
+    Fixture { bdev, _dir: None }
+}
+
+fn pfail_on_uring(bs: u32) -> Fixture {
+    let base = uring(bs);
+    let bdev = PfailBdev::create("Pfail0", base.bdev).unwrap();
+    Fixture {
+        bdev,
+        _dir: base._dir,
+    }
+}
+
 const MALLOC: Backend = Backend {
     make: malloc,
     stores_data: true,
@@ -111,6 +127,16 @@ const ERROR_MALLOC: Backend = Backend {
 };
 const ERROR_URING: Backend = Backend {
     make: error_on_uring,
+    stores_data: true,
+    unmap_zeroes: true,
+};
+const PFAIL_MALLOC: Backend = Backend {
+    make: pfail_on_malloc,
+    stores_data: true,
+    unmap_zeroes: true,
+};
+const PFAIL_URING: Backend = Backend {
+    make: pfail_on_uring,
     stores_data: true,
     unmap_zeroes: true,
 };
@@ -581,6 +607,9 @@ conformance! {
     error_uring_4096: ERROR_URING, 4096;
     delay_malloc_512: DELAY_MALLOC, 512;
     delay_malloc_4096: DELAY_MALLOC, 4096;
+    pfail_malloc_512: PFAIL_MALLOC, 512;
+    pfail_malloc_4096: PFAIL_MALLOC, 4096;
+    pfail_uring_4096: PFAIL_URING, 4096;
 }
 
 /// The short check a stacked device (the nexus) uses for its legs still refuses what could
