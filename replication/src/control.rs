@@ -705,6 +705,7 @@ async fn destroy(ctx: &Ctx) -> Result<(), NexusError> {
     let ctls: Vec<Arc<RebuildCtl>> = {
         let mut st = nx.lock_state();
         st.destroying = true;
+        nx.intent.wake.notify();
         st.children
             .iter()
             .filter_map(|c| c.rebuild.clone())

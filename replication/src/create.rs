@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::control::{self, ChildEntry, Ctx, State, label_for};
 use crate::dirty::DirtyMap;
+use crate::intent::{self, IntentError, IntentMap, OnDisk};
 use crate::label::{Label, meta_blocks};
 use crate::nexus::{ChildSpec, Geometry, Nexus, NexusOptions, PRODUCT_NAME};
 use crate::persist::{self, LabelRead};
@@ -142,6 +143,9 @@ struct Plan {
     /// Per child: current, and its replica UUID.
     current: Vec<bool>,
     replicas: Vec<Uuid>,
+    /// After an unclean stop: the current children resynchronised from the one kept (where
+    /// the write-intent bitmaps say, or in full).
+    resync: Vec<usize>,
 }
 
 fn describe(spec: &ChildSpec, read: &LabelRead) -> String {
@@ -236,6 +240,7 @@ fn plan(
             generation: 1,
             current: vec![true; children.len()],
             replicas,
+            resync: Vec::new(),
         });
     }
     let Some(gmax) = labels
@@ -264,6 +269,7 @@ fn plan(
         }
     }
     let cur: Vec<usize> = (0..children.len()).filter(|&i| current[i]).collect();
+    let mut resync = Vec::new();
     let unclean = cur.len() >= 2
         && labels
             .iter()
@@ -280,6 +286,9 @@ fn plan(
             keep.map(uri).unwrap_or_default()
         );
         for (i, c) in current.iter_mut().enumerate() {
+            if *c && Some(i) != keep {
+                resync.push(i);
+            }
             *c = Some(i) == keep;
         }
     }
@@ -305,6 +314,7 @@ fn plan(
         generation,
         current,
         replicas,
+        resync,
     })
 }
 
@@ -351,7 +361,49 @@ pub(crate) async fn create(
         departed: Vec::new(),
         destroying: false,
     };
-    let nx = Arc::new(Nexus::new(info, home, geo, opts.io_timeout, caps, state));
+    let intent = IntentMap::new(&geo, opts.write_intent, opts.intent_clean);
+    // After an unclean stop, the regions the write-intent bitmaps mark are all the current
+    // children can disagree on: the union of their bitmaps is resynchronised (all of them
+    // readable, or the whole volume).
+    let mut partial: Option<Vec<OnDisk>> = None;
+    if !plan.resync.is_empty() && opts.write_intent {
+        let mut maps = Vec::new();
+        for (i, c) in children.iter().enumerate() {
+            let was_current = plan.current.get(i) == Some(&true) || plan.resync.contains(&i);
+            if !was_current {
+                continue;
+            }
+            let read = match shoal_bdev::open_channel(&c.bdev) {
+                Ok(chan) => intent::read(&chan, geo.block_size, plan.volume, opts.io_timeout).await,
+                Err(e) => Err(IntentError::Invalid(e.to_string())),
+            };
+            match read {
+                Ok(m) => maps.push(m),
+                Err(e) => {
+                    tracing::warn!(nexus = %opts.name, child = %c.uri,
+                        "write-intent bitmap not usable ({e:?}): resynchronising in full");
+                    maps.clear();
+                    break;
+                }
+            }
+        }
+        if !maps.is_empty() {
+            intent.preset(
+                &maps,
+                geo.seg_blocks.saturating_mul(u64::from(geo.block_size)),
+            );
+            partial = Some(maps);
+        }
+    }
+    let nx = Arc::new(Nexus::new(
+        info,
+        home,
+        geo,
+        opts.io_timeout,
+        caps,
+        state,
+        intent,
+    ));
     let shared: Vec<Arc<ChildShared>> = children
         .iter()
         .map(|c| {
@@ -392,8 +444,15 @@ pub(crate) async fn create(
                     (ChildState::Faulted(FaultReason::MetadataError), Role::Track)
                 }
             };
-            if !cur {
-                s.dirty.set_all();
+            match (&partial, cur) {
+                (_, true) => {}
+                (Some(maps), false) if plan.resync.contains(&slot) => {
+                    let seg_bytes = geo.seg_blocks.saturating_mul(u64::from(geo.block_size));
+                    for m in maps {
+                        m.mark(&s.dirty, seg_bytes);
+                    }
+                }
+                _ => s.dirty.set_all(),
             }
             match state {
                 ChildState::Online => online_mask |= slot_bit(slot),
@@ -441,6 +500,9 @@ pub(crate) async fn create(
         ctx.commit(None, false).await?;
     }
     exec::spawn(control::run(ctx));
+    if nx.intent.enabled {
+        exec::spawn(intent::task::run(nx.clone()));
+    }
     tracing::info!(nexus = %opts.name, uuid = %plan.volume, generation = plan.generation,
         "nexus created");
     Ok(nx)

@@ -20,6 +20,8 @@
 //!   other children. Parents with abandoned legs are not reused until those legs come back.
 //! * **Range locks**: a write overlapping a segment that a rebuild is copying waits on the
 //!   channel (retried every few microseconds) until the copy is done.
+//! * **Write intent**: a write to a region whose bit in the write-intent bitmap is not durable
+//!   yet waits the same way while the intent task writes it (see `crate::intent`).
 //!
 //! No lock per I/O, and no allocation but the small shared-memory handle of a write's buffer
 //! (one per buffer, instead of a copy of the data per extra child): host I/Os live in a
@@ -463,6 +465,15 @@ impl Chan {
         if r.read_mask == 0 {
             drop(r);
             return self.fail_now(io, sink, tag, Some(parity));
+        }
+        if !is_flush && !nx.intent.ready(first, last) {
+            // Its write-intent bit is not durable yet: ask for it and wait (see `intent`).
+            drop(r);
+            nx.intent.request(first, last);
+            Gate::leave(&self.counters, parity);
+            self.parked_lock.borrow_mut().push_back((io, sink, tag));
+            self.arm_park_timer();
+            return;
         }
         if !is_flush && r.track_mask != 0 {
             for s in slots(r.track_mask) {
