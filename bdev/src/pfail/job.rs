@@ -17,6 +17,10 @@ pub(super) struct Run {
     /// The cache sequence it carries (0 for the cut's own writes, which are not tracked).
     pub(super) seq: u64,
     pub(super) data: SgList,
+    /// A flush's write-back of a cached version: not sent if, by the time its blocks are free,
+    /// that version or a newer one has already reached the base (a disk never writes old
+    /// data over new). A FUA write is always sent.
+    pub(super) write_back: bool,
 }
 
 pub(super) type Then = Box<dyn FnOnce(Result<(), BdevError>)>;
@@ -53,6 +57,10 @@ impl Job {
         tracked: bool,
         then: Then,
     ) {
+        if tracked {
+            // Counted until it ends: a cut waits for jobs that are still waiting too.
+            dev.lock().jobs += 1;
+        }
         let job = Rc::new_cyclic(|me| Job {
             me: me.clone(),
             dev: dev.clone(),
@@ -78,6 +86,11 @@ impl Job {
         {
             let mut c = self.dev.lock();
             let mut pending = self.pending.borrow_mut();
+            if self.tracked && c.cut {
+                // The power went: nothing more reaches the base.
+                pending.clear();
+                self.error.borrow_mut().get_or_insert_with(power_cut);
+            }
             let mut i = 0;
             while i < pending.len() {
                 let r = &pending[i];
@@ -86,7 +99,11 @@ impl Job {
                     i += 1;
                     continue;
                 }
+                let superseded = r.write_back && range.clone().all(|b| c.media_seq(b) >= r.seq);
                 let r = pending.swap_remove(i);
+                if self.tracked && superseded {
+                    continue;
+                }
                 if self.tracked {
                     for b in r.block..r.block.saturating_add(r.blocks) {
                         *c.busy.entry(b).or_default() += 1;
@@ -121,12 +138,11 @@ impl Job {
         }
         if !self.pending.borrow().is_empty() {
             if !self.parked.replace(true) {
-                let me = self.me.clone();
-                self.reactor.call_after(PARK, move || {
-                    if let Some(j) = me.upgrade() {
-                        j.pump();
-                    }
-                });
+                // A strong reference: nothing else holds a job that waits with nothing of its
+                // own in flight.
+                if let Some(me) = self.me.upgrade() {
+                    self.reactor.call_after(PARK, move || me.pump());
+                }
             }
             return;
         }
@@ -145,16 +161,21 @@ impl Job {
     }
 
     fn finish(&self) {
+        let Some(then) = self.then.borrow_mut().take() else {
+            return;
+        };
         let mut r = match self.error.borrow_mut().take() {
             Some(e) => Err(e),
             None => Ok(()),
         };
-        if self.tracked && self.dev.is_cut() {
-            r = Err(power_cut());
+        if self.tracked {
+            let mut c = self.dev.lock();
+            c.jobs = c.jobs.saturating_sub(1);
+            if c.cut {
+                r = Err(power_cut());
+            }
         }
-        if let Some(then) = self.then.borrow_mut().take() {
-            then(r);
-        }
+        then(r);
     }
 
     fn record(&self, result: Result<(), BdevError>) {
@@ -190,6 +211,16 @@ impl IoSink for Job {
             return self.pump();
         }
         self.maybe_finish();
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // A job dropped unfinished (its reactor stopped) no longer holds a cut back.
+        if self.tracked && self.then.get_mut().is_some() {
+            let mut c = self.dev.lock();
+            c.jobs = c.jobs.saturating_sub(1);
+        }
     }
 }
 

@@ -20,9 +20,12 @@
 //! Afterwards the base holds exactly what a disk would hold when the power came back.
 //!
 //! This is a test device: its state sits behind one mutex taken by every I/O on every
-//! reactor, every cached block is a separate allocation, and base writes of one block are
-//! kept in order by waiting (parking) while another is in flight. Unmap is modelled as
-//! writing zeroes. Nothing here is on a production I/O path.
+//! reactor, and every cached block is a separate allocation. A base write of a block waits
+//! (parked) while another one of that block is in flight, and a flush's write-back of a
+//! version is dropped when that version or a newer one reached the base meanwhile, so the
+//! base never gets old data over new. A cut waits for every job, waiting ones included; jobs
+//! still waiting send nothing more. Unmap is modelled as writing zeroes. Nothing here is on a
+//! production I/O path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -99,6 +102,8 @@ struct Cache {
     busy: HashMap<u64, u32>,
     /// Base writes and flushes in flight.
     inflight: u64,
+    /// Base-write jobs not finished (waiting ones included).
+    jobs: u64,
     next_seq: u64,
     cut: bool,
     report: Option<CutReport>,
@@ -307,7 +312,11 @@ fn wait_settled(
     deadline: Instant,
     done: Box<dyn FnOnce(Result<CutReport, BdevError>)>,
 ) {
-    if dev.lock().inflight > 0 {
+    let busy = {
+        let c = dev.lock();
+        c.inflight > 0 || c.jobs > 0
+    };
+    if busy {
         if Instant::now() > deadline {
             return done(Err(BdevError::TimedOut));
         }
@@ -327,6 +336,7 @@ fn wait_settled(
             blocks: 1,
             seq: 0,
             data: SgList::from_buf([IoBuf::copy_from(&data)]),
+            write_back: false,
         })
         .collect();
     // The cut's own writes bypass the cache's bookkeeping (nothing else runs any more).
@@ -411,6 +421,7 @@ impl BdevChannel for PfailChannel {
                     blocks: io.num_blocks,
                     seq,
                     data,
+                    write_back: false,
                 };
                 let (d, first, n) = (dev.clone(), io.offset_blocks, io.num_blocks);
                 let then = Box::new(move |r: Result<(), BdevError>| {
@@ -487,10 +498,12 @@ fn flush(
 ) {
     let snapshot: Vec<(u64, u64, Arc<[u8]>)> = {
         let c = dev.lock();
+        // Every cached block, also one whose newest version another job is writing now: the
+        // flush must not end before that write has (the job waits for the block, then skips
+        // a version already on the base).
         c.dirty
             .iter()
             .filter_map(|(b, v)| v.last().map(|x| (*b, x.seq, x.data.clone())))
-            .filter(|(b, seq, _)| *seq > c.media_seq(*b))
             .collect()
     };
     let runs = snapshot
@@ -500,6 +513,7 @@ fn flush(
             blocks: 1,
             seq: *seq,
             data: SgList::from_buf([IoBuf::copy_from(data)]),
+            write_back: true,
         })
         .collect();
     let d = dev.clone();
