@@ -305,7 +305,10 @@ fn iops(r: &Reactor, size: u64, secs: u64, only_iops: bool) {
 fn intent(r: &Reactor, size: u64, secs: u64) {
     let rounds = env_u64("NEXUS_BENCH_ROUNDS", 5);
     let make = |name: &str, on: bool| -> Arc<dyn Bdev> {
-        let kids = [ram(&format!("{name}a"), size), ram(&format!("{name}b"), size)];
+        let kids = [
+            ram(&format!("{name}a"), size),
+            ram(&format!("{name}b"), size),
+        ];
         let specs = kids.iter().cloned().map(ChildSpec::local).collect();
         let mut o = NexusOptions::new(name, size);
         o.write_intent = on;
@@ -330,14 +333,20 @@ fn intent(r: &Reactor, size: u64, secs: u64) {
             let y = load(r, &without, IoType::Write, secs);
             (load(r, &with, IoType::Write, secs), y)
         };
-        println!("round {i}: with the bitmap {x:>9} IOPS, without {y:>9} IOPS ({}%)", pct(x, y));
+        println!(
+            "round {i}: with the bitmap {x:>9} IOPS, without {y:>9} IOPS ({}%)",
+            pct(x, y)
+        );
         a.push(x);
         b.push(y);
     }
     a.sort_unstable();
     b.sort_unstable();
     let (ma, mb) = (a[a.len() / 2], b[b.len() / 2]);
-    println!("median: with the bitmap {ma} IOPS, without {mb} IOPS: {}%", pct(ma, mb));
+    println!(
+        "median: with the bitmap {ma} IOPS, without {mb} IOPS: {}%",
+        pct(ma, mb)
+    );
 }
 
 /// Parts 2 and 3: rebuild speed with an idle host, host writes during a rebuild.

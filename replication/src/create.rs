@@ -146,6 +146,8 @@ struct Plan {
     /// After an unclean stop: the current children resynchronised from the one kept (where
     /// the write-intent bitmaps say, or in full).
     resync: Vec<usize>,
+    /// The generation of the current children's labels (0 for blank children).
+    current_generation: u64,
 }
 
 fn describe(spec: &ChildSpec, read: &LabelRead) -> String {
@@ -241,6 +243,7 @@ fn plan(
             current: vec![true; children.len()],
             replicas,
             resync: Vec::new(),
+            current_generation: 0,
         });
     }
     let Some(gmax) = labels
@@ -315,6 +318,7 @@ fn plan(
         current,
         replicas,
         resync,
+        current_generation: gmax,
     })
 }
 
@@ -374,7 +378,14 @@ pub(crate) async fn create(
                 continue;
             }
             let read = match shoal_bdev::open_channel(&c.bdev) {
-                Ok(chan) => intent::read(&chan, geo.block_size, plan.volume, opts.io_timeout).await,
+                Ok(chan) => {
+                    let stamp = intent::Stamp {
+                        volume: plan.volume,
+                        generation: plan.current_generation,
+                    };
+                    let data_bytes = geo.data_blocks.saturating_mul(u64::from(geo.block_size));
+                    intent::read(&chan, geo.block_size, (stamp, data_bytes), opts.io_timeout).await
+                }
                 Err(e) => Err(IntentError::Invalid(e.to_string())),
             };
             match read {

@@ -27,6 +27,7 @@
 
 mod control;
 mod create;
+mod destroy;
 pub mod dirty;
 mod error;
 mod exec;

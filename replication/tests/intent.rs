@@ -175,11 +175,15 @@ fn idle_regions_are_cleared_and_a_crash_then_resyncs_nothing() {
     for k in [&a, &b] {
         let blocks = (META_BYTES - INTENT_OFFSET) / 512;
         let raw = Io::new(&r, k).read(INTENT_OFFSET / 512, blocks).unwrap();
-        let uuid = {
+        let stamp = {
             let l = Io::new(&r, k).read(0, 16).unwrap();
-            shoal_replication::Label::newest(&l).unwrap().volume_uuid
+            let l = shoal_replication::Label::newest(&l).unwrap();
+            intent::Stamp {
+                volume: l.volume_uuid,
+                generation: l.generation,
+            }
         };
-        let d = intent::decode(&raw, uuid).unwrap();
+        let d = intent::decode(&raw, stamp, BLOCKS * 512).unwrap();
         assert!(d.words.iter().all(|&w| w == 0), "{:?}", &d.words[..2]);
     }
     let nx = create(&r, o, &[a.clone(), b.clone()]);
@@ -291,4 +295,109 @@ fn a_write_waits_until_its_region_is_marked_durably() {
         bitmap_writes, 1,
         "the second write's region was marked: {events:?}"
     );
+}
+
+/// A life without the bitmap leaves the previous life's bitmap on the children: a later life
+/// with the bitmap must not trust it after a crash (its generation is older than the labels').
+#[test]
+fn a_life_without_the_bitmap_invalidates_the_old_one() {
+    const BLOCKS: u64 = 32 << 11;
+    let (a, b) = (ram("a", BLOCKS), ram("b", BLOCKS));
+    let on = opts("nx", BLOCKS);
+    let mut off = on.clone();
+    off.write_intent = false;
+    // Life 1, with the bitmap, no writes, stopped cleanly: an empty bitmap on both.
+    {
+        let r = reactor();
+        let nx = create(&r, on.clone(), &[a.clone(), b.clone()]);
+        r.run_until(Duration::from_millis(100), || false);
+        assert!(nx.status().write_intent.unwrap().bitmap_writes >= 1);
+        nx.destroy().wait(WAIT).unwrap().unwrap();
+    }
+    // Life 2, without the bitmap: writes region 5, then crashes.
+    first_life(off, &[a.clone(), b.clone()], |nx| {
+        let b: Arc<dyn Bdev> = nx.clone();
+        Io::new(&nx_reactor(), &b)
+            .write(5 * 2048 + 8, &pattern(4096, 1))
+            .unwrap();
+    });
+    // The crash left a write on one replica only (never acknowledged).
+    let r = reactor();
+    Io::new(&r, &b)
+        .write(meta(512) + 5 * 2048 + 8, &pattern(4096, 2))
+        .unwrap();
+    // Life 3, with the bitmap again.
+    let nx = create(&r, on, &[a.clone(), b.clone()]);
+    until_online(&r, &nx, &uri(&b));
+    // The bitmap on the children is of an older generation than the labels: not trusted.
+    assert!(last_rebuild(&nx, &b).full);
+    same_data(&r, &a, &b, BLOCKS);
+    nx.destroy().wait(WAIT).unwrap().unwrap();
+}
+
+fn add_when_free(r: &shoal_bdev::reactor::Reactor, nx: &Nexus, b: &Arc<dyn Bdev>) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match nx
+            .add_child(shoal_replication::ChildSpec::local(b.clone()))
+            .wait(WAIT)
+            .unwrap()
+        {
+            Ok(()) => return,
+            Err(shoal_replication::NexusError::Busy { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                r.run_until(Duration::from_millis(20), || false);
+            }
+            Err(e) => panic!("add {}: {e:?}", uri(b)),
+        }
+    }
+}
+
+/// Children that come back into the write path get the bitmap (it follows the labels to each
+/// new generation): when the child that had a region's bit first leaves, a crash still
+/// resynchronises the region.
+#[test]
+fn a_returning_child_gets_the_current_bitmap() {
+    const BLOCKS: u64 = 32 << 11;
+    let (a, b, c) = (ram("a", BLOCKS), ram("b", BLOCKS), ram("c", BLOCKS));
+    let (a2, b2, c2) = (a.clone(), b.clone(), c.clone());
+    first_life(
+        opts("nx", BLOCKS),
+        &[a.clone(), b.clone(), c.clone()],
+        move |nx| {
+            let r = nx_reactor();
+            let nxb: Arc<dyn Bdev> = nx.clone();
+            let io = Io::new(&r, &nxb);
+            r.run_until(Duration::from_millis(50), || false);
+            // B and C leave; region 5 is marked on A only.
+            nx.remove_child(&uri(&b2)).wait(WAIT).unwrap().unwrap();
+            nx.remove_child(&uri(&c2)).wait(WAIT).unwrap().unwrap();
+            io.write(5 * 2048 + 8, &pattern(4096, 1)).unwrap();
+            // They come back and are rebuilt; then A leaves.
+            add_when_free(&r, nx, &b2);
+            add_when_free(&r, nx, &c2);
+            until_online(&r, nx, &uri(&b2));
+            until_online(&r, nx, &uri(&c2));
+            nx.remove_child(&uri(&a2)).wait(WAIT).unwrap().unwrap();
+            io.write(5 * 2048 + 8, &pattern(4096, 2)).unwrap();
+            // Time for the bitmap to follow the labels' new generation onto b and c.
+            r.run_until(Duration::from_millis(100), || false);
+        },
+    );
+    // The crash left a write on one replica only (never acknowledged), in region 5.
+    let r = reactor();
+    Io::new(&r, &c)
+        .write(meta(512) + 5 * 2048 + 8, &pattern(4096, 3))
+        .unwrap();
+    let nx = create(&r, opts("nx", BLOCKS), &[b.clone(), c.clone()]);
+    until_online(&r, &nx, &uri(&b));
+    until_online(&r, &nx, &uri(&c));
+    let s = last_rebuild(&nx, &c);
+    assert!(
+        !s.full && s.segments_copied > 0,
+        "region 5 is resynchronised: {s:?}"
+    );
+    same_data(&r, &b, &c, BLOCKS);
+    nx.destroy().wait(WAIT).unwrap().unwrap();
 }

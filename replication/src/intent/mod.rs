@@ -63,6 +63,9 @@ struct RawHeader {
     version: U32,
     header_len: U32,
     volume: [u8; 16],
+    /// The label generation current when it was written: a bitmap is trusted only at the
+    /// generation of the labels it is read with (see [`decode`]).
+    generation: U64,
     region_bytes: U64,
     regions: U64,
     crc: U32,
@@ -71,7 +74,7 @@ struct RawHeader {
 
 const HEADER_LEN: usize = size_of::<RawHeader>();
 const HEADER_CRC_AT: usize = HEADER_LEN - 8;
-const _: () = assert!(HEADER_LEN == 56);
+const _: () = assert!(HEADER_LEN == 64);
 
 /// The region size for a volume of `data_bytes` with segments of `seg_bytes`: a power of two,
 /// a whole number of segments, at least [`MIN_REGION_BYTES`], and small enough that the
@@ -104,13 +107,23 @@ pub struct OnDisk {
     pub words: Vec<u64>,
 }
 
+/// What identifies a bitmap: its volume and the label generation it was written at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The volume.
+    pub volume: Uuid,
+    /// The label generation.
+    pub generation: u64,
+}
+
 /// Encodes the header and `words` as written at [`INTENT_OFFSET`], padded to `bs`.
-pub fn encode(volume: Uuid, region_bytes: u64, regions: u64, words: &[u64], bs: u32) -> Vec<u8> {
+pub fn encode(stamp: Stamp, region_bytes: u64, regions: u64, words: &[u64], bs: u32) -> Vec<u8> {
     let mut h = RawHeader {
         magic: INTENT_MAGIC,
         version: U32::new(INTENT_VERSION),
         header_len: U32::new(u32::try_from(HEADER_CRC_AT).unwrap_or(0)),
-        volume: *volume.as_bytes(),
+        volume: *stamp.volume.as_bytes(),
+        generation: U64::new(stamp.generation),
         region_bytes: U64::new(region_bytes),
         regions: U64::new(regions),
         crc: U32::new(0),
@@ -130,8 +143,14 @@ pub fn encode(volume: Uuid, region_bytes: u64, regions: u64, words: &[u64], bs: 
 }
 
 /// Decodes a bitmap read from [`INTENT_OFFSET`] (`data` holds at least the header block and
-/// the bits it announces). Any byte pattern gives a value or an error, never a panic.
-pub fn decode(data: &[u8], volume: Uuid) -> Result<OnDisk, IntentError> {
+/// the bits it announces), for a volume of `data_bytes` whose current labels are at
+/// `stamp.generation`. Any byte pattern gives a value or an error, never a panic.
+///
+/// A bitmap written at another generation is refused: the labels moved on without it (a life
+/// of the nexus without the bitmap, or one that changed the in-sync set and stopped before
+/// rewriting it), so it may not cover every region written since. Only the bitmap of the
+/// same generation as the labels is complete for every child that holds those labels.
+pub fn decode(data: &[u8], stamp: Stamp, data_bytes: u64) -> Result<OnDisk, IntentError> {
     let gap = usize::try_from(BITS_OFFSET - INTENT_OFFSET).unwrap_or(4096);
     let head = data.get(..HEADER_LEN).ok_or(IntentError::Missing)?;
     if head.iter().all(|&b| b == 0) {
@@ -151,13 +170,24 @@ pub fn decode(data: &[u8], volume: Uuid) -> Result<OnDisk, IntentError> {
             h.version.get()
         )));
     }
-    if h.volume != *volume.as_bytes() {
+    if h.volume != *stamp.volume.as_bytes() {
         return Err(IntentError::Invalid("another volume's bitmap".into()));
     }
-    let (rb, regions) = (h.region_bytes.get(), h.regions.get());
-    if !rb.is_power_of_two() || rb < MIN_REGION_BYTES || regions == 0 || regions > MAX_REGIONS {
+    if h.generation.get() != stamp.generation {
         return Err(IntentError::Invalid(format!(
-            "geometry: {regions} regions of {rb} bytes"
+            "written at generation {}, the labels are at {}",
+            h.generation.get(),
+            stamp.generation
+        )));
+    }
+    let (rb, regions) = (h.region_bytes.get(), h.regions.get());
+    let fits = rb.is_power_of_two()
+        && rb >= MIN_REGION_BYTES
+        && regions <= MAX_REGIONS
+        && regions == data_bytes.div_ceil(rb).max(1);
+    if !fits {
+        return Err(IntentError::Invalid(format!(
+            "geometry: {regions} regions of {rb} bytes for a volume of {data_bytes} bytes"
         )));
     }
     let n = usize::try_from(regions.div_ceil(64)).unwrap_or(usize::MAX);
@@ -220,6 +250,8 @@ pub(crate) struct IntentMap {
     pub(crate) clean_period: Duration,
     /// Bitmap writes made (for tests and status).
     pub(crate) writes: AtomicU64,
+    /// The intent task has ended (or never runs: no bitmap).
+    pub(crate) stopped: std::sync::atomic::AtomicBool,
 }
 
 impl IntentMap {
@@ -241,6 +273,7 @@ impl IntentMap {
             wake: Signal::default(),
             clean_period,
             writes: AtomicU64::new(0),
+            stopped: std::sync::atomic::AtomicBool::new(!enabled),
         }
     }
 
@@ -338,27 +371,29 @@ impl IntentMap {
     }
 
     /// Clears, in memory, the marked regions no write touched since the last call (and none
-    /// waits for); starts a new period. Returns how many were cleared. The caller must pass a
-    /// gate barrier and flush every child before the cleared bitmap may be written.
-    pub(crate) fn clear_untouched(&self) -> u64 {
-        let mut n = 0;
+    /// waits for); starts a new period. Returns the regions cleared (as words). The caller
+    /// must pass a gate barrier and flush every child before the cleared bitmap may be
+    /// written, and mark them again ([`IntentMap::set_marked`]) if it cannot.
+    pub(crate) fn clear_untouched(&self) -> Vec<u64> {
+        let mut cleared = Vec::with_capacity(self.marked.len());
         for ((m, t), w) in self.marked.iter().zip(&self.touched).zip(&self.want) {
             let touched = t.swap(0, Ordering::Relaxed);
             let clear = m.load(Ordering::SeqCst) & !touched & !w.load(Ordering::Acquire);
             if clear != 0 {
                 m.fetch_and(!clear, Ordering::SeqCst);
-                n += u64::from(clear.count_ones());
             }
+            cleared.push(clear);
         }
-        n
+        cleared
     }
 }
 
-/// Reads a child's bitmap (`timeout` per I/O).
+/// Reads a child's bitmap (`timeout` per I/O), for a volume of `data_bytes` whose labels are
+/// at `stamp` (see [`decode`]).
 pub(crate) async fn read(
     chan: &IoChannel,
     bs: u32,
-    volume: Uuid,
+    (stamp, data_bytes): (Stamp, u64),
     timeout: Duration,
 ) -> Result<OnDisk, IntentError> {
     let bs64 = u64::from(bs.max(1));
@@ -370,7 +405,11 @@ pub(crate) async fn read(
     if let Err(e) = r {
         return Err(IntentError::Invalid(format!("cannot read it: {e}")));
     }
-    decode(io.bufs.first().map(IoBuf::as_slice).unwrap_or(&[]), volume)
+    decode(
+        io.bufs.first().map(IoBuf::as_slice).unwrap_or(&[]),
+        stamp,
+        data_bytes,
+    )
 }
 
 /// Writes `words` as the bitmap of `child` with Force Unit Access.
@@ -378,11 +417,11 @@ pub(crate) async fn write(
     child: &Arc<ChildShared>,
     chan: &IoChannel,
     map: &IntentMap,
-    (volume, bs): (Uuid, u32),
+    (stamp, bs): (Stamp, u32),
     words: &[u64],
     timeout: Duration,
 ) -> Result<(), BdevError> {
-    let data = encode(volume, map.region_bytes, map.regions, words, bs);
+    let data = encode(stamp, map.region_bytes, map.regions, words, bs);
     let bs64 = u64::from(bs.max(1));
     let blocks = u64::try_from(data.len()).unwrap_or(0) / bs64;
     let mut bufs = SgList::new();
@@ -407,29 +446,77 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip() {
-        let v = Uuid::new_v4();
+        let s = Stamp {
+            volume: Uuid::new_v4(),
+            generation: 7,
+        };
+        let size = 190 << 20;
         let words = [0b1011u64, 0, 1 << 63];
         for bs in [512, 4096] {
-            let data = encode(v, 1 << 20, 190, &words, bs);
+            let data = encode(s, 1 << 20, 190, &words, bs);
             assert_eq!(data.len() % bs as usize, 0);
-            let d = decode(&data, v).unwrap();
+            let d = decode(&data, s, size).unwrap();
             assert_eq!(d.region_bytes, 1 << 20);
             assert_eq!(d.regions, 190);
             assert_eq!(d.words, words);
         }
-        let data = encode(v, 1 << 20, 190, &words, 512);
-        assert_eq!(
-            decode(&data, Uuid::new_v4()),
-            Err(IntentError::Invalid("another volume's bitmap".into()))
-        );
-        assert_eq!(decode(&vec![0; 8192], v), Err(IntentError::Missing));
-        let mut bad = data.clone();
-        bad[20] ^= 1;
-        assert!(matches!(decode(&bad, v), Err(IntentError::Invalid(_))));
+        let data = encode(s, 1 << 20, 190, &words, 512);
+        let other = Stamp {
+            volume: Uuid::new_v4(),
+            ..s
+        };
+        let e = Err(IntentError::Invalid("another volume's bitmap".into()));
+        assert_eq!(decode(&data, other, size), e);
+        let later = Stamp { generation: 8, ..s };
         assert!(matches!(
-            decode(&data[..4100], v),
+            decode(&data, later, size),
             Err(IntentError::Invalid(_))
         ));
+        assert!(matches!(
+            decode(&data, s, size * 2),
+            Err(IntentError::Invalid(_))
+        ));
+        assert_eq!(decode(&[0; 8192], s, size), Err(IntentError::Missing));
+        let mut bad = data.clone();
+        bad[20] ^= 1;
+        assert!(matches!(
+            decode(&bad, s, size),
+            Err(IntentError::Invalid(_))
+        ));
+        assert!(matches!(
+            decode(&data[..4100], s, size),
+            Err(IntentError::Invalid(_))
+        ));
+    }
+
+    /// Any bytes decode to a value or an error, never a panic.
+    #[test]
+    fn decoding_arbitrary_bytes_does_not_panic() {
+        let s = Stamp {
+            volume: Uuid::nil(),
+            generation: 0,
+        };
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for len in [0usize, 10, 63, 64, 4095, 4096, 4100, 9000] {
+            for _ in 0..200 {
+                let mut data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x.to_le_bytes()[0]
+                    })
+                    .collect();
+                if len >= 64 {
+                    // A valid magic and checksum make the later checks run too.
+                    data[..8].copy_from_slice(&INTENT_MAGIC);
+                    data[8..12].copy_from_slice(&INTENT_VERSION.to_le_bytes());
+                    let crc = crc32c::crc32c(&data[..HEADER_CRC_AT]);
+                    data[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+                }
+                let _ = decode(&data, s, x);
+            }
+        }
     }
 
     #[test]

@@ -26,13 +26,21 @@ pub(crate) async fn run(nx: Arc<Nexus>) {
     let mut chans: HashMap<u64, Rc<IoChannel>> = HashMap::new();
     let period = nx.intent.clean_period;
     let mut next_clean = Instant::now() + period;
-    // The first write puts this incarnation's bitmap (empty, or the regions a resync covers)
-    // on every child, replacing what an earlier one left.
-    let mut dirty_disk = true;
+    // The generation the children's bitmaps were last written at. Whenever the labels move to
+    // a new generation (creation, a child faulted, removed or joining), the bitmap is written
+    // again at it, to every child then in the write path: a restart trusts only a bitmap of
+    // its labels' generation, so a joining child is covered from then on, and a bitmap left
+    // by another life (or by this one before a change) is not mistaken for a complete one.
+    let mut written_at = None;
     loop {
-        if nx.lock_state().destroying {
+        let (destroying, generation) = {
+            let st = nx.lock_state();
+            (st.destroying, st.generation)
+        };
+        if destroying {
             break;
         }
+        let dirty_disk = written_at != Some(generation);
         let mut want = nx.intent.take_wanted();
         let mut words = nx.intent.snapshot();
         // A parked write asks again each time it is retried: only new regions count.
@@ -43,9 +51,9 @@ pub(crate) async fn run(nx: Arc<Nexus>) {
             for (m, w) in words.iter_mut().zip(&want) {
                 *m |= w;
             }
-            if persist(&nx, &mut chans, &words).await {
+            if persist(&nx, &mut chans, &words, generation).await {
                 nx.intent.set_marked(&want);
-                dirty_disk = false;
+                written_at = Some(generation);
             } else {
                 // No child took it (the nexus is failing): the writes stay parked until the
                 // faults are recorded and they fail, or a child comes back.
@@ -56,13 +64,14 @@ pub(crate) async fn run(nx: Arc<Nexus>) {
         }
         let now = Instant::now();
         if now >= next_clean {
-            clean(&nx, &mut chans).await;
+            clean(&nx, &mut chans, generation).await;
             next_clean = Instant::now() + period;
             continue;
         }
         let until = (nx.intent.marked_regions() > 0).then(|| next_clean - now);
         wait(&nx, until).await;
     }
+    nx.intent.stopped.store(true, Ordering::Release);
 }
 
 /// Waits for a wake-up, or `until` passes.
@@ -83,9 +92,10 @@ async fn wait(nx: &Nexus, until: Option<Duration>) {
 
 /// Clears the regions written by nobody during the last period: in memory, then a barrier
 /// for writes that saw them set, a flush of every child, and the bitmap without them.
-async fn clean(nx: &Arc<Nexus>, chans: &mut HashMap<u64, Rc<IoChannel>>) {
+async fn clean(nx: &Arc<Nexus>, chans: &mut HashMap<u64, Rc<IoChannel>>, generation: u64) {
     let cleared = nx.intent.clear_untouched();
-    if cleared == 0 {
+    let n: u32 = cleared.iter().map(|w| w.count_ones()).sum();
+    if n == 0 {
         return;
     }
     nx.gate.barrier().await;
@@ -108,14 +118,16 @@ async fn clean(nx: &Arc<Nexus>, chans: &mut HashMap<u64, Rc<IoChannel>>) {
         }
     }
     if !flushed {
-        // The regions stay marked on disk (a crash now resyncs them); the next pass tries
-        // again, as they are still clear in memory only if nothing wrote them.
-        nx.intent.wake.notify();
+        // Not every child has the regions' writes durably: they stay marked, in memory too
+        // (a later bitmap write must not clear them on disk without a flush).
+        nx.intent.set_marked(&cleared);
         return;
     }
     let words = nx.intent.snapshot();
-    persist(nx, chans, &words).await;
-    tracing::debug!(nexus = %nx.info.name, cleared, "write-intent regions cleared");
+    if !persist(nx, chans, &words, generation).await {
+        nx.intent.set_marked(&cleared);
+    }
+    tracing::debug!(nexus = %nx.info.name, cleared = n, "write-intent regions cleared");
 }
 
 fn targets(nx: &Nexus) -> Vec<(usize, Arc<ChildShared>)> {
@@ -139,12 +151,21 @@ fn chan(
 
 /// Writes `words` to every child in the write path; faults those that fail. True if at least
 /// one child has it (the others are out of the write path from now on).
-async fn persist(nx: &Nexus, chans: &mut HashMap<u64, Rc<IoChannel>>, words: &[u64]) -> bool {
+async fn persist(
+    nx: &Nexus,
+    chans: &mut HashMap<u64, Rc<IoChannel>>,
+    words: &[u64],
+    generation: u64,
+) -> bool {
     let targets = targets(nx);
     if targets.is_empty() {
         return false;
     }
-    let geo = (nx.info.uuid, nx.geo.block_size);
+    let stamp = super::Stamp {
+        volume: nx.info.uuid,
+        generation,
+    };
+    let geo = (stamp, nx.geo.block_size);
     let futs: Vec<LocalFuture<'_, Result<(), BdevError>>> = targets
         .iter()
         .map(|(_, child)| -> LocalFuture<'_, Result<(), BdevError>> {

@@ -318,7 +318,15 @@ impl Chan {
     /// Retries parked writes and answers parked acknowledgements; false once none is left.
     pub(super) fn poll_parked(&self) -> bool {
         let waiting = std::mem::take(&mut *self.parked_lock.borrow_mut());
+        let closed = self.nexus.info.is_closed();
         for (io, sink, tag) in waiting {
+            if closed {
+                // Destroyed while the write waited: it must not reach the children after the
+                // clean labels.
+                self.reactor
+                    .complete_io(sink, tag, io, Err(BdevError::Closed));
+                continue;
+            }
             self.submit(io, sink, tag);
         }
         let acks = std::mem::take(&mut *self.parked_ack.borrow_mut());
