@@ -12,12 +12,17 @@
 //!   set, a flush makes those writes durable on every child, and only then is the cleared
 //!   bitmap written. A write arriving after the clear finds the bit clear and sets it again
 //!   first (bitmap writes are made one at a time, by one task).
+//! - The bitmap is written again, to every child then in the write path, whenever the labels
+//!   move to a new generation (creation, a child faulted, removed or joining); a restart
+//!   trusts a bitmap only at its labels' generation.
 //! - After an unclean stop, the union of the current children's bitmaps is what `create`
-//!   resynchronises from the chosen replica; an unreadable bitmap means a full resync.
+//!   resynchronises from the chosen replica; an unreadable, foreign or older bitmap means a
+//!   full resync.
 //!
 //! # On-disk layout (in the reserved metadata region of every child, see [`crate::label`])
-//! At byte [`INTENT_OFFSET`] (64 KiB) a header (magic `SHOALWIB`, version, volume UUID, region
-//! size, number of regions, CRC-32C of the header); from byte [`BITS_OFFSET`] (68 KiB) the
+//! At byte [`INTENT_OFFSET`] (64 KiB) a header (magic `SHOALWIB`, version, volume UUID, the
+//! label generation it was written at, region size, number of regions, CRC-32C of the
+//! header); from byte [`BITS_OFFSET`] (68 KiB) the
 //! bits, one per region, as little-endian 64-bit words, up to the end of the region (956 KiB:
 //! 7.8 million regions, so regions grow beyond 1 MiB only past 7.4 TiB). The bits are not
 //! checksummed: a torn bitmap write leaves each sector old or new, and both agree on every bit
