@@ -60,6 +60,11 @@ pub struct ControllerState {
     pub ns_notice_masked: bool,
     /// I/O queue IDs connected.
     pub io_queues: BTreeSet<u16>,
+    /// Generation of the I/O queues: a controller reset (CC.EN 1 -> 0) deletes every I/O queue
+    /// and starts a new generation. A queue pair records the generation it connected in, so
+    /// that a queue of an older one neither survives the reset nor, when it finally closes,
+    /// frees a queue ID that a queue of the new generation took.
+    pub io_generation: u64,
 }
 
 /// One queue pair's I/O counters. Only its own reactor writes them (a load and a store, no
@@ -163,7 +168,7 @@ pub struct ControllerShared {
     fail_reason: Mutex<Option<String>>,
     /// Counters for the SMART log, summed over the I/O queues.
     pub counters: ControllerCounters,
-    hooks: Mutex<Vec<(u16, Hook)>>,
+    hooks: Mutex<Vec<(u16, u64, Hook)>>,
 }
 
 impl std::fmt::Debug for ControllerShared {
@@ -263,31 +268,65 @@ impl ControllerShared {
         self.poke_all();
     }
 
-    /// Registers a queue pair's wake-up hook (it runs on any thread and should only send a
-    /// message to the queue pair's reactor).
-    pub fn add_hook(&self, qid: u16, hook: Hook) {
+    /// Registers the wake-up hook of queue pair `key` (unique per connection) serving `qid`
+    /// (it runs on any thread and should only send a message to the queue pair's reactor).
+    pub fn add_hook(&self, qid: u16, key: u64, hook: Hook) {
         self.hooks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((qid, hook));
+            .push((qid, key, hook));
     }
 
-    /// Removes a queue pair's hook.
-    pub fn remove_hook(&self, qid: u16) {
+    /// Removes the hook of queue pair `key` (a queue of a newer generation may hold its QID).
+    pub fn remove_hook(&self, key: u64) {
         self.hooks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(q, _)| *q != qid);
+            .retain(|(_, k, _)| *k != key);
+    }
+
+    /// Controller reset (CC.EN 1 -> 0, NVMe Base 2.0 section 3.7.2): deletes every I/O queue
+    /// (their queue pairs are told and close their connections) and frees their queue IDs; the
+    /// admin queue and the controller stay, so the host may set CC.EN to 1 again on it.
+    pub fn reset_io_queues(&self) {
+        {
+            let mut st = self.state();
+            st.io_queues.clear();
+            st.io_generation = st.io_generation.wrapping_add(1);
+            // Number of Queues returns to its default with the reset: the host sets it again
+            // before it connects new I/O queues.
+            st.num_queues = None;
+        }
+        for (q, _, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if *q != 0 {
+                h();
+            }
+        }
+    }
+
+    /// An I/O queue of generation `generation` ended (Disconnect, termination by either side,
+    /// a socket error, a keep-alive timeout): its queue ID is free for a new Connect at once.
+    /// A queue of a generation a reset already deleted frees nothing.
+    pub fn io_queue_ended(&self, qid: u16, generation: u64) {
+        let mut st = self.state();
+        if st.io_generation == generation {
+            st.io_queues.remove(&qid);
+        }
+    }
+
+    /// Whether an I/O queue of `generation` was deleted by a controller reset since.
+    pub fn io_queue_deleted(&self, generation: u64) -> bool {
+        self.state().io_generation != generation
     }
 
     fn poke_all(&self) {
-        for (_, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (_, _, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             h();
         }
     }
 
     fn poke_admin(&self) {
-        for (q, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (q, _, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if *q == 0 {
                 h();
             }

@@ -90,6 +90,9 @@ struct State {
     /// Asynchronous Event Requests waiting for an event (their CIDs).
     aers: Vec<u16>,
     keep_alive_timer: Option<TimerId>,
+    /// The controller's I/O queue generation at Connect (see
+    /// [`crate::controller::ControllerState::io_generation`]).
+    io_generation: u64,
 }
 
 /// One NVMe/TCP connection (queue pair) on the current reactor.
@@ -153,6 +156,7 @@ pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
             ns_cache: io::NsCache::default(),
             aers: Vec::new(),
             keep_alive_timer: None,
+            io_generation: 0,
         }),
         transport,
         target,
@@ -264,6 +268,9 @@ fn with_conn(id: u64, f: impl FnOnce(&Rc<Conn>)) {
     }
 }
 
+/// How long a closing connection may take to send what it queued before its socket is shut.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
 const TAG_RECV: u64 = u64::MAX;
 const TAG_SEND: u64 = u64::MAX - 1;
 
@@ -326,6 +333,17 @@ impl Conn {
     /// Ends the connection: stop reading, send what is queued, then shut the socket.
     fn close(&self, why: &str) {
         let mut st = self.st.borrow_mut();
+        self.close_locked(&mut st, why);
+        drop(st);
+        self.mark_dirty();
+    }
+
+    /// [`Conn::close`] for a caller that holds the state (and marks the connection dirty
+    /// afterwards, as every receive path does). Whatever ends a queue (Disconnect, a
+    /// termination request from either side, a socket error, a keep-alive timeout, a
+    /// controller reset) ends it here, so its queue ID is free for a new Connect at once
+    /// (NVMe-oF 1.1, section 3.3: a queue ID is in use from its Connect to the end of its queue).
+    fn close_locked(&self, st: &mut State, why: &str) {
         if st.phase == Phase::Closing {
             return;
         }
@@ -334,19 +352,23 @@ impl Conn {
         if let Some(t) = st.keep_alive_timer.take() {
             self.reactor.cancel_timer(t);
         }
-        let ctrl = st.ctrl.take();
-        let qid = st.qid;
-        drop(st);
-        if let (Some(ctrl), Some(qid)) = (ctrl, qid) {
-            ctrl.remove_hook(qid);
+        if let (Some(ctrl), Some(qid)) = (st.ctrl.take(), st.qid) {
+            ctrl.remove_hook(self.id);
             if qid == 0 {
                 ctrl.fail("admin queue closed");
             } else {
-                ctrl.state().io_queues.remove(&qid);
+                ctrl.io_queue_ended(qid, st.io_generation);
             }
         }
         CONNS.with(|c| c.borrow_mut().remove(&self.id));
-        self.mark_dirty();
+        // A host that stops reading would hold the last send (and so this connection) open
+        // for ever: after `CLOSE_LINGER` the socket is shut, which fails that send.
+        let me = self.me.clone();
+        self.reactor.call_after(CLOSE_LINGER, move || {
+            if let Some(c) = me.upgrade() {
+                let _ = shutdown_socket(&c.sock);
+            }
+        });
     }
 
     fn on_recv(&self, result: i32, payload: Payload) {
@@ -396,6 +418,15 @@ impl Conn {
         if ctrl.is_failed() {
             let why = ctrl.fail_reason().unwrap_or_default();
             self.close(&format!("controller failed: {why}"));
+            return;
+        }
+        let (qid, generation) = {
+            let st = self.st.borrow();
+            (st.qid, st.io_generation)
+        };
+        if qid != Some(0) && ctrl.io_queue_deleted(generation) {
+            // NVMe Base 2.0, section 3.7.2: a controller reset deletes the I/O queues.
+            self.close("I/O queue deleted by a controller reset");
             return;
         }
         capsule::deliver_events(self, &ctrl);
