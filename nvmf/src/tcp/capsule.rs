@@ -15,11 +15,18 @@ use crate::spec::fabrics::{self, ConnectData, InvalidParameterIn};
 use crate::spec::{Cqe, Opcode, Sqe, Status};
 use crate::subsystem::SubsystemKind;
 
-/// Handles every complete PDU in the receive buffer.
+/// Handles every complete PDU in the receive buffer, unless the send queue reaches its bound
+/// first: then the rest waits, and the connection reads nothing more until the host has read
+/// (back-pressure: a host that never reads its socket cannot make the target queue without end).
 pub(super) fn process_rx(conn: &Conn) {
+    let limit = conn.unsent_limit();
     loop {
         let mut st = conn.st.borrow_mut();
         if st.phase == Phase::Closing {
+            return;
+        }
+        if st.tx.held() >= limit {
+            st.paused = true;
             return;
         }
         let Some(rx) = st.rx.take() else { return };

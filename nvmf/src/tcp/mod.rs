@@ -66,6 +66,9 @@ struct State {
     /// delay them (the kernel runs a ring's entries in order, and a `recv` on an empty
     /// socket first tries, then arms a poll).
     rearm_recv: bool,
+    /// Reading is paused: the send queue reached `max_unsent_bytes` (back-pressure). The next
+    /// send completion that brings it below resumes it.
+    paused: bool,
     tx: TxQueue,
     /// Host PDU data alignment from the ICReq (HPDA, in dwords, 0's based).
     hpda: u8,
@@ -140,6 +143,7 @@ pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
             rx: Some(IoBuf::with_capacity(rx_capacity(&transport))),
             rx_pos: 0,
             rearm_recv: false,
+            paused: false,
             tx: TxQueue::new(TARGET_ARENA),
             hpda: 0,
             hdgst: false,
@@ -390,7 +394,10 @@ impl Conn {
             return;
         }
         capsule::process_rx(self);
-        self.st.borrow_mut().rearm_recv = true;
+        {
+            let mut st = self.st.borrow_mut();
+            st.rearm_recv = !st.paused;
+        }
         self.mark_dirty();
     }
 
@@ -400,15 +407,32 @@ impl Conn {
         match usize::try_from(result) {
             Ok(n) => st.tx.sent(bufs, n),
             Err(_) => {
-                st.tx.in_flight = false;
+                st.tx.abandon(bufs);
                 drop(st);
                 self.close("send failed");
                 let _ = shutdown_socket(&self.sock);
                 return;
             }
         }
-        drop(st);
+        let resume = st.paused && st.tx.held() < self.unsent_limit();
+        if resume {
+            // The host read: handle what is buffered, then read again unless that paused it.
+            st.paused = false;
+            drop(st);
+            capsule::process_rx(self);
+            let mut st = self.st.borrow_mut();
+            st.rearm_recv = !st.paused;
+        } else {
+            drop(st);
+        }
         self.mark_dirty();
+    }
+
+    /// The send queue's bound (back-pressure): `max_unsent_bytes`, at least 64 KiB.
+    fn unsent_limit(&self) -> usize {
+        usize::try_from(self.transport.max_unsent_bytes)
+            .unwrap_or(usize::MAX)
+            .max(64 << 10)
     }
 
     /// Called (on this reactor) when the controller changed: failed, or has an event.

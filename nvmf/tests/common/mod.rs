@@ -1,6 +1,8 @@
 //! A target on a reactor thread and a blocking NVMe/TCP test host built from the PDU codec.
 #![allow(dead_code, missing_docs)]
 
+pub mod procfs;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
