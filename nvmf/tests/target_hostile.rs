@@ -266,3 +266,45 @@ fn hosts_vanishing_mid_pdu_mid_r2t_and_mid_flood_leave_nothing_behind() {
         "vanishing hosts grew RSS from {rss0} KiB to {rss1} KiB"
     );
 }
+
+/// A connection that never sends its ICReq holds a small buffer (not a receive buffer for the
+/// largest PDU, 256 KiB by default) and is closed after `ic_timeout_ms`.
+#[test]
+fn connections_without_an_icreq_hold_little_and_are_closed_in_time() {
+    let _s = serial();
+    let transport = TransportConfig {
+        ic_timeout_ms: 1500,
+        ..TransportConfig::default()
+    };
+    let t = TestTarget::start(&[4096], transport);
+    let (rss0, fd0) = (rss_kib(), fd_count());
+    const N: usize = 300;
+    let mut socks: Vec<std::net::TcpStream> = (0..N)
+        .map(|_| std::net::TcpStream::connect(t.addr).unwrap())
+        .collect();
+    assert!(eventually(Duration::from_secs(5), || conns(&t) == N));
+    let rss1 = rss_kib();
+    let grown = rss1.saturating_sub(rss0);
+    eprintln!("{N} connections without ICReq: RSS {rss0} KiB -> {rss1} KiB (+{grown} KiB)");
+    assert!(
+        grown < 8 * MIB,
+        "{N} idle connections took {grown} KiB (256 KiB each before the fix)"
+    );
+    // Closed by the target after the timeout: each socket reads the end of the stream.
+    let start = std::time::Instant::now();
+    for s in &mut socks {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 8];
+        let n = std::io::Read::read(s, &mut b).unwrap_or(0);
+        assert_eq!(n, 0, "the target closes a connection without ICReq");
+    }
+    let waited = start.elapsed();
+    eprintln!("closed after {waited:?} (ic_timeout_ms 1500)");
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "not before the timeout"
+    );
+    drop(socks);
+    assert!(eventually(Duration::from_secs(5), || conns(&t) == 0));
+    assert!(eventually(Duration::from_secs(5), || fd_count() <= fd0));
+}

@@ -15,6 +15,7 @@
 
 mod capsule;
 mod io;
+pub mod limits;
 pub mod listener;
 mod slots;
 mod wire;
@@ -22,7 +23,7 @@ mod wire;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
@@ -42,6 +43,10 @@ fn rx_capacity(t: &TransportConfig) -> usize {
     let biggest = t.io_unit_size.max(t.in_capsule_data_size).max(8192);
     (usize::try_from(biggest).unwrap_or(1 << 20) + 256).next_power_of_two()
 }
+
+/// Receive buffer before the ICReq: the ICReq is 128 bytes (NVMe/TCP 1.0, section 3.6.2.2), so
+/// a connection that never sends one holds this much, not a whole receive buffer.
+const PRE_IC_RX: usize = 512;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +113,8 @@ pub struct Conn {
     listen: ListenAddress,
     transport: TransportConfig,
     st: RefCell<State>,
+    /// This connection's place in its listener's counts, given back when it is dropped.
+    _ticket: limits::ConnTicket,
 }
 
 thread_local! {
@@ -120,8 +127,9 @@ thread_local! {
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Starts serving a connection accepted on `listen`, on the current reactor.
-pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
+/// Starts serving an accepted connection on the current reactor.
+pub fn start_conn(target: Arc<Target>, accepted: limits::Accepted) {
+    let limits::Accepted { fd, listen, ticket } = accepted;
     let Some(reactor) = Reactor::current() else {
         tracing::error!("start_conn called off a reactor");
         return;
@@ -140,7 +148,7 @@ pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
         st: RefCell::new(State {
             phase: Phase::AwaitIcReq,
             deframer: Deframer::target(&transport),
-            rx: Some(IoBuf::with_capacity(rx_capacity(&transport))),
+            rx: Some(IoBuf::with_capacity(PRE_IC_RX)),
             rx_pos: 0,
             rearm_recv: false,
             paused: false,
@@ -164,8 +172,25 @@ pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
         }),
         transport,
         target,
+        _ticket: ticket,
     });
     CONNS.with(|c| c.borrow_mut().insert(id, Rc::downgrade(&conn)));
+    if conn.transport.ic_timeout_ms > 0 {
+        let weak = Rc::downgrade(&conn);
+        let after = std::time::Duration::from_millis(conn.transport.ic_timeout_ms.into());
+        reactor.call_after(after, move || {
+            let Some(c) = weak.upgrade() else { return };
+            if c.st.borrow().phase == Phase::AwaitIcReq {
+                limits::note_refusal(&limits::IC_TIMEOUTS, || {
+                    format!(
+                        "closing connections on {}:{} that sent no ICReq within {} ms",
+                        c.listen.traddr, c.listen.trsvcid, c.transport.ic_timeout_ms
+                    )
+                });
+                c.close("no ICReq in time");
+            }
+        });
+    }
     conn.post_recv();
 }
 
@@ -297,6 +322,14 @@ impl Conn {
             buf.full_mut().copy_within(pos..len, 0);
             buf.set_len(len - pos);
             st.rx_pos = 0;
+        }
+        // After the ICReq, the small first buffer gives way to one for the largest PDU.
+        let want = rx_capacity(&self.transport);
+        if st.phase == Phase::Ready && buf.capacity() < want {
+            let mut big = IoBuf::with_capacity(want);
+            big.set_len(buf.len());
+            big.as_mut_slice().copy_from_slice(buf.as_slice());
+            buf = big;
         }
         drop(st);
         self.reactor.recv(self.sock.as_raw_fd(), buf, me, TAG_RECV);

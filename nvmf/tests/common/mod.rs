@@ -53,12 +53,13 @@ impl TestTarget {
         let la = ListenAddress::tcp("127.0.0.1", "0");
         sub.add_listener(la.clone()).unwrap();
         let t = target.clone();
+        let limits = listener_limits(&target);
         let reactors = set.handles().to_vec();
         let addr = set.handles()[0]
             .call(move || {
                 let starter: listener::ConnStarter =
-                    Arc::new(move |fd, l| tcp::start_conn(t.clone(), fd, l));
-                listener::listen(la, reactors, starter).unwrap()
+                    Arc::new(move |a| tcp::start_conn(t.clone(), a));
+                listener::listen(la, reactors, starter, limits).unwrap()
             })
             .unwrap();
         TestTarget {
@@ -67,6 +68,10 @@ impl TestTarget {
             addr,
         }
     }
+}
+
+fn listener_limits(target: &Target) -> shoal_nvmf::tcp::limits::ListenLimits {
+    (&target.transport()).into()
 }
 
 impl Drop for TestTarget {
