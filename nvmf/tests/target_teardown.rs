@@ -239,3 +239,40 @@ fn cc_en_0_resets_the_controller_and_keeps_the_admin_queue() {
     assert!(c.status().is_success());
     assert_eq!(back, data, "the namespace kept its data across the reset");
 }
+
+/// A host that reconnects its I/O queue again and again on one controller: the controller
+/// keeps one set of counters per live queue (not per queue ever connected), and the SMART log
+/// still counts every command (NVMe Base 2.0, section 5.16.1.3: Host Write Commands).
+#[test]
+fn reconnected_queues_do_not_grow_the_controller() {
+    let t = TestTarget::start(&[4096], TransportConfig::default());
+    let mut a = admin_with_queues(&t, 0);
+    for i in 0..50u8 {
+        let mut q = TestHost::io_queue(t.addr, a.cntlid, 1, false);
+        assert!(
+            q.write(1, 0, &pattern(4096, i), 4096, 4096)
+                .status()
+                .is_success()
+        );
+        assert!(disconnect(&mut q).status().is_success());
+        wait_closed(&mut q);
+    }
+    let ctrl = t
+        .target
+        .subsystem(NQN)
+        .unwrap()
+        .controller(a.cntlid)
+        .unwrap();
+    assert_eq!(
+        ctrl.counters.live_queues(),
+        1,
+        "only the admin queue is live"
+    );
+    let (c, smart) = a.log_page(0x02, 512, 0);
+    assert!(c.status().is_success());
+    let writes = u64::from_le_bytes(smart[80..88].try_into().unwrap());
+    assert_eq!(
+        writes, 50,
+        "Host Write Commands counts the ended queues' writes"
+    );
+}

@@ -559,6 +559,8 @@ impl Reactor {
                 Some(Expired::Every { id, period, f }) => {
                     if f() {
                         self.0.timers.borrow_mut().rearm(id, period, f);
+                    } else {
+                        self.0.timers.borrow_mut().stopped(id);
                     }
                 }
             }

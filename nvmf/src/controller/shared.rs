@@ -111,10 +111,12 @@ pub struct CounterTotals {
     pub write_commands: u64,
 }
 
-/// Per-controller counters: the queues' own, summed when the log is read.
+/// Per-controller counters: the live queues' own, summed when the log is read, plus the
+/// totals of the queues that ended (folded in when they end, so a host that reconnects its
+/// I/O queues again and again does not grow the list).
 #[derive(Debug, Default)]
 pub struct ControllerCounters {
-    queues: Mutex<Vec<Arc<QueueCounters>>>,
+    queues: Mutex<(Vec<Arc<QueueCounters>>, CounterTotals)>,
 }
 
 impl ControllerCounters {
@@ -124,21 +126,44 @@ impl ControllerCounters {
         self.queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .0
             .push(q.clone());
         q
     }
 
+    /// A queue pair ended: its counts join the retired totals and it leaves the list.
+    pub fn retire(&self, q: &Arc<QueueCounters>) {
+        let mut g = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let (live, retired) = &mut *g;
+        if let Some(i) = live.iter().position(|x| Arc::ptr_eq(x, q)) {
+            let gone = live.swap_remove(i);
+            *retired = add(*retired, &gone);
+        }
+    }
+
     /// The sums over every queue the controller ever had.
     pub fn totals(&self) -> CounterTotals {
-        let qs = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        qs.iter()
-            .fold(CounterTotals::default(), |t, q| CounterTotals {
-                read_units: t.read_units + l(&q.read_units),
-                write_units: t.write_units + l(&q.write_units),
-                read_commands: t.read_commands + l(&q.read_commands),
-                write_commands: t.write_commands + l(&q.write_commands),
-            })
+        let g = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.iter().fold(g.1, add)
+    }
+
+    /// Queue pairs counted one by one (the live ones).
+    pub fn live_queues(&self) -> usize {
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .len()
+    }
+}
+
+fn add(t: CounterTotals, q: &Arc<QueueCounters>) -> CounterTotals {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    CounterTotals {
+        read_units: t.read_units.wrapping_add(l(&q.read_units)),
+        write_units: t.write_units.wrapping_add(l(&q.write_units)),
+        read_commands: t.read_commands.wrapping_add(l(&q.read_commands)),
+        write_commands: t.write_commands.wrapping_add(l(&q.write_commands)),
     }
 }
 

@@ -98,6 +98,10 @@ struct State {
     /// Asynchronous Event Requests waiting for an event (their CIDs).
     aers: Vec<u16>,
     keep_alive_timer: Option<TimerId>,
+    /// Closes the connection if no ICReq came in `ic_timeout_ms`; cancelled by the ICReq.
+    ic_timer: Option<TimerId>,
+    /// Shuts the socket of a closing connection whose host does not read.
+    linger_timer: Option<TimerId>,
     /// The controller's I/O queue generation at Connect (see
     /// [`crate::controller::ControllerState::io_generation`]).
     io_generation: u64,
@@ -169,6 +173,8 @@ pub fn start_conn(target: Arc<Target>, accepted: limits::Accepted) {
             aers: Vec::new(),
             keep_alive_timer: None,
             io_generation: 0,
+            ic_timer: None,
+            linger_timer: None,
         }),
         transport,
         target,
@@ -178,8 +184,9 @@ pub fn start_conn(target: Arc<Target>, accepted: limits::Accepted) {
     if conn.transport.ic_timeout_ms > 0 {
         let weak = Rc::downgrade(&conn);
         let after = std::time::Duration::from_millis(conn.transport.ic_timeout_ms.into());
-        reactor.call_after(after, move || {
+        let t = reactor.call_after(after, move || {
             let Some(c) = weak.upgrade() else { return };
+            c.st.borrow_mut().ic_timer = None;
             if c.st.borrow().phase == Phase::AwaitIcReq {
                 limits::note_refusal(&limits::IC_TIMEOUTS, || {
                     format!(
@@ -190,6 +197,7 @@ pub fn start_conn(target: Arc<Target>, accepted: limits::Accepted) {
                 c.close("no ICReq in time");
             }
         });
+        conn.st.borrow_mut().ic_timer = Some(t);
     }
     conn.post_recv();
 }
@@ -386,26 +394,42 @@ impl Conn {
         }
         tracing::debug!(conn = self.id, qid = ?st.qid, "closing connection: {why}");
         st.phase = Phase::Closing;
-        if let Some(t) = st.keep_alive_timer.take() {
+        for t in [st.keep_alive_timer.take(), st.ic_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             self.reactor.cancel_timer(t);
         }
         if let (Some(ctrl), Some(qid)) = (st.ctrl.take(), st.qid) {
             ctrl.remove_hook(self.id);
+            if let Some(c) = st.counters.take() {
+                ctrl.counters.retire(&c);
+            }
             if qid == 0 {
                 ctrl.fail("admin queue closed");
             } else {
                 ctrl.io_queue_ended(qid, st.io_generation);
             }
         }
-        CONNS.with(|c| c.borrow_mut().remove(&self.id));
+        CONNS.with(|c| {
+            let mut c = c.borrow_mut();
+            c.remove(&self.id);
+            // The table does not keep the room of a past burst of connections.
+            let n = c.len();
+            if c.capacity() > 64 && n * 4 < c.capacity() {
+                c.shrink_to(n * 2);
+            }
+        });
         // A host that stops reading would hold the last send (and so this connection) open
         // for ever: after `CLOSE_LINGER` the socket is shut, which fails that send.
         let me = self.me.clone();
-        self.reactor.call_after(CLOSE_LINGER, move || {
+        let t = self.reactor.call_after(CLOSE_LINGER, move || {
             if let Some(c) = me.upgrade() {
+                c.st.borrow_mut().linger_timer = None;
                 let _ = shutdown_socket(&c.sock);
             }
         });
+        st.linger_timer = Some(t);
     }
 
     fn on_recv(&self, result: i32, payload: Payload) {
@@ -488,6 +512,16 @@ impl Conn {
         }
         capsule::deliver_events(self, &ctrl);
         self.mark_dirty();
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The linger timer holds a weak reference, which would keep this allocation until it
+        // fires: cancel it with the connection.
+        if let Some(t) = self.st.get_mut().linger_timer.take() {
+            self.reactor.cancel_timer(t);
+        }
     }
 }
 
