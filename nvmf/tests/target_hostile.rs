@@ -54,10 +54,10 @@ fn read_flood(h: &mut TestHost, n: usize, blocks: u32) -> (Vec<u8>, Vec<u16>) {
     (bytes, cids)
 }
 
-/// Live connections of the target's reactor.
+/// Connection objects alive on the target's reactor (closing ones included).
 fn conns(t: &TestTarget) -> usize {
     t.set.as_ref().unwrap().handles()[0]
-        .call(tcp::conn_count)
+        .call(tcp::conn_objects)
         .unwrap()
 }
 
@@ -307,4 +307,46 @@ fn connections_without_an_icreq_hold_little_and_are_closed_in_time() {
     drop(socks);
     assert!(eventually(Duration::from_secs(5), || conns(&t) == 0));
     assert!(eventually(Duration::from_secs(5), || fd_count() <= fd0));
+}
+
+/// A connection that ends while its host neither reads nor closes its socket (here a host
+/// flooding reads whose controller is reset, which deletes the I/O queue) would keep its last
+/// send, and all it holds, for ever: it is shut after the 5 s linger.
+#[test]
+fn a_closing_connection_whose_host_does_not_read_is_shut_after_the_linger() {
+    let _s = serial();
+    let t = TestTarget::start(&[4096], TransportConfig::default());
+    let (mut a, mut q) = io_pair(&t);
+    let (bytes, _) = read_flood(&mut q, 4000, 4);
+    let pdu_len = bytes.len() / 4000;
+    let mut w = q.sock.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for burst in bytes.chunks(100 * pdu_len) {
+            std::thread::sleep(Duration::from_millis(2));
+            if w.write_all(burst).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(conns(&t), 2);
+    // CC.EN = 0: the I/O queue is deleted; its connection closes but cannot send.
+    assert!(
+        a.prop_set(0x14, (6 << 16) | (4 << 20))
+            .status()
+            .is_success()
+    );
+    let start = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || conns(&t) == 1),
+        "the flooded I/O queue's connection is still alive"
+    );
+    let took = start.elapsed();
+    eprintln!("closing connection with a host that does not read: gone after {took:?}");
+    assert!(
+        took >= Duration::from_secs(4),
+        "gone before the linger: {took:?}"
+    );
+    drop(q);
+    let _ = writer.join();
 }

@@ -127,6 +127,9 @@ thread_local! {
     /// An empty vector swapped with `DIRTY` at each flush, so flushing allocates nothing.
     static SPARE: RefCell<Vec<Rc<Conn>>> = const { RefCell::new(Vec::new()) };
     static FLUSHER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Connection objects alive on this reactor, closing ones included (a closing connection
+    /// leaves `CONNS` at once but lives until its last operation completes).
+    static LIVE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -181,6 +184,7 @@ pub fn start_conn(target: Arc<Target>, accepted: limits::Accepted) {
         _ticket: ticket,
     });
     CONNS.with(|c| c.borrow_mut().insert(id, Rc::downgrade(&conn)));
+    LIVE.with(|l| l.set(l.get() + 1));
     if conn.transport.ic_timeout_ms > 0 {
         let weak = Rc::downgrade(&conn);
         let after = std::time::Duration::from_millis(conn.transport.ic_timeout_ms.into());
@@ -276,6 +280,13 @@ pub fn disconnect_listener(listen: &ListenAddress, subnqn: Option<&str>) -> usiz
 /// Number of live connections on the current reactor.
 pub fn conn_count() -> usize {
     CONNS.with(|c| c.borrow().values().filter(|w| w.strong_count() > 0).count())
+}
+
+/// Connection objects on the current reactor, including closing ones that still wait for an
+/// operation (a send to a host that does not read): when it is 0, every connection's memory
+/// and socket are gone.
+pub fn conn_objects() -> usize {
+    LIVE.with(std::cell::Cell::get)
 }
 
 fn install_flusher(reactor: &Reactor) {
@@ -517,6 +528,7 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        LIVE.with(|l| l.set(l.get().saturating_sub(1)));
         // The linger timer holds a weak reference, which would keep this allocation until it
         // fires: cancel it with the connection.
         if let Some(t) = self.st.get_mut().linger_timer.take() {
