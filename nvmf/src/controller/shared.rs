@@ -284,10 +284,25 @@ impl ControllerShared {
 
     /// Fails the controller: every queue pair is told, and closes its connection.
     pub fn fail(&self, reason: &str) {
+        self.stop(reason, true);
+    }
+
+    /// Ends the controller because its admin queue ended (the host disconnected, or its
+    /// connection broke): the same as [`ControllerShared::fail`], logged at debug level, since
+    /// a host ends every association so (a host reconnecting in a loop must not fill the log).
+    pub fn end(&self, reason: &str) {
+        self.stop(reason, false);
+    }
+
+    fn stop(&self, reason: &str, warn: bool) {
         if self.failed.swap(true, Ordering::AcqRel) {
             return;
         }
-        tracing::warn!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, host = %self.hostnqn, "controller failed: {reason}");
+        if warn {
+            tracing::warn!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, host = %self.hostnqn, "controller failed: {reason}");
+        } else {
+            tracing::debug!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, host = %self.hostnqn, "controller ended: {reason}");
+        }
         *self.fail_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
         self.subsystem.unregister_controller(self.cntlid);
         self.poke_all();

@@ -41,7 +41,7 @@ pub(super) fn process_rx(conn: &Conn) {
             Ok(Some((pdu, used))) => match handle_pdu(conn, &mut st, pdu) {
                 Ok(()) => used,
                 Err(fatal) => {
-                    tracing::warn!(conn = conn.id, "protocol error from host: {fatal}");
+                    super::limits::note_protocol_error(conn.id, &fatal);
                     let mut hdr = [0u8; 160];
                     let n = wire::encode_term_req(&mut hdr, &fatal, input);
                     st.tx.push_hdr(&hdr[..n]);
@@ -52,7 +52,7 @@ pub(super) fn process_rx(conn: &Conn) {
                 }
             },
             Err(fatal) => {
-                tracing::warn!(conn = conn.id, "protocol error from host: {fatal}");
+                super::limits::note_protocol_error(conn.id, &fatal);
                 let mut hdr = [0u8; 160];
                 let n = wire::encode_term_req(&mut hdr, &fatal, input);
                 st.tx.push_hdr(&hdr[..n]);
@@ -93,7 +93,7 @@ fn handle_pdu(conn: &Conn, st: &mut State, pdu: Incoming<'_>) -> Result<(), wire
         Incoming::Capsule { sqe, data } => on_capsule(conn, st, &sqe, data),
         Incoming::H2CData(h) => io::on_h2c_data(conn, st, &h)?,
         Incoming::H2CTermReq { fes } => {
-            tracing::info!(
+            tracing::debug!(
                 conn = conn.id,
                 "host terminated the connection (FES {fes:#x})"
             );

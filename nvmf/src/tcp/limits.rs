@@ -157,6 +157,18 @@ pub static IC_TIMEOUTS: RefusalLog = RefusalLog::new();
 /// Connections refused at accept by `max_connections_per_listener` or `..._per_host`.
 pub static CONN_REFUSALS: RefusalLog = RefusalLog::new();
 
+/// Connections ended by a protocol error from their host (a C2HTermReq).
+pub static PROTOCOL_ERRORS: RefusalLog = RefusalLog::new();
+
+/// A connection's host broke the protocol: logged at debug level each time and as a warning at
+/// most once per [`LOG_EVERY`] (a host that reconnects and sends garbage in a loop).
+pub(super) fn note_protocol_error(conn: u64, fatal: &impl std::fmt::Display) {
+    tracing::debug!(conn, "protocol error from host: {fatal}");
+    note_refusal(&PROTOCOL_ERRORS, || {
+        format!("connection {conn} ended: protocol error from its host: {fatal}")
+    });
+}
+
 /// Counts one refusal and logs it (with `what`) if the kind was not logged in the last
 /// [`LOG_EVERY`].
 pub fn note_refusal(log: &RefusalLog, what: impl FnOnce() -> String) {

@@ -417,7 +417,7 @@ impl Conn {
                 ctrl.counters.retire(&c);
             }
             if qid == 0 {
-                ctrl.fail("admin queue closed");
+                ctrl.end("admin queue closed");
             } else {
                 ctrl.io_queue_ended(qid, st.io_generation);
             }
