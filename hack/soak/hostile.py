@@ -9,8 +9,8 @@ with a pause so that the hostile hosts do not simply take the CPU from the healt
   flood      admin + I/O queue, 4,000 reads of 16 KiB without ever reading the socket; holds
              the connection 5 s, then vanishes (close with unread data: a reset)
   churn      admin + I/O queue, a read, Disconnect, close: as a reconnecting host does
-  no_icreq   20 connections that never send an ICReq (the target closes them after
-             ic_timeout_ms)
+  no_icreq   20 connections that never send an ICReq, held 3 s (the target closes them
+             after ic_timeout_ms, 2 s in the soak's configuration)
   mid_r2t    admin + I/O queue, 16 writes of 128 KiB that get their R2Ts and never the data;
              the host vanishes after 1 s
   mid_pdu    admin + I/O queue, half a command capsule, then vanishes
@@ -173,7 +173,7 @@ def churn(addr, port, subnqn):
 
 def no_icreq(addr, port, subnqn):
     socks = [socket.create_connection((addr, port), timeout=10) for _ in range(20)]
-    time.sleep(1)
+    time.sleep(3)  # beyond the soak's ic_timeout_ms (2 s): the target closes them
     for s in socks:
         s.close()
 
