@@ -77,7 +77,8 @@ pub struct TransportConfig {
     /// stops reading commands from its socket until the host reads (back-pressure); see the
     /// per-connection memory bound in `ARCHITECTURE.md`. At least 64 KiB.
     pub max_unsent_bytes: u32,
-    /// Milliseconds a new connection may take to send its ICReq before it is closed.
+    /// Milliseconds a new connection may take to send its ICReq and a successful Fabrics
+    /// Connect before it is closed (0: no limit).
     pub ic_timeout_ms: u32,
     /// Connections a listener accepts at once (0: no limit).
     pub max_connections_per_listener: u32,

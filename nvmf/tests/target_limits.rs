@@ -16,7 +16,15 @@ use shoal_nvmf::tcp::limits;
 fn refused(s: &mut TcpStream) -> bool {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut b = [0u8; 8];
-    matches!(s.read(&mut b), Ok(0) | Err(_))
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        // A timeout is not a refusal; a reset is.
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
 }
 
 /// An ICReq answered: the connection was admitted.
@@ -92,4 +100,27 @@ fn the_listen_backlog_follows_somaxconn() {
     assert_eq!(l.effective_backlog(), somaxconn);
     let l = limits::ListenLimits { backlog: 77, ..l };
     assert_eq!(l.effective_backlog(), 77);
+}
+
+/// A connection that sends its ICReq and then nothing would hold a receive buffer for the
+/// largest PDU for ever: without a Connect within `ic_timeout_ms` it is closed, while a
+/// connected queue is not.
+#[test]
+fn a_connection_without_a_connect_is_closed_after_ic_timeout_ms() {
+    let transport = TransportConfig {
+        ic_timeout_ms: 500,
+        ..TransportConfig::default()
+    };
+    let t = TestTarget::start(&[4096], transport);
+    let mut connected = TestHost::admin(t.addr, false, 0);
+    let mut idle = admitted(&t);
+    let start = std::time::Instant::now();
+    assert!(refused(&mut idle.sock), "closed without a Connect");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        connected.identify(1, 0).0.status().is_success(),
+        "a connected queue stays"
+    );
 }

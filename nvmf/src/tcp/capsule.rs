@@ -82,9 +82,6 @@ fn handle_pdu(conn: &Conn, st: &mut State, pdu: Incoming<'_>) -> Result<(), wire
             st.ddgst = ic.ddgst;
             st.maxr2t = ic.maxr2t.saturating_add(1);
             st.deframer.set_digests(ic.hdgst, ic.ddgst);
-            if let Some(t) = st.ic_timer.take() {
-                conn.reactor.cancel_timer(t);
-            }
             let mut out = [0u8; 128];
             let n = wire::encode_ic_resp(&mut out, &conn.transport, ic.hdgst, ic.ddgst);
             st.tx.push_hdr(&out[..n]);
@@ -440,6 +437,9 @@ fn connect(
         c
     };
     st.qid = Some(qid);
+    if let Some(t) = st.ic_timer.take() {
+        conn.reactor.cancel_timer(t);
+    }
     st.sqsize = depth;
     st.sqhd = 1 % depth;
     st.sq_flow_disabled = cattr & fabrics::CATTR_DISABLE_SQ_FLOW_CONTROL != 0;

@@ -98,7 +98,9 @@ struct State {
     /// Asynchronous Event Requests waiting for an event (their CIDs).
     aers: Vec<u16>,
     keep_alive_timer: Option<TimerId>,
-    /// Closes the connection if no ICReq came in `ic_timeout_ms`; cancelled by the ICReq.
+    /// Closes the connection unless its ICReq and Connect came in `ic_timeout_ms`; cancelled
+    /// by a successful Connect (a connection that sends an ICReq and then nothing would hold
+    /// its receive buffer for ever).
     ic_timer: Option<TimerId>,
     /// Shuts the socket of a closing connection whose host does not read.
     linger_timer: Option<TimerId>,
@@ -190,15 +192,24 @@ pub fn start_conn(target: Arc<Target>, accepted: limits::Accepted) {
         let after = std::time::Duration::from_millis(conn.transport.ic_timeout_ms.into());
         let t = reactor.call_after(after, move || {
             let Some(c) = weak.upgrade() else { return };
-            c.st.borrow_mut().ic_timer = None;
-            if c.st.borrow().phase == Phase::AwaitIcReq {
+            let (phase, connected) = {
+                let mut st = c.st.borrow_mut();
+                st.ic_timer = None;
+                (st.phase, st.qid.is_some())
+            };
+            if phase != Phase::Closing && !connected {
+                let what = if phase == Phase::AwaitIcReq {
+                    "ICReq"
+                } else {
+                    "Fabrics Connect"
+                };
                 limits::note_refusal(&limits::IC_TIMEOUTS, || {
                     format!(
-                        "closing connections on {}:{} that sent no ICReq within {} ms",
+                        "closing connections on {}:{} that sent no {what} within {} ms",
                         c.listen.traddr, c.listen.trsvcid, c.transport.ic_timeout_ms
                     )
                 });
-                c.close("no ICReq in time");
+                c.close("no ICReq or Connect in time");
             }
         });
         conn.st.borrow_mut().ic_timer = Some(t);

@@ -210,7 +210,7 @@ pub enum TransportCmd {
         /// Unsent bytes a connection holds before it stops reading commands.
         #[arg(long)]
         max_unsent_bytes: Option<u32>,
-        /// Milliseconds a new connection has to send its ICReq (0: no limit).
+        /// Milliseconds a new connection has to send its ICReq and connect (0: no limit).
         #[arg(long)]
         ic_timeout_ms: Option<u32>,
         /// Connections a listener holds at once (0: no limit).

@@ -91,7 +91,7 @@ pub struct NvmfCreateTransport {
     /// (back-pressure; at least 65536).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unsent_bytes: Option<u32>,
-    /// Shoal: milliseconds a new connection has to send its ICReq (0: no limit).
+    /// Shoal: milliseconds a new connection has to send its ICReq and connect (0: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ic_timeout_ms: Option<u32>,
     /// Shoal: connections a listener holds at once (0: no limit).
