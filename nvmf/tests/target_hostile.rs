@@ -149,7 +149,8 @@ fn a_host_that_never_reads_is_held_at_the_bound() {
 }
 
 /// Issue 19, point 2: 1,000 connect / I/O / disconnect cycles (an admin queue and an I/O queue
-/// each) leave resident memory and descriptors where they were after a warm-up.
+/// each) leave resident memory (within 1 MiB) and descriptors where they were after a warm-up
+/// of 200 cycles.
 #[test]
 fn a_thousand_connect_disconnect_cycles_give_memory_and_descriptors_back() {
     let _s = serial();
@@ -165,7 +166,7 @@ fn a_thousand_connect_disconnect_cycles_give_memory_and_descriptors_back() {
         drop(q);
         drop(a);
     };
-    for i in 0..50 {
+    for i in 0..200 {
         cycle(i);
     }
     assert!(eventually(Duration::from_secs(5), || conns(&t) == 0));
@@ -185,8 +186,10 @@ fn a_thousand_connect_disconnect_cycles_give_memory_and_descriptors_back() {
         "1,000 cycles: RSS {rss0} KiB -> {rss1} KiB, descriptors {fd0} -> {}",
         fd_count()
     );
+    // A leak of 1 KiB per cycle (a connection's state, a channel's counters) would show as
+    // 1 MiB; the receive buffers alone are 256 KiB per connection.
     assert!(
-        rss1 < rss0 + 4 * MIB,
+        rss1 < rss0 + MIB,
         "1,000 cycles grew RSS from {rss0} KiB to {rss1} KiB"
     );
 }
@@ -262,7 +265,7 @@ fn hosts_vanishing_mid_pdu_mid_r2t_and_mid_flood_leave_nothing_behind() {
         fd_count()
     );
     assert!(
-        rss1 < rss0 + 8 * MIB,
+        rss1 < rss0 + 2 * MIB,
         "vanishing hosts grew RSS from {rss0} KiB to {rss1} KiB"
     );
 }

@@ -240,9 +240,10 @@ fn cc_en_0_resets_the_controller_and_keeps_the_admin_queue() {
     assert_eq!(back, data, "the namespace kept its data across the reset");
 }
 
-/// A host that reconnects its I/O queue again and again on one controller: the controller
-/// keeps one set of counters per live queue (not per queue ever connected), and the SMART log
-/// still counts every command (NVMe Base 2.0, section 5.16.1.3: Host Write Commands).
+/// A host that reconnects its I/O queue again and again on one controller: the controller and
+/// the namespace's device keep one set of counters per live queue or channel (not per queue
+/// ever connected), and the SMART log still counts every command (NVMe Base 2.0, section
+/// 5.16.1.3: Host Write Commands).
 #[test]
 fn reconnected_queues_do_not_grow_the_controller() {
     let t = TestTarget::start(&[4096], TransportConfig::default());
@@ -275,4 +276,9 @@ fn reconnected_queues_do_not_grow_the_controller() {
         writes, 50,
         "Host Write Commands counts the ended queues' writes"
     );
+    // Each I/O queue opened a channel to the namespace's device: none is left open, and the
+    // device's counters still hold their writes.
+    let bdev = t.target.subsystem(NQN).unwrap().namespace(1).unwrap().bdev;
+    assert_eq!(bdev.info().open_channels(), 0);
+    assert_eq!(bdev.info().iostat().num_write_ops, 50);
 }
