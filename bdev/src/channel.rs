@@ -91,6 +91,14 @@ pub struct IoChannel {
     reactor: Reactor,
 }
 
+impl Drop for IoChannel {
+    fn drop(&mut self) {
+        // Control path (a queue pair or a nexus child going away): the counters join the
+        // device's totals.
+        self.bdev.info().retire_channel(&self.stats);
+    }
+}
+
 /// Opens `bdev` on the current thread's reactor.
 pub fn open_channel(bdev: &Arc<dyn Bdev>) -> Result<IoChannel, BdevError> {
     let reactor = Reactor::current().ok_or(BdevError::NoReactor)?;

@@ -198,7 +198,10 @@ pub struct BdevInfo {
     /// Driver name as SPDK reports it (`Malloc disk`, `Null disk`, `URING bdev`, ...).
     pub product_name: &'static str,
     closed: AtomicBool,
-    channels: Mutex<Vec<Arc<IoStats>>>,
+    /// The open channels' counters, and the sum of those of the channels closed since (a
+    /// channel folds its counters in when it is dropped, so that opening and closing channels,
+    /// one per NVMe/TCP queue pair, does not grow the list).
+    channels: Mutex<(Vec<Arc<IoStats>>, IoStatsSnapshot)>,
 }
 
 impl BdevInfo {
@@ -217,7 +220,7 @@ impl BdevInfo {
             num_blocks,
             product_name,
             closed: AtomicBool::new(false),
-            channels: Mutex::new(Vec::new()),
+            channels: Mutex::new((Vec::new(), IoStatsSnapshot::default())),
         }
     }
 
@@ -239,14 +242,30 @@ impl BdevInfo {
     /// The I/O counters summed over every channel ever opened on the device.
     pub fn iostat(&self) -> IoStatsSnapshot {
         let chans = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        chans
-            .iter()
-            .fold(IoStatsSnapshot::default(), |acc, s| acc + s.snapshot())
+        chans.0.iter().fold(chans.1, |acc, s| acc + s.snapshot())
+    }
+
+    /// Channels open on the device now.
+    pub fn open_channels(&self) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .len()
     }
 
     fn register_channel(&self, stats: Arc<IoStats>) {
         let mut chans = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        chans.push(stats);
+        chans.0.push(stats);
+    }
+
+    fn retire_channel(&self, stats: &Arc<IoStats>) {
+        let mut chans = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let (open, closed) = &mut *chans;
+        if let Some(i) = open.iter().position(|s| Arc::ptr_eq(s, stats)) {
+            let gone = open.swap_remove(i);
+            *closed = *closed + gone.snapshot();
+        }
     }
 }
 

@@ -73,6 +73,20 @@ pub struct TransportConfig {
     pub io_unit_size: u32,
     /// Whether a read's last C2HData may carry the SUCCESS flag instead of a response capsule.
     pub c2h_success: bool,
+    /// Bytes of unsent output (responses, R2Ts, read data) a connection may hold before it
+    /// stops reading commands from its socket until the host reads (back-pressure); see the
+    /// per-connection memory bound in `ARCHITECTURE.md`. At least 64 KiB.
+    pub max_unsent_bytes: u32,
+    /// Milliseconds a new connection may take to send its ICReq and a successful Fabrics
+    /// Connect before it is closed (0: no limit).
+    pub ic_timeout_ms: u32,
+    /// Connections a listener accepts at once (0: no limit).
+    pub max_connections_per_listener: u32,
+    /// Connections one host address may hold at once on a listener (0: no limit).
+    pub max_connections_per_host: u32,
+    /// Listen backlog; 0 follows `/proc/sys/net/core/somaxconn` (SPDK's name, from its RDMA
+    /// transport; its TCP transport uses 512).
+    pub acceptor_backlog: u32,
 }
 
 impl Default for TransportConfig {
@@ -85,6 +99,11 @@ impl Default for TransportConfig {
             max_io_size: 131_072,
             io_unit_size: 131_072,
             c2h_success: true,
+            max_unsent_bytes: 2 << 20,
+            ic_timeout_ms: 10_000,
+            max_connections_per_listener: 16_384,
+            max_connections_per_host: 4096,
+            acceptor_backlog: 0,
         }
     }
 }

@@ -26,6 +26,9 @@ pub(crate) struct TxQueue {
     pub(crate) in_flight: bool,
     /// The connection is on this pass's flush list (the target's flusher uses it).
     pub(crate) dirty: bool,
+    /// Bytes of memory the queue holds: the capacity of every buffer queued, being filled or
+    /// in flight. A target connection stops reading commands while it is at its bound.
+    held: usize,
 }
 
 impl TxQueue {
@@ -39,7 +42,13 @@ impl TxQueue {
             skip: 0,
             in_flight: false,
             dirty: false,
+            held: 0,
         }
+    }
+
+    /// Bytes of memory held by what is queued or in flight (buffer capacities).
+    pub(crate) fn held(&self) -> usize {
+        self.held
     }
 
     /// Reserves `n` bytes at the end of the queue and returns them to be filled in.
@@ -50,7 +59,9 @@ impl TxQueue {
             .is_some_and(|a| a.capacity() - a.len() >= n);
         if !fits {
             self.close_arena();
-            self.arena = Some(IoBuf::with_capacity(self.arena_size.max(n)));
+            let a = IoBuf::with_capacity(self.arena_size.max(n));
+            self.held += a.capacity();
+            self.arena = Some(a);
         }
         let Some(a) = self.arena.as_mut() else {
             return &mut [];
@@ -69,15 +80,18 @@ impl TxQueue {
     pub(crate) fn push_data(&mut self, buf: IoBuf) {
         self.close_arena();
         if !buf.is_empty() {
+            self.held += buf.capacity();
             self.queue.push(buf);
         }
     }
 
     fn close_arena(&mut self) {
-        if let Some(a) = self.arena.take()
-            && !a.is_empty()
-        {
-            self.queue.push(a);
+        if let Some(a) = self.arena.take() {
+            if a.is_empty() {
+                self.held = self.held.saturating_sub(a.capacity());
+            } else {
+                self.queue.push(a);
+            }
         }
     }
 
@@ -112,6 +126,7 @@ impl TxQueue {
             }
             done -= b.len();
             whole += 1;
+            self.held = self.held.saturating_sub(b.capacity());
         }
         batch.drain(..whole);
         if batch.is_empty() {
@@ -127,6 +142,13 @@ impl TxQueue {
     /// Drops everything queued (the connection is gone). A send in flight stays flagged until
     /// its completion comes back with [`TxQueue::sent`] or [`TxQueue::abandon`].
     pub(crate) fn clear(&mut self) {
+        let dropped: usize = self
+            .queue
+            .iter()
+            .chain(&self.arena)
+            .map(IoBuf::capacity)
+            .sum();
+        self.held = self.held.saturating_sub(dropped);
         self.queue.clear();
         self.arena = None;
         self.skip = 0;
@@ -135,6 +157,9 @@ impl TxQueue {
     /// The send in flight failed or belonged to a closed socket: forget it.
     pub(crate) fn abandon(&mut self, mut batch: Vec<IoBuf>) {
         self.in_flight = false;
+        self.held = self
+            .held
+            .saturating_sub(batch.iter().map(IoBuf::capacity).sum::<usize>());
         batch.clear();
         if self.spare.capacity() < batch.capacity() {
             self.spare = batch;
@@ -173,6 +198,30 @@ mod tests {
         assert_eq!(bytes(&batch, skip), b"TAh3h4");
         t.sent(batch, 6);
         assert!(!t.has_pending() && !t.in_flight);
+        assert_eq!(t.held(), 0, "everything sent, nothing held");
+    }
+
+    #[test]
+    fn held_counts_capacities_until_they_are_sent_or_dropped() {
+        let mut t = TxQueue::new(TARGET_ARENA);
+        t.push_hdr(b"h1");
+        assert_eq!(t.held(), TARGET_ARENA, "an arena counts whole");
+        t.push_data(IoBuf::copy_from(&[1u8; 8192]));
+        assert_eq!(t.held(), TARGET_ARENA + 8192);
+        let (batch, _) = t.take_batch().unwrap();
+        assert_eq!(t.held(), TARGET_ARENA + 8192, "in flight is still held");
+        t.sent(batch, 2 + 100);
+        assert_eq!(
+            t.held(),
+            8192,
+            "the sent arena is released, the data is not"
+        );
+        let (batch, _) = t.take_batch().unwrap();
+        t.abandon(batch);
+        assert_eq!(t.held(), 0);
+        t.push_hdr(b"h2");
+        t.clear();
+        assert_eq!(t.held(), 0);
     }
 
     #[test]

@@ -232,7 +232,7 @@ fn more_commands_than_the_queue_holds_get_a_retryable_status() {
 }
 
 /// NVMe Base 2.0, section 3.5.1: commands other than fabrics ones need CC.EN = 1 and
-/// CSTS.RDY = 1. (A reset, CC.EN 1 -> 0, ends the association here: NVMe-oF 1.1 section 3.5.)
+/// CSTS.RDY = 1. (A reset, CC.EN 1 -> 0, is in `target_teardown.rs`.)
 #[test]
 fn commands_wait_for_the_controller_to_be_ready() {
     let t = TestTarget::start(&[4096], TransportConfig::default());

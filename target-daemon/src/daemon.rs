@@ -75,11 +75,12 @@ impl Daemon {
         let reactors = self.reactors.clone();
         let target = self.target.clone();
         let a = addr.clone();
+        let limits = tcp::limits::ListenLimits::from(&self.target.transport());
         let starter: listener::ConnStarter =
-            Arc::new(move |fd, listen| tcp::start_conn(target.clone(), fd, listen));
+            Arc::new(move |accepted| tcp::start_conn(target.clone(), accepted));
         let bound = self
             .first_reactor()?
-            .call(move || listener::listen(a, reactors, starter).map_err(|e| e.to_string()))
+            .call(move || listener::listen(a, reactors, starter, limits).map_err(|e| e.to_string()))
             .ok_or("the reactor has stopped")??;
         tracing::info!("listening on {bound} (NVMe/TCP)");
         ls.insert(key, (addr.clone(), 1));

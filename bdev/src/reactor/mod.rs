@@ -45,7 +45,7 @@ pub use handle::ReactorHandle;
 use handle::Shared;
 use ops::{OpDesc, OpHandler, Payload, Slots, Target};
 use set::new_ring;
-pub use set::{ReactorSet, parse_core_mask, shutdown_socket};
+pub use set::{ReactorSet, parse_core_mask, set_listen_backlog, shutdown_socket};
 pub use timer::TimerId;
 use timer::{Expired, Timers};
 
@@ -561,6 +561,8 @@ impl Reactor {
                 Some(Expired::Every { id, period, f }) => {
                     if f() {
                         self.0.timers.borrow_mut().rearm(id, period, f);
+                    } else {
+                        self.0.timers.borrow_mut().stopped(id);
                     }
                 }
             }

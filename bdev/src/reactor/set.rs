@@ -23,6 +23,21 @@ pub fn shutdown_socket(fd: &impl std::os::fd::AsFd) -> std::io::Result<()> {
     }
 }
 
+/// Sets the backlog of a listening socket (`listen(2)` again on a socket that already listens:
+/// Linux keeps the socket and takes the new backlog, which the kernel caps at `somaxconn`).
+pub fn set_listen_backlog(fd: &impl std::os::fd::AsFd, backlog: u32) -> std::io::Result<()> {
+    let raw = fd.as_fd().as_raw_fd();
+    let n = i32::try_from(backlog).unwrap_or(i32::MAX);
+    // SAFETY: listen(2) on a descriptor borrowed for the duration of the call; it touches no
+    // memory of ours.
+    let rc = unsafe { libc::listen(raw, n) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Creates a ring for one reactor thread. Where the kernel has them (6.1+), completions are
 /// run only when the reactor asks for them (`COOP_TASKRUN`, `DEFER_TASKRUN`, `SINGLE_ISSUER`:
 /// no inter-processor interrupt per completion while the reactor spins, which `fio` also

@@ -22,6 +22,9 @@ pub(crate) struct Timers {
     callbacks: HashMap<u64, Callback>,
     /// Periodic timers cancelled while their callback was running.
     cancelled: std::collections::HashSet<u64>,
+    /// The periodic timer whose callback is running (only it can be cancelled "in flight"; a
+    /// cancel of a timer that already ran, or stopped itself, must leave nothing behind).
+    running: Option<u64>,
     next: u64,
 }
 
@@ -42,7 +45,7 @@ impl Timers {
     }
 
     pub(crate) fn cancel(&mut self, id: TimerId) {
-        if self.callbacks.remove(&id.0).is_none() {
+        if self.callbacks.remove(&id.0).is_none() && self.running == Some(id.0) {
             self.cancelled.insert(id.0);
         }
     }
@@ -70,6 +73,7 @@ impl Timers {
                 None => continue,
                 Some(Callback::Once(f)) => return Some(Expired::Once(f)),
                 Some(Callback::Every(period, f)) => {
+                    self.running = Some(id);
                     return Some(Expired::Every { id, period, f });
                 }
             }
@@ -78,11 +82,18 @@ impl Timers {
 
     /// Re-arms a periodic timer after it ran (unless it was cancelled meanwhile).
     pub(crate) fn rearm(&mut self, id: u64, period: Duration, f: Rc<dyn Fn() -> bool>) {
+        self.running = None;
         if self.cancelled.remove(&id) {
             return;
         }
         self.heap.push(Reverse((Instant::now() + period, id)));
         self.callbacks.insert(id, Callback::Every(period, f));
+    }
+
+    /// A periodic timer's callback returned `false`: it is over.
+    pub(crate) fn stopped(&mut self, id: u64) {
+        self.running = None;
+        self.cancelled.remove(&id);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -98,4 +109,42 @@ pub(crate) enum Expired {
         period: Duration,
         f: Rc<dyn Fn() -> bool>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancelling_finished_timers_leaves_nothing_behind() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        let once = t.once(now, Box::new(|| {}));
+        let every = t.every(Duration::ZERO, Rc::new(|| false));
+        let later = now + Duration::from_secs(1);
+        for _ in 0..2 {
+            match t.pop_expired(later) {
+                Some(Expired::Once(f)) => f(),
+                Some(Expired::Every { id, f, .. }) => {
+                    assert!(!f());
+                    t.stopped(id);
+                }
+                None => panic!("two timers are due"),
+            }
+        }
+        t.cancel(once);
+        t.cancel(every);
+        assert!(
+            t.cancelled.is_empty(),
+            "ids of finished timers are not kept"
+        );
+        // A periodic timer cancelled from its own callback is not re-armed.
+        let p = t.every(Duration::ZERO, Rc::new(|| true));
+        let Some(Expired::Every { id, period, f }) = t.pop_expired(later) else {
+            panic!("due")
+        };
+        t.cancel(p);
+        t.rearm(id, period, f);
+        assert!(t.is_empty() && t.cancelled.is_empty());
+    }
 }

@@ -60,6 +60,11 @@ pub struct ControllerState {
     pub ns_notice_masked: bool,
     /// I/O queue IDs connected.
     pub io_queues: BTreeSet<u16>,
+    /// Generation of the I/O queues: a controller reset (CC.EN 1 -> 0) deletes every I/O queue
+    /// and starts a new generation. A queue pair records the generation it connected in, so
+    /// that a queue of an older one neither survives the reset nor, when it finally closes,
+    /// frees a queue ID that a queue of the new generation took.
+    pub io_generation: u64,
 }
 
 /// One queue pair's I/O counters. Only its own reactor writes them (a load and a store, no
@@ -106,10 +111,12 @@ pub struct CounterTotals {
     pub write_commands: u64,
 }
 
-/// Per-controller counters: the queues' own, summed when the log is read.
+/// Per-controller counters: the live queues' own, summed when the log is read, plus the
+/// totals of the queues that ended (folded in when they end, so a host that reconnects its
+/// I/O queues again and again does not grow the list).
 #[derive(Debug, Default)]
 pub struct ControllerCounters {
-    queues: Mutex<Vec<Arc<QueueCounters>>>,
+    queues: Mutex<(Vec<Arc<QueueCounters>>, CounterTotals)>,
 }
 
 impl ControllerCounters {
@@ -119,21 +126,44 @@ impl ControllerCounters {
         self.queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .0
             .push(q.clone());
         q
     }
 
+    /// A queue pair ended: its counts join the retired totals and it leaves the list.
+    pub fn retire(&self, q: &Arc<QueueCounters>) {
+        let mut g = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let (live, retired) = &mut *g;
+        if let Some(i) = live.iter().position(|x| Arc::ptr_eq(x, q)) {
+            let gone = live.swap_remove(i);
+            *retired = add(*retired, &gone);
+        }
+    }
+
     /// The sums over every queue the controller ever had.
     pub fn totals(&self) -> CounterTotals {
-        let qs = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        qs.iter()
-            .fold(CounterTotals::default(), |t, q| CounterTotals {
-                read_units: t.read_units + l(&q.read_units),
-                write_units: t.write_units + l(&q.write_units),
-                read_commands: t.read_commands + l(&q.read_commands),
-                write_commands: t.write_commands + l(&q.write_commands),
-            })
+        let g = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.iter().fold(g.1, add)
+    }
+
+    /// Queue pairs counted one by one (the live ones).
+    pub fn live_queues(&self) -> usize {
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .len()
+    }
+}
+
+fn add(t: CounterTotals, q: &Arc<QueueCounters>) -> CounterTotals {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    CounterTotals {
+        read_units: t.read_units.wrapping_add(l(&q.read_units)),
+        write_units: t.write_units.wrapping_add(l(&q.write_units)),
+        read_commands: t.read_commands.wrapping_add(l(&q.read_commands)),
+        write_commands: t.write_commands.wrapping_add(l(&q.write_commands)),
     }
 }
 
@@ -163,7 +193,7 @@ pub struct ControllerShared {
     fail_reason: Mutex<Option<String>>,
     /// Counters for the SMART log, summed over the I/O queues.
     pub counters: ControllerCounters,
-    hooks: Mutex<Vec<(u16, Hook)>>,
+    hooks: Mutex<Vec<(u16, u64, Hook)>>,
 }
 
 impl std::fmt::Debug for ControllerShared {
@@ -254,40 +284,89 @@ impl ControllerShared {
 
     /// Fails the controller: every queue pair is told, and closes its connection.
     pub fn fail(&self, reason: &str) {
+        self.stop(reason, true);
+    }
+
+    /// Ends the controller because its admin queue ended (the host disconnected, or its
+    /// connection broke): the same as [`ControllerShared::fail`], logged at debug level, since
+    /// a host ends every association so (a host reconnecting in a loop must not fill the log).
+    pub fn end(&self, reason: &str) {
+        self.stop(reason, false);
+    }
+
+    fn stop(&self, reason: &str, warn: bool) {
         if self.failed.swap(true, Ordering::AcqRel) {
             return;
         }
-        tracing::warn!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, host = %self.hostnqn, "controller failed: {reason}");
+        if warn {
+            tracing::warn!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, host = %self.hostnqn, "controller failed: {reason}");
+        } else {
+            tracing::debug!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, host = %self.hostnqn, "controller ended: {reason}");
+        }
         *self.fail_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
         self.subsystem.unregister_controller(self.cntlid);
         self.poke_all();
     }
 
-    /// Registers a queue pair's wake-up hook (it runs on any thread and should only send a
-    /// message to the queue pair's reactor).
-    pub fn add_hook(&self, qid: u16, hook: Hook) {
+    /// Registers the wake-up hook of queue pair `key` (unique per connection) serving `qid`
+    /// (it runs on any thread and should only send a message to the queue pair's reactor).
+    pub fn add_hook(&self, qid: u16, key: u64, hook: Hook) {
         self.hooks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((qid, hook));
+            .push((qid, key, hook));
     }
 
-    /// Removes a queue pair's hook.
-    pub fn remove_hook(&self, qid: u16) {
+    /// Removes the hook of queue pair `key` (a queue of a newer generation may hold its QID).
+    pub fn remove_hook(&self, key: u64) {
         self.hooks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(q, _)| *q != qid);
+            .retain(|(_, k, _)| *k != key);
+    }
+
+    /// Controller reset (CC.EN 1 -> 0, NVMe Base 2.0 section 3.7.2): deletes every I/O queue
+    /// (their queue pairs are told and close their connections) and frees their queue IDs; the
+    /// admin queue and the controller stay, so the host may set CC.EN to 1 again on it.
+    pub fn reset_io_queues(&self) {
+        {
+            let mut st = self.state();
+            st.io_queues.clear();
+            st.io_generation = st.io_generation.wrapping_add(1);
+            // Number of Queues returns to its default with the reset: the host sets it again
+            // before it connects new I/O queues.
+            st.num_queues = None;
+        }
+        for (q, _, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if *q != 0 {
+                h();
+            }
+        }
+    }
+
+    /// An I/O queue of generation `generation` ended (Disconnect, termination by either side,
+    /// a socket error, a keep-alive timeout): its queue ID is free for a new Connect at once.
+    /// A queue of a generation a reset already deleted frees nothing.
+    pub fn io_queue_ended(&self, qid: u16, generation: u64) {
+        let mut st = self.state();
+        if st.io_generation == generation {
+            st.io_queues.remove(&qid);
+        }
+    }
+
+    /// Whether an I/O queue of `generation` was deleted by a controller reset since.
+    pub fn io_queue_deleted(&self, generation: u64) -> bool {
+        self.state().io_generation != generation
     }
 
     fn poke_all(&self) {
-        for (_, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (_, _, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             h();
         }
     }
 
     fn poke_admin(&self) {
-        for (q, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (q, _, h) in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if *q == 0 {
                 h();
             }

@@ -235,6 +235,9 @@ impl Status {
     pub const CONNECT_INVALID_HOST: Status = specific(0x84);
     /// Connect: Invalid Queue Type.
     pub const CONNECT_INVALID_QUEUE_TYPE: Status = specific(0x85);
+    /// Invalid Queue Type, as a Disconnect submitted on the Admin Queue is answered (NVMe Base
+    /// 2.0, section 6.4; the same code as [`Status::CONNECT_INVALID_QUEUE_TYPE`]).
+    pub const INVALID_QUEUE_TYPE: Status = specific(0x85);
     /// Discover Restart (Get Log Page of the discovery log).
     pub const DISCOVER_RESTART: Status = specific(0x90);
     /// Authentication Required.

@@ -15,11 +15,18 @@ use crate::spec::fabrics::{self, ConnectData, InvalidParameterIn};
 use crate::spec::{Cqe, Opcode, Sqe, Status};
 use crate::subsystem::SubsystemKind;
 
-/// Handles every complete PDU in the receive buffer.
+/// Handles every complete PDU in the receive buffer, unless the send queue reaches its bound
+/// first: then the rest waits, and the connection reads nothing more until the host has read
+/// (back-pressure: a host that never reads its socket cannot make the target queue without end).
 pub(super) fn process_rx(conn: &Conn) {
+    let limit = conn.unsent_limit();
     loop {
         let mut st = conn.st.borrow_mut();
         if st.phase == Phase::Closing {
+            return;
+        }
+        if st.tx.held() >= limit {
+            st.paused = true;
             return;
         }
         let Some(rx) = st.rx.take() else { return };
@@ -34,7 +41,7 @@ pub(super) fn process_rx(conn: &Conn) {
             Ok(Some((pdu, used))) => match handle_pdu(conn, &mut st, pdu) {
                 Ok(()) => used,
                 Err(fatal) => {
-                    tracing::warn!(conn = conn.id, "protocol error from host: {fatal}");
+                    super::limits::note_protocol_error(conn.id, &fatal);
                     let mut hdr = [0u8; 160];
                     let n = wire::encode_term_req(&mut hdr, &fatal, input);
                     st.tx.push_hdr(&hdr[..n]);
@@ -45,7 +52,7 @@ pub(super) fn process_rx(conn: &Conn) {
                 }
             },
             Err(fatal) => {
-                tracing::warn!(conn = conn.id, "protocol error from host: {fatal}");
+                super::limits::note_protocol_error(conn.id, &fatal);
                 let mut hdr = [0u8; 160];
                 let n = wire::encode_term_req(&mut hdr, &fatal, input);
                 st.tx.push_hdr(&hdr[..n]);
@@ -83,11 +90,11 @@ fn handle_pdu(conn: &Conn, st: &mut State, pdu: Incoming<'_>) -> Result<(), wire
         Incoming::Capsule { sqe, data } => on_capsule(conn, st, &sqe, data),
         Incoming::H2CData(h) => io::on_h2c_data(conn, st, &h)?,
         Incoming::H2CTermReq { fes } => {
-            tracing::info!(
+            tracing::debug!(
                 conn = conn.id,
                 "host terminated the connection (FES {fes:#x})"
             );
-            st.phase = Phase::Closing;
+            conn.close_locked(st, "H2CTermReq from the host");
         }
         Incoming::DataDigestError { cid, ttag } => {
             // NVMe/TCP 1.0, section 3.6.2.9 (7.4.9): a data digest error fails the command
@@ -282,8 +289,11 @@ fn on_fabrics(conn: &Conn, st: &mut State, sqe: &Sqe, data: &[u8]) {
             match controller::property_set(&ctrl, offset, u8::from(size8), value) {
                 Ok(effect) => {
                     if effect == PropertyEffect::Reset {
-                        // Base 2.0, section 3.7.2: a reset deletes the I/O queues.
-                        ctrl.fail("controller reset by the host");
+                        // NVMe Base 2.0, section 3.7.2 (Controller Reset): on CC.EN 1 -> 0 the
+                        // controller deletes every I/O Submission and Completion Queue; on a
+                        // message-based controller the Admin Queue and the association stay,
+                        // and the host sets CC.EN to 1 again on the same admin queue.
+                        ctrl.reset_io_queues();
                     }
                     respond(st, cid, Status::SUCCESS, 0);
                 }
@@ -291,8 +301,23 @@ fn on_fabrics(conn: &Conn, st: &mut State, sqe: &Sqe, data: &[u8]) {
             }
         }
         FabricsCommand::Disconnect { .. } => {
+            let Some(qid) = st.qid else {
+                // NVMe-oF 1.1, section 3.3: the first command on a queue shall be Connect.
+                respond(st, cid, Status::COMMAND_SEQUENCE_ERROR, 0);
+                return;
+            };
+            if qid == 0 {
+                // NVMe Base 2.0, section 6.4 (Disconnect): "If the Disconnect command is
+                // submitted on the Admin Queue, the controller shall abort the command with a
+                // status code of Invalid Queue Type"; the admin queue, the controller and its
+                // I/O queues carry on (the host ends an association by closing the admin queue).
+                respond(st, cid, Status::INVALID_QUEUE_TYPE.with_dnr(), 0);
+                return;
+            }
+            // Section 6.4: the Disconnect deletes the I/O queue it was submitted on; its queue
+            // ID is free again once the response is queued.
             respond(st, cid, Status::SUCCESS, 0);
-            st.phase = Phase::Closing;
+            conn.close_locked(st, "Disconnect");
         }
         _ => respond(st, cid, Status::INVALID_OPCODE, 0),
     }
@@ -407,10 +432,14 @@ fn connect(
             return Err(invalid_cmd(42));
         }
         cs.io_queues.insert(qid);
+        st.io_generation = cs.io_generation;
         drop(cs);
         c
     };
     st.qid = Some(qid);
+    if let Some(t) = st.ic_timer.take() {
+        conn.reactor.cancel_timer(t);
+    }
     st.sqsize = depth;
     st.sqhd = 1 % depth;
     st.sq_flow_disabled = cattr & fabrics::CATTR_DISABLE_SQ_FLOW_CONTROL != 0;
@@ -418,12 +447,18 @@ fn connect(
     st.subsystem = Some(sub.clone());
     let handle = conn.reactor.handle();
     let id = conn.id;
+    let hook_handle = handle.clone();
     ctrl.add_hook(
         qid,
+        id,
         Box::new(move || {
-            handle.send(move || super::with_conn(id, |c| c.poke()));
+            hook_handle.send(move || super::with_conn(id, |c| c.poke()));
         }),
     );
+    if qid != 0 && ctrl.io_queue_deleted(st.io_generation) {
+        // A controller reset between the queue ID check and the hook: the hook missed it.
+        handle.send(move || super::with_conn(id, |c| c.poke()));
+    }
     let cntlid = ctrl.cntlid;
     st.counters = Some(ctrl.counters.register());
     st.ctrl = Some(ctrl);

@@ -15,6 +15,7 @@
 
 mod capsule;
 mod io;
+pub mod limits;
 pub mod listener;
 mod slots;
 mod wire;
@@ -22,7 +23,7 @@ mod wire;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
@@ -42,6 +43,10 @@ fn rx_capacity(t: &TransportConfig) -> usize {
     let biggest = t.io_unit_size.max(t.in_capsule_data_size).max(8192);
     (usize::try_from(biggest).unwrap_or(1 << 20) + 256).next_power_of_two()
 }
+
+/// Receive buffer before the ICReq: the ICReq is 128 bytes (NVMe/TCP 1.0, section 3.6.2.2), so
+/// a connection that never sends one holds this much, not a whole receive buffer.
+const PRE_IC_RX: usize = 512;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +71,9 @@ struct State {
     /// delay them (the kernel runs a ring's entries in order, and a `recv` on an empty
     /// socket first tries, then arms a poll).
     rearm_recv: bool,
+    /// Reading is paused: the send queue reached `max_unsent_bytes` (back-pressure). The next
+    /// send completion that brings it below resumes it.
+    paused: bool,
     tx: TxQueue,
     /// Host PDU data alignment from the ICReq (HPDA, in dwords, 0's based).
     hpda: u8,
@@ -90,6 +98,15 @@ struct State {
     /// Asynchronous Event Requests waiting for an event (their CIDs).
     aers: Vec<u16>,
     keep_alive_timer: Option<TimerId>,
+    /// Closes the connection unless its ICReq and Connect came in `ic_timeout_ms`; cancelled
+    /// by a successful Connect (a connection that sends an ICReq and then nothing would hold
+    /// its receive buffer for ever).
+    ic_timer: Option<TimerId>,
+    /// Shuts the socket of a closing connection whose host does not read.
+    linger_timer: Option<TimerId>,
+    /// The controller's I/O queue generation at Connect (see
+    /// [`crate::controller::ControllerState::io_generation`]).
+    io_generation: u64,
 }
 
 /// One NVMe/TCP connection (queue pair) on the current reactor.
@@ -102,6 +119,8 @@ pub struct Conn {
     listen: ListenAddress,
     transport: TransportConfig,
     st: RefCell<State>,
+    /// This connection's place in its listener's counts, given back when it is dropped.
+    _ticket: limits::ConnTicket,
 }
 
 thread_local! {
@@ -110,12 +129,16 @@ thread_local! {
     /// An empty vector swapped with `DIRTY` at each flush, so flushing allocates nothing.
     static SPARE: RefCell<Vec<Rc<Conn>>> = const { RefCell::new(Vec::new()) };
     static FLUSHER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Connection objects alive on this reactor, closing ones included (a closing connection
+    /// leaves `CONNS` at once but lives until its last operation completes).
+    static LIVE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Starts serving a connection accepted on `listen`, on the current reactor.
-pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
+/// Starts serving an accepted connection on the current reactor.
+pub fn start_conn(target: Arc<Target>, accepted: limits::Accepted) {
+    let limits::Accepted { fd, listen, ticket } = accepted;
     let Some(reactor) = Reactor::current() else {
         tracing::error!("start_conn called off a reactor");
         return;
@@ -134,9 +157,10 @@ pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
         st: RefCell::new(State {
             phase: Phase::AwaitIcReq,
             deframer: Deframer::target(&transport),
-            rx: Some(IoBuf::with_capacity(rx_capacity(&transport))),
+            rx: Some(IoBuf::with_capacity(PRE_IC_RX)),
             rx_pos: 0,
             rearm_recv: false,
+            paused: false,
             tx: TxQueue::new(TARGET_ARENA),
             hpda: 0,
             hdgst: false,
@@ -153,11 +177,43 @@ pub fn start_conn(target: Arc<Target>, fd: OwnedFd, listen: ListenAddress) {
             ns_cache: io::NsCache::default(),
             aers: Vec::new(),
             keep_alive_timer: None,
+            io_generation: 0,
+            ic_timer: None,
+            linger_timer: None,
         }),
         transport,
         target,
+        _ticket: ticket,
     });
     CONNS.with(|c| c.borrow_mut().insert(id, Rc::downgrade(&conn)));
+    LIVE.with(|l| l.set(l.get() + 1));
+    if conn.transport.ic_timeout_ms > 0 {
+        let weak = Rc::downgrade(&conn);
+        let after = std::time::Duration::from_millis(conn.transport.ic_timeout_ms.into());
+        let t = reactor.call_after(after, move || {
+            let Some(c) = weak.upgrade() else { return };
+            let (phase, connected) = {
+                let mut st = c.st.borrow_mut();
+                st.ic_timer = None;
+                (st.phase, st.qid.is_some())
+            };
+            if phase != Phase::Closing && !connected {
+                let what = if phase == Phase::AwaitIcReq {
+                    "ICReq"
+                } else {
+                    "Fabrics Connect"
+                };
+                limits::note_refusal(&limits::IC_TIMEOUTS, || {
+                    format!(
+                        "closing connections on {}:{} that sent no {what} within {} ms",
+                        c.listen.traddr, c.listen.trsvcid, c.transport.ic_timeout_ms
+                    )
+                });
+                c.close("no ICReq or Connect in time");
+            }
+        });
+        conn.st.borrow_mut().ic_timer = Some(t);
+    }
     conn.post_recv();
 }
 
@@ -237,6 +293,13 @@ pub fn conn_count() -> usize {
     CONNS.with(|c| c.borrow().values().filter(|w| w.strong_count() > 0).count())
 }
 
+/// Connection objects on the current reactor, including closing ones that still wait for an
+/// operation (a send to a host that does not read): when it is 0, every connection's memory
+/// and socket are gone.
+pub fn conn_objects() -> usize {
+    LIVE.with(std::cell::Cell::get)
+}
+
 fn install_flusher(reactor: &Reactor) {
     if FLUSHER.with(|f| f.replace(true)) {
         return;
@@ -264,6 +327,9 @@ fn with_conn(id: u64, f: impl FnOnce(&Rc<Conn>)) {
     }
 }
 
+/// How long a closing connection may take to send what it queued before its socket is shut.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
 const TAG_RECV: u64 = u64::MAX;
 const TAG_SEND: u64 = u64::MAX - 1;
 
@@ -286,6 +352,14 @@ impl Conn {
             buf.full_mut().copy_within(pos..len, 0);
             buf.set_len(len - pos);
             st.rx_pos = 0;
+        }
+        // After the ICReq, the small first buffer gives way to one for the largest PDU.
+        let want = rx_capacity(&self.transport);
+        if st.phase == Phase::Ready && buf.capacity() < want {
+            let mut big = IoBuf::with_capacity(want);
+            big.set_len(buf.len());
+            big.as_mut_slice().copy_from_slice(buf.as_slice());
+            buf = big;
         }
         drop(st);
         self.reactor.recv(self.sock.as_raw_fd(), buf, me, TAG_RECV);
@@ -326,27 +400,58 @@ impl Conn {
     /// Ends the connection: stop reading, send what is queued, then shut the socket.
     fn close(&self, why: &str) {
         let mut st = self.st.borrow_mut();
+        self.close_locked(&mut st, why);
+        drop(st);
+        self.mark_dirty();
+    }
+
+    /// [`Conn::close`] for a caller that holds the state (and marks the connection dirty
+    /// afterwards, as every receive path does). Whatever ends a queue (Disconnect, a
+    /// termination request from either side, a socket error, a keep-alive timeout, a
+    /// controller reset) ends it here, so its queue ID is free for a new Connect at once
+    /// (NVMe-oF 1.1, section 3.3: a queue ID is in use from its Connect to the end of its queue).
+    fn close_locked(&self, st: &mut State, why: &str) {
         if st.phase == Phase::Closing {
             return;
         }
         tracing::debug!(conn = self.id, qid = ?st.qid, "closing connection: {why}");
         st.phase = Phase::Closing;
-        if let Some(t) = st.keep_alive_timer.take() {
+        for t in [st.keep_alive_timer.take(), st.ic_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             self.reactor.cancel_timer(t);
         }
-        let ctrl = st.ctrl.take();
-        let qid = st.qid;
-        drop(st);
-        if let (Some(ctrl), Some(qid)) = (ctrl, qid) {
-            ctrl.remove_hook(qid);
+        if let (Some(ctrl), Some(qid)) = (st.ctrl.take(), st.qid) {
+            ctrl.remove_hook(self.id);
+            if let Some(c) = st.counters.take() {
+                ctrl.counters.retire(&c);
+            }
             if qid == 0 {
-                ctrl.fail("admin queue closed");
+                ctrl.end("admin queue closed");
             } else {
-                ctrl.state().io_queues.remove(&qid);
+                ctrl.io_queue_ended(qid, st.io_generation);
             }
         }
-        CONNS.with(|c| c.borrow_mut().remove(&self.id));
-        self.mark_dirty();
+        CONNS.with(|c| {
+            let mut c = c.borrow_mut();
+            c.remove(&self.id);
+            // The table does not keep the room of a past burst of connections.
+            let n = c.len();
+            if c.capacity() > 64 && n * 4 < c.capacity() {
+                c.shrink_to(n * 2);
+            }
+        });
+        // A host that stops reading would hold the last send (and so this connection) open
+        // for ever: after `CLOSE_LINGER` the socket is shut, which fails that send.
+        let me = self.me.clone();
+        let t = self.reactor.call_after(CLOSE_LINGER, move || {
+            if let Some(c) = me.upgrade() {
+                c.st.borrow_mut().linger_timer = None;
+                let _ = shutdown_socket(&c.sock);
+            }
+        });
+        st.linger_timer = Some(t);
     }
 
     fn on_recv(&self, result: i32, payload: Payload) {
@@ -368,7 +473,10 @@ impl Conn {
             return;
         }
         capsule::process_rx(self);
-        self.st.borrow_mut().rearm_recv = true;
+        {
+            let mut st = self.st.borrow_mut();
+            st.rearm_recv = !st.paused;
+        }
         self.mark_dirty();
     }
 
@@ -378,15 +486,32 @@ impl Conn {
         match usize::try_from(result) {
             Ok(n) => st.tx.sent(bufs, n),
             Err(_) => {
-                st.tx.in_flight = false;
+                st.tx.abandon(bufs);
                 drop(st);
                 self.close("send failed");
                 let _ = shutdown_socket(&self.sock);
                 return;
             }
         }
-        drop(st);
+        let resume = st.paused && st.tx.held() < self.unsent_limit();
+        if resume {
+            // The host read: handle what is buffered, then read again unless that paused it.
+            st.paused = false;
+            drop(st);
+            capsule::process_rx(self);
+            let mut st = self.st.borrow_mut();
+            st.rearm_recv = !st.paused;
+        } else {
+            drop(st);
+        }
         self.mark_dirty();
+    }
+
+    /// The send queue's bound (back-pressure): `max_unsent_bytes`, at least 64 KiB.
+    fn unsent_limit(&self) -> usize {
+        usize::try_from(self.transport.max_unsent_bytes)
+            .unwrap_or(usize::MAX)
+            .max(64 << 10)
     }
 
     /// Called (on this reactor) when the controller changed: failed, or has an event.
@@ -398,8 +523,28 @@ impl Conn {
             self.close(&format!("controller failed: {why}"));
             return;
         }
+        let (qid, generation) = {
+            let st = self.st.borrow();
+            (st.qid, st.io_generation)
+        };
+        if qid != Some(0) && ctrl.io_queue_deleted(generation) {
+            // NVMe Base 2.0, section 3.7.2: a controller reset deletes the I/O queues.
+            self.close("I/O queue deleted by a controller reset");
+            return;
+        }
         capsule::deliver_events(self, &ctrl);
         self.mark_dirty();
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        LIVE.with(|l| l.set(l.get().saturating_sub(1)));
+        // The linger timer holds a weak reference, which would keep this allocation until it
+        // fires: cancel it with the connection.
+        if let Some(t) = self.st.get_mut().linger_timer.take() {
+            self.reactor.cancel_timer(t);
+        }
     }
 }
 

@@ -52,20 +52,13 @@ impl Slot {
 }
 
 /// The slots of a queue pair and the set of command IDs in use.
+#[derive(Default)]
 pub(super) struct Slots {
     slots: Vec<Slot>,
     free: Vec<u16>,
-    cids: Box<[u64; 1024]>,
-}
-
-impl Default for Slots {
-    fn default() -> Self {
-        Slots {
-            slots: Vec::new(),
-            free: Vec::new(),
-            cids: Box::new([0; 1024]),
-        }
-    }
+    /// One bit per CID in use; allocated at Connect (a connection that never connects holds
+    /// nothing here).
+    cids: Box<[u64]>,
 }
 
 fn bit(cid: u16) -> (usize, u64) {
@@ -77,6 +70,7 @@ impl Slots {
     pub(super) fn resize(&mut self, depth: u16) {
         self.slots = (0..depth).map(|_| Slot::new()).collect();
         self.free = (0..depth).rev().collect();
+        self.cids = vec![0u64; 1024].into_boxed_slice();
     }
 
     /// Whether a command with this CID is in progress.

@@ -1,6 +1,8 @@
 //! A target on a reactor thread and a blocking NVMe/TCP test host built from the PDU codec.
 #![allow(dead_code, missing_docs)]
 
+pub mod procfs;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -51,12 +53,13 @@ impl TestTarget {
         let la = ListenAddress::tcp("127.0.0.1", "0");
         sub.add_listener(la.clone()).unwrap();
         let t = target.clone();
+        let limits = listener_limits(&target);
         let reactors = set.handles().to_vec();
         let addr = set.handles()[0]
             .call(move || {
                 let starter: listener::ConnStarter =
-                    Arc::new(move |fd, l| tcp::start_conn(t.clone(), fd, l));
-                listener::listen(la, reactors, starter).unwrap()
+                    Arc::new(move |a| tcp::start_conn(t.clone(), a));
+                listener::listen(la, reactors, starter, limits).unwrap()
             })
             .unwrap();
         TestTarget {
@@ -65,6 +68,10 @@ impl TestTarget {
             addr,
         }
     }
+}
+
+fn listener_limits(target: &Target) -> shoal_nvmf::tcp::limits::ListenLimits {
+    (&target.transport()).into()
 }
 
 impl Drop for TestTarget {

@@ -70,12 +70,12 @@ pub fn start_target_with(
     let la = ListenAddress::tcp("127.0.0.1", &port.to_string());
     sub.add_listener(la.clone()).unwrap();
     let t = target.clone();
+    let limits = shoal_nvmf::tcp::limits::ListenLimits::from(&target.transport());
     let reactors = set.handles().to_vec();
     let addr = set.handles()[0]
         .call(move || {
-            let starter: listener::ConnStarter =
-                Arc::new(move |fd, l| tcp::start_conn(t.clone(), fd, l));
-            listener::listen(la, reactors, starter)
+            let starter: listener::ConnStarter = Arc::new(move |a| tcp::start_conn(t.clone(), a));
+            listener::listen(la, reactors, starter, limits)
         })
         .unwrap()
         .unwrap();

@@ -334,6 +334,11 @@ fn nvmf(ctl: &mut Ctl, c: NvmfCmd) -> Result<Out, String> {
             in_capsule_data_size,
             max_io_size,
             max_aq_depth,
+            acceptor_backlog,
+            max_unsent_bytes,
+            ic_timeout_ms,
+            max_connections_per_listener,
+            max_connections_per_host,
         }) => {
             let mut p = json!({"trtype": "TCP"});
             opt(&mut p, "max_queue_depth", max_queue_depth.map(Value::from));
@@ -349,6 +354,15 @@ fn nvmf(ctl: &mut Ctl, c: NvmfCmd) -> Result<Out, String> {
             );
             opt(&mut p, "max_io_size", max_io_size.map(Value::from));
             opt(&mut p, "max_aq_depth", max_aq_depth.map(Value::from));
+            for (k, v) in [
+                ("acceptor_backlog", acceptor_backlog),
+                ("max_unsent_bytes", max_unsent_bytes),
+                ("ic_timeout_ms", ic_timeout_ms),
+                ("max_connections_per_listener", max_connections_per_listener),
+                ("max_connections_per_host", max_connections_per_host),
+            ] {
+                opt(&mut p, k, v.map(Value::from));
+            }
             let v = ctl.call("nvmf_create_transport", p)?;
             ok(v, "created the TCP transport".to_owned())
         }

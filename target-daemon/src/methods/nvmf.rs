@@ -98,6 +98,26 @@ fn create_transport(daemon: &Daemon, p: NvmfCreateTransport) -> Result<Value, Rp
     if let Some(v) = p.c2h_success {
         cfg.c2h_success = v;
     }
+    if let Some(v) = p.acceptor_backlog {
+        cfg.acceptor_backlog = v;
+    }
+    if let Some(v) = p.max_unsent_bytes {
+        if v < 65_536 {
+            return Err(RpcError::invalid_params(format!(
+                "max_unsent_bytes {v} is below the minimum of 65536"
+            )));
+        }
+        cfg.max_unsent_bytes = v;
+    }
+    if let Some(v) = p.ic_timeout_ms {
+        cfg.ic_timeout_ms = v;
+    }
+    if let Some(v) = p.max_connections_per_listener {
+        cfg.max_connections_per_listener = v;
+    }
+    if let Some(v) = p.max_connections_per_host {
+        cfg.max_connections_per_host = v;
+    }
     if cfg.max_io_qpairs_per_ctrlr == 0 {
         return Err(RpcError::invalid_params(
             "max_io_qpairs_per_ctrlr must be at least 1",
@@ -130,6 +150,19 @@ pub fn transport_json(cfg: &TransportConfig, for_config: bool) -> Value {
         }
         m.insert("max_aq_depth".into(), json!(cfg.max_aq_depth));
         m.insert("c2h_success".into(), json!(cfg.c2h_success));
+        // Limits on what a host may hold (issue 19); see ARCHITECTURE.md for the memory bound
+        // of a connection.
+        m.insert("acceptor_backlog".into(), json!(cfg.acceptor_backlog));
+        m.insert("max_unsent_bytes".into(), json!(cfg.max_unsent_bytes));
+        m.insert("ic_timeout_ms".into(), json!(cfg.ic_timeout_ms));
+        m.insert(
+            "max_connections_per_listener".into(),
+            json!(cfg.max_connections_per_listener),
+        );
+        m.insert(
+            "max_connections_per_host".into(),
+            json!(cfg.max_connections_per_host),
+        );
     }
     v
 }

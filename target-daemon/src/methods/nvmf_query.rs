@@ -318,5 +318,14 @@ fn get_stats(daemon: &Daemon, p: NvmfGetStats) -> Result<Value, RpcError> {
         g.insert("transports".into(), json!([{"trtype": "TCP"}]));
         groups.push(Value::Object(g));
     }
-    Ok(json!({"tick_rate": TICK_RATE, "poll_groups": groups}))
+    // Shoal: connections refused at accept (max_connections_per_listener / _per_host), closed
+    // for want of an ICReq in ic_timeout_ms, and ended by a host's protocol error, since the
+    // daemon started (each kind is logged at most once a minute).
+    Ok(json!({
+        "tick_rate": TICK_RATE,
+        "poll_groups": groups,
+        "refused_connections": tcp::limits::CONN_REFUSALS.total(),
+        "ic_timeouts": tcp::limits::IC_TIMEOUTS.total(),
+        "protocol_errors": tcp::limits::PROTOCOL_ERRORS.total(),
+    }))
 }

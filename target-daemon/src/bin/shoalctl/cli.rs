@@ -204,6 +204,21 @@ pub enum TransportCmd {
         max_io_size: Option<u32>,
         #[arg(long)]
         max_aq_depth: Option<u32>,
+        /// Listen backlog (0: /proc/sys/net/core/somaxconn).
+        #[arg(long)]
+        acceptor_backlog: Option<u32>,
+        /// Unsent bytes a connection holds before it stops reading commands.
+        #[arg(long)]
+        max_unsent_bytes: Option<u32>,
+        /// Milliseconds a new connection has to send its ICReq and connect (0: no limit).
+        #[arg(long)]
+        ic_timeout_ms: Option<u32>,
+        /// Connections a listener holds at once (0: no limit).
+        #[arg(long)]
+        max_connections_per_listener: Option<u32>,
+        /// Connections one host address holds at once on a listener (0: no limit).
+        #[arg(long)]
+        max_connections_per_host: Option<u32>,
     },
     /// Show the transport.
     List,

@@ -83,9 +83,23 @@ pub struct NvmfCreateTransport {
     /// Knob (TCP): `SO_PRIORITY` of connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sock_priority: Option<Value>,
-    /// Knob (RDMA): listen backlog.
+    /// Listen backlog (SPDK: RDMA only; Shoal's TCP listeners take it too). 0 or absent:
+    /// `/proc/sys/net/core/somaxconn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acceptor_backlog: Option<Value>,
+    pub acceptor_backlog: Option<u32>,
+    /// Shoal: bytes of unsent output a connection holds before it stops reading commands
+    /// (back-pressure; at least 65536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unsent_bytes: Option<u32>,
+    /// Shoal: milliseconds a new connection has to send its ICReq and connect (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ic_timeout_ms: Option<u32>,
+    /// Shoal: connections a listener holds at once (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_listener: Option<u32>,
+    /// Shoal: connections one host address holds at once on a listener (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_host: Option<u32>,
     /// Knob: abort execution timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_timeout_sec: Option<Value>,
@@ -141,7 +155,6 @@ params_knobs!(NvmfCreateTransport {
     no_srq,
     dif_insert_or_strip,
     sock_priority,
-    acceptor_backlog,
     abort_timeout_sec,
     no_wr_batching,
     control_msg_num,
