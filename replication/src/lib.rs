@@ -32,6 +32,7 @@ mod guard;
 mod io;
 pub mod label;
 mod nexus;
+mod order;
 mod persist;
 pub mod rebuild;
 mod routing;

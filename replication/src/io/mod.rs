@@ -20,6 +20,10 @@
 //!   other children. Parents with abandoned legs are not reused until those legs come back.
 //! * **Range locks**: a write overlapping a segment that a rebuild is copying waits on the
 //!   channel (retried every few microseconds) until the copy is done.
+//! * **Write order**: a write overlapping another write in flight (on any reactor) waits on
+//!   the channel until that one has completed on every child (module `order`), so that every
+//!   child applies overlapping writes in the same order. It is retried as soon as a write of
+//!   its own channel completes, and every few microseconds otherwise.
 //!
 //! No lock per I/O, and no allocation but the small shared-memory handle of a write's buffer
 //! (one per buffer, instead of a copy of the data per extra child): host I/Os live in a
@@ -103,6 +107,8 @@ struct Parent {
     ver_mark: u64,
     parity: u8,
     in_gate: bool,
+    /// Holds its blocks in the write order (released when every leg has answered).
+    ordered: bool,
     tick: u64,
     started: Option<Instant>,
     err: Option<BdevError>,
@@ -114,7 +120,7 @@ impl Parent {
     fn debug_check_free(&self) {
         debug_assert!(!self.live && self.sink.is_none() && self.host.is_none());
         debug_assert!(self.err.is_none() && self.started.is_none());
-        debug_assert!(self.abandoned == 0 && !self.in_gate);
+        debug_assert!(self.abandoned == 0 && !self.in_gate && !self.ordered);
     }
 
     /// Whether this write must not be answered yet: a child still recorded in the metadata as
@@ -156,6 +162,10 @@ pub(crate) struct Chan {
     free: RefCell<Vec<u32>>,
     /// Writes waiting for a rebuild's range lock.
     parked_lock: RefCell<VecDeque<Parked>>,
+    /// Writes waiting for an overlapping write in flight (the write order).
+    parked_order: RefCell<VecDeque<Parked>>,
+    /// This reactor's lane in the write order (`None`: beyond its lanes, writes unordered).
+    lane: Option<usize>,
     /// Parents waiting for a fault to be recorded before they answer.
     parked_ack: RefCell<Vec<u32>>,
     /// Abandoned legs by tag, with their child.
@@ -170,6 +180,14 @@ impl NexusChannel {
     pub(crate) fn new(nexus: Arc<Nexus>, reactor: &Reactor) -> NexusChannel {
         let counters = nexus.gate.register();
         let routing = RefCell::new(Arc::new(Routing::default()));
+        let lane = nexus.order.lane(reactor.index());
+        if lane.is_none() {
+            tracing::error!(
+                nexus = %nexus.info.name,
+                reactor = reactor.index(),
+                "nexus: no write-order lane for this reactor: its overlapping writes are not ordered"
+            );
+        }
         let chan = Rc::new_cyclic(|me| Chan {
             me: me.clone(),
             reactor: reactor.clone(),
@@ -184,6 +202,8 @@ impl NexusChannel {
             parents: RefCell::default(),
             free: RefCell::default(),
             parked_lock: RefCell::default(),
+            parked_order: RefCell::default(),
+            lane,
             parked_ack: RefCell::default(),
             abandoned: RefCell::default(),
             park_timer: Cell::new(None),
@@ -459,9 +479,17 @@ impl Chan {
             self.arm_park_timer();
             return;
         }
+        let ordered = !is_flush && nx.order.enabled() && self.lane.is_some();
+        if ordered && !self.claim(io.offset_blocks, io.num_blocks) {
+            Gate::leave(&self.counters, parity);
+            self.parked_order.borrow_mut().push_back((io, sink, tag));
+            self.arm_park_timer();
+            return;
+        }
         let r = self.routing.borrow();
         if r.read_mask == 0 {
             drop(r);
+            self.unclaim(ordered, io.offset_blocks, io.num_blocks);
             return self.fail_now(io, sink, tag, Some(parity));
         }
         if !is_flush && r.track_mask != 0 {
@@ -489,6 +517,7 @@ impl Chan {
             let mut parents = self.parents.borrow_mut();
             let Some(p) = parents.get_mut(pidx as usize) else {
                 drop(parents);
+                self.unclaim(ordered, io.offset_blocks, io.num_blocks);
                 return self.fail_now(io, sink, tag, Some(parity));
             };
             p.debug_check_free();
@@ -509,6 +538,7 @@ impl Chan {
             p.abandoned = 0;
             p.parity = parity;
             p.in_gate = true;
+            p.ordered = ordered;
             p.tick = self.tick.get();
             p.ver_mark = self.next_ver.get();
             p.started = None;
@@ -530,6 +560,21 @@ impl Chan {
             io.offset_blocks += meta;
         }
         self.send_leg(pidx, gen16, host_slot, io);
+    }
+
+    /// Claims a write's blocks in the write order (see module `order`).
+    #[inline]
+    fn claim(&self, offset: u64, blocks: u64) -> bool {
+        self.lane
+            .is_none_or(|l| self.nexus.order.claim(l, offset, blocks))
+    }
+
+    /// Gives back what [`Chan::claim`] took, if `ordered`.
+    #[inline]
+    fn unclaim(&self, ordered: bool, offset: u64, blocks: u64) {
+        if ordered && let Some(l) = self.lane {
+            self.nexus.order.release(l, offset, blocks);
+        }
     }
 
     fn arm_park_timer(&self) {
