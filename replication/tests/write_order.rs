@@ -453,7 +453,12 @@ fn a_write_waits_for_an_overlapping_write_of_another_reactor() {
 fn without_the_order_a_write_overtakes_one_of_another_reactor() {
     let (heads, after) = second_reactor_first(false);
     assert!(!after, "the second write waited for the first");
-    assert!(heads[0] == pattern(4096, 2) && heads[1] == pattern(4096, 2));
+    // The RAM child applied the first write at once and the second after it, the shuffled one
+    // the first 50 ms late. (The file child's io_uring may apply them in either order.)
+    assert!(
+        heads[1] == pattern(4096, 2),
+        "the RAM child lacks the second write"
+    );
     assert!(
         heads[2] == pattern(4096, 1),
         "the shuffled child applied the writes in order"
