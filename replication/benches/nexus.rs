@@ -14,10 +14,15 @@
 //!    and the rebuild both write to it through the NVMe/TCP host (`RemoteBdev`).
 //!    `hack/bench-nexus.sh rebuild` runs this part.
 //!
+//! 5. with `NEXUS_BENCH_ONLY=order` only: what the write order costs (module `order` of the
+//!    crate): 4 KiB random writes at depth 32 on a nexus over two RAM children (then two null
+//!    ones), with the order on and off in alternating runs on the same nexus.
+//!
 //! `cargo bench -p shoal-replication --bench nexus`. Environment: `NEXUS_BENCH_SECS` (seconds
 //! per load, default 3), `NEXUS_BENCH_MIB` (device size for the IOPS runs, default 256),
 //! `NEXUS_BENCH_REBUILD_MIB` (replica size, default 1024), `NEXUS_BENCH_ONLY=iops|during|
-//! remote`, `NEXUS_BENCH_ROUNDS` (rounds of part 4, default 3), `NEXUS_BENCH_PORT` (4523).
+//! remote|order`, `NEXUS_BENCH_ROUNDS` (rounds of parts 4 and 5, default 3),
+//! `NEXUS_BENCH_PORT` (4523).
 
 #[path = "support/remote.rs"]
 mod remote;
@@ -237,6 +242,10 @@ fn main() {
 
     let only_during = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "during");
     let only_remote = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "remote");
+    if std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "order") {
+        order_cost(&r, size, secs);
+        return;
+    }
     if only_remote {
         remote::run(&r);
         return;
@@ -350,4 +359,64 @@ fn rebuilds(r: &Reactor, secs: u64, only_during: bool) {
         st.rebuild_progress,
         nx2.status().rebuild_rate
     );
+}
+
+/// Part 5: 4 KiB random writes at depth 32 on one nexus with the write order on and off, in
+/// alternating runs (which goes first alternates too); the medians and their ratio.
+fn order_cost(r: &Reactor, size: u64, secs: u64) {
+    let rounds = env_u64("NEXUS_BENCH_ROUNDS", 3);
+    let null = |n: &str| -> Arc<dyn Bdev> {
+        NullBdev::create(n, None, (size + META_BYTES) / 4096, 4096).expect("null")
+    };
+    println!(
+        "write order: 4 KiB random writes, queue depth {DEPTH}, one reactor, nexus over 2 \
+         children of {} MiB, {secs} s per run, {rounds} rounds",
+        size >> 20
+    );
+    for kind in ["RAM", "null"] {
+        let kids = if kind == "RAM" {
+            [ram("o0", size), ram("o1", size)]
+        } else {
+            [null("z0"), null("z1")]
+        };
+        let nx = nexus(r, &format!("nx-order-{kind}"), size, &kids);
+        let dev: Arc<dyn Bdev> = nx.clone();
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for i in 0..rounds {
+            let order = if i % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for ordered in order {
+                nx.set_write_order(ordered);
+                let iops = load(r, &dev, IoType::Write, secs);
+                if ordered { &mut on } else { &mut off }.push(iops);
+            }
+            println!(
+                "{kind:<5} round {i}: ordered {:>9}, unordered {:>9}",
+                on[on.len() - 1],
+                off[off.len() - 1]
+            );
+        }
+        let median = |v: &mut Vec<u64>| {
+            v.sort_unstable();
+            v[v.len() / 2]
+        };
+        let (m_on, m_off) = (median(&mut on), median(&mut off));
+        // Tenths of a percent, in integers.
+        let r = pml(m_on, m_off);
+        println!(
+            "{kind:<5} medians: ordered {m_on}, unordered {m_off}: ordered at {}.{}% \
+             (ordered {on:?}, unordered {off:?})",
+            r / 10,
+            r % 10
+        );
+        nx.set_write_order(true);
+    }
+}
+
+/// `a` in thousandths of `b`.
+fn pml(a: u64, b: u64) -> u64 {
+    a.saturating_mul(1000) / b.max(1)
 }
