@@ -16,12 +16,13 @@
 //!
 //! 5. with `NEXUS_BENCH_ONLY=order` only: what the write order costs (module `order` of the
 //!    crate): 4 KiB random writes at depth 32 on a nexus over two RAM children (then two null
-//!    ones), with the order on and off in alternating runs on the same nexus.
+//!    ones), the order switched on and off every `NEXUS_BENCH_ORDER_MS` (250) under one load,
+//!    `NEXUS_BENCH_ROUNDS` (40) pairs.
 //!
 //! `cargo bench -p shoal-replication --bench nexus`. Environment: `NEXUS_BENCH_SECS` (seconds
 //! per load, default 3), `NEXUS_BENCH_MIB` (device size for the IOPS runs, default 256),
 //! `NEXUS_BENCH_REBUILD_MIB` (replica size, default 1024), `NEXUS_BENCH_ONLY=iops|during|
-//! remote|order`, `NEXUS_BENCH_ROUNDS` (rounds of parts 4 and 5, default 3),
+//! remote|order`, `NEXUS_BENCH_ROUNDS` (rounds of part 4, default 3; pairs of part 5),
 //! `NEXUS_BENCH_PORT` (4523).
 
 #[path = "support/remote.rs"]
@@ -243,7 +244,7 @@ fn main() {
     let only_during = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "during");
     let only_remote = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "remote");
     if std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "order") {
-        order_cost(&r, size, secs);
+        order_cost(&r, size);
         return;
     }
     if only_remote {
@@ -361,17 +362,21 @@ fn rebuilds(r: &Reactor, secs: u64, only_during: bool) {
     );
 }
 
-/// Part 5: 4 KiB random writes at depth 32 on one nexus with the write order on and off, in
-/// alternating runs (which goes first alternates too); the medians and their ratio.
-fn order_cost(r: &Reactor, size: u64, secs: u64) {
-    let rounds = env_u64("NEXUS_BENCH_ROUNDS", 3);
+/// Part 5: 4 KiB random writes at depth 32 on one nexus, the write order switched on and off
+/// every `NEXUS_BENCH_ORDER_MS` (250) under one running load, `NEXUS_BENCH_ROUNDS` (40) pairs
+/// (which half comes first alternates): both halves of a pair see the same machine, so the
+/// median of the pairs' ratios is what the order costs, not how the machine drifted.
+fn order_cost(r: &Reactor, size: u64) {
+    let pairs = env_u64("NEXUS_BENCH_ROUNDS", 40);
+    let phase = Duration::from_millis(env_u64("NEXUS_BENCH_ORDER_MS", 250));
     let null = |n: &str| -> Arc<dyn Bdev> {
         NullBdev::create(n, None, (size + META_BYTES) / 4096, 4096).expect("null")
     };
     println!(
         "write order: 4 KiB random writes, queue depth {DEPTH}, one reactor, nexus over 2 \
-         children of {} MiB, {secs} s per run, {rounds} rounds",
-        size >> 20
+         children of {} MiB; order on and off every {} ms, {pairs} pairs",
+        size >> 20,
+        phase.as_millis()
     );
     for kind in ["RAM", "null"] {
         let kids = if kind == "RAM" {
@@ -381,38 +386,49 @@ fn order_cost(r: &Reactor, size: u64, secs: u64) {
         };
         let nx = nexus(r, &format!("nx-order-{kind}"), size, &kids);
         let dev: Arc<dyn Bdev> = nx.clone();
-        let (mut on, mut off) = (Vec::new(), Vec::new());
-        for i in 0..rounds {
-            let order = if i % 2 == 0 {
-                [true, false]
-            } else {
-                [false, true]
-            };
-            for ordered in order {
+        let job = Job::start(&dev, IoType::Write);
+        r.run_until(Duration::from_millis(500), || false);
+        let (mut ratios, mut on, mut off) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..pairs {
+            let mut pair = [0u64; 2];
+            for ordered in [i % 2 == 0, i % 2 != 0] {
                 nx.set_write_order(ordered);
-                let iops = load(r, &dev, IoType::Write, secs);
-                if ordered { &mut on } else { &mut off }.push(iops);
+                let (d0, t0) = (job.done.get(), Instant::now());
+                r.run_until(phase, || false);
+                let ns = u64::try_from(t0.elapsed().as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                pair[usize::from(ordered)] =
+                    (job.done.get() - d0).saturating_mul(1_000_000_000) / ns;
             }
-            println!(
-                "{kind:<5} round {i}: ordered {:>9}, unordered {:>9}",
-                on[on.len() - 1],
-                off[off.len() - 1]
-            );
+            off.push(pair[0]);
+            on.push(pair[1]);
+            ratios.push(pml(pair[1], pair[0]));
         }
+        job.stop.set(true);
+        r.run_until(WAIT, || job.inflight.get() == 0);
+        assert_eq!(job.errors.get(), 0, "I/O errors");
+        nx.set_write_order(true);
         let median = |v: &mut Vec<u64>| {
             v.sort_unstable();
             v[v.len() / 2]
         };
-        let (m_on, m_off) = (median(&mut on), median(&mut off));
-        // Tenths of a percent, in integers.
-        let r = pml(m_on, m_off);
+        let (m_on, m_off, m_r) = (median(&mut on), median(&mut off), median(&mut ratios));
+        let tenths = |x: u64| format!("{}.{}%", x / 10, x % 10);
+        let (lo, hi) = (ratios[ratios.len() / 4], ratios[ratios.len() * 3 / 4]);
         println!(
-            "{kind:<5} medians: ordered {m_on}, unordered {m_off}: ordered at {}.{}% \
-             (ordered {on:?}, unordered {off:?})",
-            r / 10,
-            r % 10
+            "{kind:<5} ordered: median {m_on} IOPS ({}-{}); unordered: median {m_off} ({}-{}); \
+             ordered / unordered per pair: median {}, quartiles {}-{}, range {}-{}",
+            on[0],
+            on[on.len() - 1],
+            off[0],
+            off[off.len() - 1],
+            tenths(m_r),
+            tenths(lo),
+            tenths(hi),
+            tenths(ratios[0]),
+            tenths(ratios[ratios.len() - 1]),
         );
-        nx.set_write_order(true);
     }
 }
 
