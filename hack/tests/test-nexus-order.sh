@@ -41,7 +41,11 @@ setup_nexus
 [[ -n ${SHOAL_TEST_UNORDERED_WRITES:-} ]] && note "SHOAL_TEST_UNORDERED_WRITES is set: no write order"
 start_guest "$here/nexus-fio-guest.sh" MODE=overlap REGION="$REGION" ROUND_SECS="$ROUND_SECS"
 wait_rounds_after 0 150
-note "guest up; overlapping-write round 1 done with 3 online children"
+# The guest's two I/O queues must sit on node1's two reactors: writes then reach the nexus
+# from both, and their order is one order across reactors.
+groups=$(rpc 1 nvmf_get_stats | jsq "sum(1 for g in d['poll_groups'] if g['current_io_qpairs'] > 0)")
+[[ $groups -eq 2 ]] || die "the guest's I/O queues are on $groups of node1's 2 reactors"
+note "guest up; overlapping-write round 1 done with 3 online children, I/O queues on 2 reactors"
 
 fault_phase 2 KILL
 
