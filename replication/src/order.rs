@@ -35,15 +35,16 @@
 //! checks, and one made after it sees the new lane and takes the fenced path. Where the
 //! process barrier is not available, every claim takes the fenced path.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, compiler_fence, fence};
+use std::sync::{Mutex, OnceLock};
+use std::thread::ThreadId;
 
 use shoal_bdev::reactor::{process_barrier, process_barrier_available};
 
 /// Words of one lane (64 units of 4 KiB each): 32 KiB per lane, covering 1 GiB.
 pub(crate) const TABLE_WORDS: usize = 4096;
-/// Lanes: one per reactor index (`shoald` numbers at most 128 reactors, one per core of its
-/// mask).
+/// Lanes: one per thread with a channel to the nexus (a reactor's; `shoald` runs at most 128
+/// reactors, one per core of its mask).
 pub(crate) const MAX_LANES: usize = 128;
 /// Bytes per claim bit.
 const UNIT_BYTES: u64 = 4096;
@@ -58,6 +59,8 @@ pub(crate) struct WriteOrder {
     /// Blocks per unit, as a shift.
     unit_shift: u32,
     lanes: Box<[OnceLock<Lane>]>,
+    /// The thread of each lane given out (its only writer).
+    owners: Mutex<Vec<ThreadId>>,
     /// Lanes in use (bit per lane).
     in_use: [AtomicU64; MAX_LANES / 64],
     /// Off only for measuring what the order costs (and showing what goes wrong without it).
@@ -111,6 +114,7 @@ impl WriteOrder {
         WriteOrder {
             unit_shift: per_unit.trailing_zeros(),
             lanes: (0..MAX_LANES).map(|_| OnceLock::new()).collect(),
+            owners: Mutex::new(Vec::new()),
             in_use: [const { AtomicU64::new(0) }; MAX_LANES / 64],
             enabled: AtomicBool::new(enabled),
             alone_unfenced: AtomicBool::new(alone_unfenced),
@@ -128,9 +132,27 @@ impl WriteOrder {
         self.enabled.store(on, Ordering::SeqCst);
     }
 
-    /// The lane of the reactor with index `reactor`, made ready for claims (once per
-    /// channel, when it opens); `None` beyond [`MAX_LANES`].
-    pub(crate) fn lane(&self, reactor: usize) -> Option<usize> {
+    /// The lane of this thread (a reactor's), made ready for claims (once per channel, when
+    /// it opens); `None` once [`MAX_LANES`] threads have one. Lanes go by thread, not by
+    /// reactor index: two reactors with the same index (tests make them) must not share one.
+    pub(crate) fn lane(&self) -> Option<usize> {
+        let me = std::thread::current().id();
+        let lane = {
+            let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+            match owners.iter().position(|t| *t == me) {
+                Some(i) => i,
+                None if owners.len() < MAX_LANES => {
+                    owners.push(me);
+                    owners.len() - 1
+                }
+                None => return None,
+            }
+        };
+        self.open_lane(lane)
+    }
+
+    /// Makes lane `reactor` ready for claims by the calling thread, its only writer.
+    fn open_lane(&self, reactor: usize) -> Option<usize> {
         let l = self.lanes.get(reactor)?;
         l.get_or_init(|| Lane {
             words: (0..TABLE_WORDS).map(|_| AtomicU64::new(0)).collect(),
@@ -276,8 +298,9 @@ mod tests {
     fn overlapping_claims_exclude_each_other() {
         // 512-byte blocks: 8 blocks per unit.
         let o = WriteOrder::new(512, true);
-        assert!(o.lane(MAX_LANES).is_none());
-        let a = o.lane(0).unwrap();
+        assert!(o.open_lane(MAX_LANES).is_none());
+        let a = o.lane().unwrap();
+        assert_eq!(o.lane(), Some(a), "one lane per thread");
         assert!(o.claim(a, 0, 8));
         assert!(!o.claim(a, 7, 1), "same unit");
         assert!(o.claim(a, 8, 16), "next units");
@@ -286,7 +309,8 @@ mod tests {
         assert!(o.claim(a, 0, 1), "free again");
         assert!(!o.claim(a, 16, 1), "still held by the second");
         // Another reactor's lane sees them too.
-        let b = o.lane(1).unwrap();
+        // Another thread's lane (opened here to drive both from one thread).
+        let b = o.open_lane(1).unwrap();
         assert!(!o.claim(b, 20, 1));
         assert!(o.claim(b, 24, 8));
         assert!(!o.claim(a, 31, 1));
@@ -314,10 +338,10 @@ mod tests {
         let o = Arc::new(o);
         let inside = Arc::new(AtomicU64::new(0));
         let second_done = Arc::new(AtomicBool::new(false));
-        let run = |lane_of: usize, until_second: bool| {
+        let run = |until_second: bool| {
             let (o, inside, second_done) = (o.clone(), inside.clone(), second_done.clone());
             std::thread::spawn(move || {
-                let lane = o.lane(lane_of).unwrap();
+                let lane = o.lane().unwrap();
                 let mut got = 0u32;
                 while got < 20_000 || (until_second && !second_done.load(Ordering::SeqCst)) {
                     if o.claim(lane, 5, 1) {
@@ -336,9 +360,9 @@ mod tests {
                 }
             })
         };
-        let t1 = run(0, true);
+        let t1 = run(true);
         std::thread::sleep(std::time::Duration::from_millis(2));
-        let t2 = run(MAX_LANES - 1, false);
+        let t2 = run(false);
         t2.join().unwrap();
         t1.join().unwrap();
     }

@@ -164,7 +164,7 @@ pub(crate) struct Chan {
     parked_lock: RefCell<VecDeque<Parked>>,
     /// Writes waiting for an overlapping write in flight (the write order).
     parked_order: RefCell<VecDeque<Parked>>,
-    /// This reactor's lane in the write order (`None`: beyond its lanes, writes unordered).
+    /// This reactor's lane in the write order (`None`: no lane left, writes unordered).
     lane: Option<usize>,
     /// Parents waiting for a fault to be recorded before they answer.
     parked_ack: RefCell<Vec<u32>>,
@@ -180,12 +180,12 @@ impl NexusChannel {
     pub(crate) fn new(nexus: Arc<Nexus>, reactor: &Reactor) -> NexusChannel {
         let counters = nexus.gate.register();
         let routing = RefCell::new(Arc::new(Routing::default()));
-        let lane = nexus.order.lane(reactor.index());
+        let lane = nexus.order.lane();
         if lane.is_none() {
             tracing::error!(
                 nexus = %nexus.info.name,
                 reactor = reactor.index(),
-                "nexus: no write-order lane for this reactor: its overlapping writes are not ordered"
+                "nexus: no write-order lane left for this reactor: its overlapping writes are not ordered"
             );
         }
         let chan = Rc::new_cyclic(|me| Chan {
