@@ -117,6 +117,9 @@ pub fn check_io(bdev: &dyn Bdev, io: &BdevIo) -> Result<(), BdevError> {
     if !bdev.supports(io.io_type) {
         return Err(BdevError::Unsupported(io.io_type));
     }
+    if !io.flags.is_empty() && !bdev.supports_flags(io.io_type, io.flags) {
+        return Err(BdevError::UnsupportedFlags(io.flags, io.io_type));
+    }
     if io.io_type == IoType::Flush {
         return Ok(());
     }
@@ -195,7 +198,7 @@ impl IoChannel {
             .offset_blocks
             .checked_add(io.num_blocks)
             .is_some_and(|end| io.num_blocks != 0 && end <= info.num_blocks);
-        if info.is_closed() || !fits {
+        if info.is_closed() || !fits || !io.flags.is_empty() {
             // The full check names the error.
             return self.submit(io, sink, tag);
         }

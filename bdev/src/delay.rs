@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::reactor::{Reactor, TimerId};
-use crate::{Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoChannel, IoSink, IoType};
+use crate::{Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoChannel, IoFlags, IoSink, IoType};
 
 /// SPDK's product name for this device.
 pub const PRODUCT_NAME: &str = "delay";
@@ -180,6 +180,11 @@ impl Bdev for DelayBdev {
 
     fn supports(&self, io_type: IoType) -> bool {
         self.base.supports(io_type)
+    }
+
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        // Requests pass through to the base with their flags.
+        self.base.supports_flags(io_type, flags)
     }
 
     fn create_channel(

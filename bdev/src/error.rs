@@ -28,6 +28,10 @@ pub enum BdevError {
     /// The device does not implement this operation.
     #[error("{0:?} is not supported by this device")]
     Unsupported(IoType),
+    /// The device cannot honour these flags on this operation (Force Unit Access on a device
+    /// that cannot make one write durable, or on an operation that has no data).
+    #[error("{1:?} with flags {0:?} is not supported by this device")]
+    UnsupportedFlags(crate::IoFlags, IoType),
     /// The device was closed or deleted.
     #[error("the device is closed")]
     Closed,
@@ -78,7 +82,9 @@ impl BdevError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             BdevError::OutOfRange { .. } => ErrorKind::OutOfRange,
-            BdevError::BadLength { .. } | BdevError::Invalid(_) => ErrorKind::InvalidRequest,
+            BdevError::BadLength { .. }
+            | BdevError::Invalid(_)
+            | BdevError::UnsupportedFlags(..) => ErrorKind::InvalidRequest,
             BdevError::Unsupported(_) => ErrorKind::Unsupported,
             BdevError::Closed | BdevError::NoReactor => ErrorKind::Closed,
             BdevError::TimedOut => ErrorKind::TimedOut,

@@ -29,7 +29,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::reactor::{Reactor, TimerId};
-use crate::{Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoChannel, IoSink, IoType, buf};
+use crate::{
+    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoChannel, IoFlags, IoSink, IoType, buf,
+};
 
 /// SPDK's product name for this device.
 pub const PRODUCT_NAME: &str = "Error Injection Disk";
@@ -421,6 +423,11 @@ impl Bdev for ErrorBdev {
 
     fn supports(&self, io_type: IoType) -> bool {
         self.base.supports(io_type)
+    }
+
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        // Requests pass through to the base with their flags.
+        self.base.supports_flags(io_type, flags)
     }
 
     fn create_channel(

@@ -5,7 +5,8 @@
 //!   sockets alike, with adaptive polling (spin while busy, sleep in the kernel when idle);
 //! - [`buf`]: aligned I/O buffers recycled through per-thread pools (no allocation per I/O);
 //! - the block-device trait [`Bdev`] and its backends: [`malloc`] (RAM), [`null`], and
-//!   (in their own modules) `uring`, `error` and `delay`.
+//!   (in their own modules) `uring`, `error`, `delay` and [`pfail`] (a volatile write cache
+//!   with a power cut on demand, for crash tests).
 //!
 //! # The I/O contract
 //! A user opens an [`IoChannel`] on its reactor ([`open_channel`]) and submits [`BdevIo`]s to
@@ -24,6 +25,7 @@ mod error;
 pub mod error_bdev;
 pub mod malloc;
 pub mod null;
+pub mod pfail;
 pub mod reactor;
 pub mod registry;
 pub mod uring;
@@ -53,11 +55,55 @@ pub enum IoType {
     Unmap,
 }
 
+/// What a request asks of a device beyond its type and range, as NVMe gives it to a write:
+/// flags every device must honour or refuse, never drop ([`Bdev::supports_flags`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct IoFlags(u8);
+
+impl IoFlags {
+    /// No flag.
+    pub const NONE: IoFlags = IoFlags(0);
+    /// Force Unit Access (NVM Command Set 1.0, sections 3.2.4 and 3.2.6, CDW12 bit 30). On a
+    /// write or write zeroes: complete only once the data is on non-volatile media. On a
+    /// read: commit the blocks to non-volatile media, then return what the media holds.
+    pub const FUA: IoFlags = IoFlags(1);
+
+    /// Whether every flag of `other` is set.
+    pub const fn contains(self, other: IoFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether Force Unit Access is set.
+    pub const fn fua(self) -> bool {
+        self.contains(IoFlags::FUA)
+    }
+
+    /// Whether no flag is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// `FUA` when `fua`, else no flag.
+    pub const fn from_fua(fua: bool) -> IoFlags {
+        if fua { IoFlags::FUA } else { IoFlags::NONE }
+    }
+}
+
+impl std::ops::BitOr for IoFlags {
+    type Output = IoFlags;
+    fn bitor(self, o: IoFlags) -> IoFlags {
+        IoFlags(self.0 | o.0)
+    }
+}
+
 /// One block I/O. It owns its buffers until its completion hands it back.
 #[derive(Debug)]
 pub struct BdevIo {
     /// What to do.
     pub io_type: IoType,
+    /// Flags the device must honour ([`IoFlags::FUA`]); a device that cannot refuses the
+    /// request ([`BdevError::UnsupportedFlags`]) rather than ignore them.
+    pub flags: IoFlags,
     /// First block.
     pub offset_blocks: u64,
     /// Number of blocks (0 for a flush of the whole device).
@@ -71,6 +117,7 @@ impl BdevIo {
     pub fn read(offset_blocks: u64, num_blocks: u64, bufs: SgList) -> BdevIo {
         BdevIo {
             io_type: IoType::Read,
+            flags: IoFlags::NONE,
             offset_blocks,
             num_blocks,
             bufs,
@@ -81,6 +128,7 @@ impl BdevIo {
     pub fn write(offset_blocks: u64, num_blocks: u64, bufs: SgList) -> BdevIo {
         BdevIo {
             io_type: IoType::Write,
+            flags: IoFlags::NONE,
             offset_blocks,
             num_blocks,
             bufs,
@@ -91,6 +139,7 @@ impl BdevIo {
     pub fn flush() -> BdevIo {
         BdevIo {
             io_type: IoType::Flush,
+            flags: IoFlags::NONE,
             offset_blocks: 0,
             num_blocks: 0,
             bufs: SgList::new(),
@@ -101,22 +150,33 @@ impl BdevIo {
     pub fn write_zeroes(offset_blocks: u64, num_blocks: u64) -> BdevIo {
         BdevIo {
             io_type: IoType::WriteZeroes,
+            flags: IoFlags::NONE,
             offset_blocks,
             num_blocks,
             bufs: SgList::new(),
         }
     }
 
+    /// The same request with `flags` added (`BdevIo::write(..).with_flags(IoFlags::FUA)`).
+    pub fn with_flags(mut self, flags: IoFlags) -> BdevIo {
+        self.flags = self.flags | flags;
+        self
+    }
+
     /// Deallocates `num_blocks` blocks at `offset_blocks`.
     pub fn unmap(offset_blocks: u64, num_blocks: u64) -> BdevIo {
         BdevIo {
             io_type: IoType::Unmap,
+            flags: IoFlags::NONE,
             offset_blocks,
             num_blocks,
             bufs: SgList::new(),
         }
     }
 }
+
+// The request is passed by value through every layer: keep it within one cache line.
+const _: () = assert!(std::mem::size_of::<BdevIo>() <= 64);
 
 /// Receives block I/O completions.
 pub trait IoSink {
@@ -203,6 +263,15 @@ pub trait Bdev: Send + Sync + 'static {
 
     /// Whether the device implements `io_type`. Read, write and flush always are.
     fn supports(&self, io_type: IoType) -> bool;
+
+    /// Whether the device honours `flags` on requests of `io_type` ([`IoFlags::FUA`] on reads,
+    /// writes and write zeroes). A device that says no gets no such request: [`IoChannel`]
+    /// refuses it with [`BdevError::UnsupportedFlags`]. The default honours no flag, so that
+    /// a new device refuses Force Unit Access until it implements it, instead of dropping it.
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        let _ = io_type;
+        flags.is_empty()
+    }
 
     /// Creates this reactor's channel to the device (called once per reactor by
     /// [`open_channel`], which adds the common checks and counters).

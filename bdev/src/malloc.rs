@@ -12,7 +12,9 @@ use memmap2::MmapMut;
 use uuid::Uuid;
 
 use crate::reactor::Reactor;
-use crate::{Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoSink, IoType, valid_block_size};
+use crate::{
+    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoFlags, IoSink, IoType, valid_block_size,
+};
 
 /// A RAM-backed block device.
 pub struct MallocBdev {
@@ -164,6 +166,12 @@ impl Bdev for MallocBdev {
 
     fn supports(&self, _io_type: IoType) -> bool {
         true
+    }
+
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        // FUA only: RAM is this device's medium, so every completed write is as durable as it gets.
+        flags == IoFlags::FUA
+            && matches!(io_type, IoType::Read | IoType::Write | IoType::WriteZeroes)
     }
 
     fn create_channel(

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::reactor::Reactor;
-use crate::{Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoSink, IoType, valid_block_size};
+use crate::{
+    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoFlags, IoSink, IoType, valid_block_size,
+};
 
 /// A device with no storage: writes vanish, reads return zeroes.
 #[derive(Debug)]
@@ -45,6 +47,12 @@ impl Bdev for NullBdev {
 
     fn supports(&self, _io_type: IoType) -> bool {
         true
+    }
+
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        // FUA only: nothing is stored, so nothing is ever lost.
+        flags == IoFlags::FUA
+            && matches!(io_type, IoType::Read | IoType::Write | IoType::WriteZeroes)
     }
 
     fn create_channel(

@@ -29,7 +29,9 @@ use uuid::Uuid;
 
 use crate::buf::{IoBuf, SgList};
 use crate::reactor::Reactor;
-use crate::{Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoSink, IoType, valid_block_size};
+use crate::{
+    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoFlags, IoSink, IoType, valid_block_size,
+};
 
 /// `_IOR(0x12, 114, size_t)`: the size of a block device in bytes.
 const BLKGETSIZE64: libc::Ioctl = 0x8008_1272;
@@ -260,6 +262,12 @@ impl Bdev for UringBdev {
         true
     }
 
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        // FUA only: a write goes with `RWF_DSYNC`, a read or write zeroes with an `fdatasync`.
+        flags == IoFlags::FUA
+            && matches!(io_type, IoType::Read | IoType::Write | IoType::WriteZeroes)
+    }
+
     fn create_channel(
         self: Arc<Self>,
         reactor: &Reactor,
@@ -284,9 +292,32 @@ fn is_unsupported(result: &Result<(), BdevError>) -> bool {
 }
 
 impl BdevChannel for UringChannel {
-    fn submit(&self, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
+    fn submit(&self, io: BdevIo, mut sink: Rc<dyn IoSink>, tag: u64) {
         let (off, len) = self.dev.byte_range(&io);
         let r = &self.reactor;
+        if io.flags.fua() {
+            match io.io_type {
+                IoType::Read => {
+                    // Commit first, then read what the media holds (NVM Command Set 1.0,
+                    // section 3.2.4).
+                    let next = Rc::new(SyncThenRead {
+                        chan: self.clone_parts(),
+                        sink,
+                        off,
+                    });
+                    return r.file_sync(self.fd, io, next, tag);
+                }
+                // A write carries RWF_DSYNC (`Reactor::file_write`); write zeroes is followed
+                // by an `fdatasync` before it completes.
+                IoType::WriteZeroes => {
+                    sink = Rc::new(SyncAfter {
+                        chan: self.clone_parts(),
+                        sink,
+                    });
+                }
+                _ => {}
+            }
+        }
         match io.io_type {
             IoType::Read => r.file_read(self.fd, off, io, sink, tag),
             IoType::Write => r.file_write(self.fd, off, io, sink, tag),
@@ -343,6 +374,44 @@ impl UringChannel {
             reactor: self.reactor.clone(),
             fd: self.fd,
             dev: self.dev.clone(),
+        }
+    }
+}
+
+/// A FUA read: the `fdatasync` is done, now the read.
+struct SyncThenRead {
+    chan: ChanParts,
+    sink: Rc<dyn IoSink>,
+    off: u64,
+}
+
+impl IoSink for SyncThenRead {
+    fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
+        match result {
+            Ok(()) => {
+                let c = &self.chan;
+                c.reactor
+                    .file_read(c.fd, self.off, io, self.sink.clone(), tag);
+            }
+            Err(e) => self.sink.io_done(tag, io, Err(e)),
+        }
+    }
+}
+
+/// A FUA write zeroes: the zeroes are written, now the `fdatasync` that makes them durable.
+struct SyncAfter {
+    chan: ChanParts,
+    sink: Rc<dyn IoSink>,
+}
+
+impl IoSink for SyncAfter {
+    fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>) {
+        match result {
+            Ok(()) => {
+                let c = &self.chan;
+                c.reactor.file_sync(c.fd, io, self.sink.clone(), tag);
+            }
+            Err(e) => self.sink.io_done(tag, io, Err(e)),
         }
     }
 }

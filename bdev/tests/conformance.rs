@@ -17,6 +17,7 @@ use shoal_bdev::delay::{DelayBdev, DelayLatencies};
 use shoal_bdev::error_bdev::ErrorBdev;
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::null::NullBdev;
+use shoal_bdev::pfail::PfailBdev;
 use shoal_bdev::uring::UringBdev;
 use shoal_bdev::{Bdev, BdevError, BdevIo, ErrorKind, IoBuf, SgList, open_channel};
 
@@ -89,6 +90,21 @@ fn delay_on_malloc(bs: u32) -> Fixture {
     Fixture { bdev, _dir: None }
 }
 
+fn pfail_on_malloc(bs: u32) -> Fixture {
+    let base = malloc(bs);
+    let bdev = PfailBdev::create("Pfail0", base.bdev).unwrap();
+    Fixture { bdev, _dir: None }
+}
+
+fn pfail_on_uring(bs: u32) -> Fixture {
+    let base = uring(bs);
+    let bdev = PfailBdev::create("Pfail0", base.bdev).unwrap();
+    Fixture {
+        bdev,
+        _dir: base._dir,
+    }
+}
+
 const MALLOC: Backend = Backend {
     make: malloc,
     stores_data: true,
@@ -111,6 +127,16 @@ const ERROR_MALLOC: Backend = Backend {
 };
 const ERROR_URING: Backend = Backend {
     make: error_on_uring,
+    stores_data: true,
+    unmap_zeroes: true,
+};
+const PFAIL_MALLOC: Backend = Backend {
+    make: pfail_on_malloc,
+    stores_data: true,
+    unmap_zeroes: true,
+};
+const PFAIL_URING: Backend = Backend {
+    make: pfail_on_uring,
     stores_data: true,
     unmap_zeroes: true,
 };
@@ -244,6 +270,59 @@ fn flush(b: &Backend, bs: u32) {
     h.write(5, &pattern(bs as usize, 3)).unwrap();
     h.run(BdevIo::flush()).1.unwrap();
     assert_eq!(h.chan.stats().num_flush_ops, 2);
+}
+
+/// Force Unit Access is honoured or refused, never dropped: a request with it either does
+/// what it says (and the device says it honours it) or fails with `UnsupportedFlags` (and the
+/// device says it does not). Every backend here honours it on reads, writes and write zeroes;
+/// none on flush or deallocate, where it means nothing.
+fn force_unit_access(b: &Backend, bs: u32) {
+    use shoal_bdev::{IoFlags, IoType};
+    let f = (b.make)(bs);
+    let h = Harness::new(&f.bdev);
+    let bsz = bs as usize;
+    let data = pattern(4 * bsz, 31);
+    h.write(16, &pattern(4 * bsz, 30)).unwrap();
+    for t in [
+        IoType::Write,
+        IoType::Read,
+        IoType::WriteZeroes,
+        IoType::Flush,
+        IoType::Unmap,
+    ] {
+        let io = match t {
+            IoType::Write => BdevIo::write(16, 4, sg(&[&data])),
+            IoType::Read => BdevIo::read(16, 4, sg_zeroed(&[4 * bsz])),
+            IoType::WriteZeroes => BdevIo::write_zeroes(18, 1),
+            IoType::Flush => BdevIo::flush(),
+            IoType::Unmap => BdevIo::unmap(40, 1),
+        };
+        let honours = f.bdev.supports_flags(t, IoFlags::FUA);
+        let data_op = matches!(t, IoType::Read | IoType::Write | IoType::WriteZeroes);
+        assert_eq!(honours, data_op, "{t:?}: which operations honour FUA");
+        let (io, r) = h.run(io.with_flags(IoFlags::FUA));
+        match (honours, r) {
+            (true, Ok(())) => {}
+            (false, Err(e @ BdevError::UnsupportedFlags(..))) => {
+                assert_eq!(e.kind(), ErrorKind::InvalidRequest)
+            }
+            (h, r) => panic!("{t:?} with FUA: honours {h}, got {r:?}"),
+        }
+        if t == IoType::Read {
+            assert_eq!(
+                flatten(&io.bufs),
+                expect(b, &data),
+                "a FUA read reads the data"
+            );
+        }
+    }
+    let mut want = data.clone();
+    want[2 * bsz..3 * bsz].fill(0);
+    assert_eq!(
+        h.read(16, 4).unwrap(),
+        expect(b, &want),
+        "FUA write and write zeroes"
+    );
 }
 
 fn write_zeroes(b: &Backend, bs: u32) {
@@ -501,6 +580,7 @@ macro_rules! conformance {
             #[test] fn bad_length() { super::bad_length(b(), $bs) }
             #[test] fn flush() { super::flush(b(), $bs) }
             #[test] fn write_zeroes() { super::write_zeroes(b(), $bs) }
+            #[test] fn force_unit_access() { super::force_unit_access(b(), $bs) }
             #[test] fn unmap() { super::unmap(b(), $bs) }
             #[test] fn closed() { super::closed(b(), $bs) }
             #[test] fn scatter_gather() { super::scatter_gather(b(), $bs) }
@@ -527,6 +607,9 @@ conformance! {
     error_uring_4096: ERROR_URING, 4096;
     delay_malloc_512: DELAY_MALLOC, 512;
     delay_malloc_4096: DELAY_MALLOC, 4096;
+    pfail_malloc_512: PFAIL_MALLOC, 512;
+    pfail_malloc_4096: PFAIL_MALLOC, 4096;
+    pfail_uring_4096: PFAIL_URING, 4096;
 }
 
 /// The short check a stacked device (the nexus) uses for its legs still refuses what could

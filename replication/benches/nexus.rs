@@ -14,7 +14,11 @@
 //!    and the rebuild both write to it through the NVMe/TCP host (`RemoteBdev`).
 //!    `hack/bench-nexus.sh rebuild` runs this part.
 //!
-//! 5. with `NEXUS_BENCH_ONLY=order` only: what the write order costs (module `order` of the
+//! 5. `NEXUS_BENCH_ONLY=intent`: the write-intent bitmap's cost: 4 KiB random writes at depth
+//!    32 on a nexus over two RAM children with the bitmap and on one without, alternating for
+//!    `NEXUS_BENCH_ROUNDS` rounds (default 5), medians and their ratio.
+//!
+//! 6. with `NEXUS_BENCH_ONLY=order` only: what the write order costs (module `order` of the
 //!    crate): 4 KiB random writes at depth 32 on a nexus over two RAM children (then two null
 //!    ones), the order switched on and off every `NEXUS_BENCH_ORDER_MS` (250) under one load,
 //!    `NEXUS_BENCH_ROUNDS` (40) pairs.
@@ -22,7 +26,8 @@
 //! `cargo bench -p shoal-replication --bench nexus`. Environment: `NEXUS_BENCH_SECS` (seconds
 //! per load, default 3), `NEXUS_BENCH_MIB` (device size for the IOPS runs, default 256),
 //! `NEXUS_BENCH_REBUILD_MIB` (replica size, default 1024), `NEXUS_BENCH_ONLY=iops|during|
-//! remote|order`, `NEXUS_BENCH_ROUNDS` (rounds of part 4, default 3; pairs of part 5),
+//! remote|intent|order`, `NEXUS_BENCH_ROUNDS` (rounds of parts 4 and 5, default 3 and 5;
+//! pairs of part 6),
 //! `NEXUS_BENCH_PORT` (4523).
 
 #[path = "support/remote.rs"]
@@ -81,6 +86,7 @@ impl Job {
             bufs.push(IoBuf::zeroed(usize::try_from(IO).unwrap_or(4096)));
             let io = BdevIo {
                 io_type,
+                flags: shoal_bdev::IoFlags::NONE,
                 offset_blocks: 0,
                 num_blocks: IO / bs,
                 bufs,
@@ -247,6 +253,10 @@ fn main() {
         order_cost(&r, size);
         return;
     }
+    if std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "intent") {
+        intent(&r, size, secs);
+        return;
+    }
     if only_remote {
         remote::run(&r);
         return;
@@ -300,6 +310,54 @@ fn iops(r: &Reactor, size: u64, secs: u64, only_iops: bool) {
     }
 
     let _ = only_iops;
+}
+
+/// Part 5: random writes with and without the write-intent bitmap, side by side.
+fn intent(r: &Reactor, size: u64, secs: u64) {
+    let rounds = env_u64("NEXUS_BENCH_ROUNDS", 5);
+    let make = |name: &str, on: bool| -> Arc<dyn Bdev> {
+        let kids = [
+            ram(&format!("{name}a"), size),
+            ram(&format!("{name}b"), size),
+        ];
+        let specs = kids.iter().cloned().map(ChildSpec::local).collect();
+        let mut o = NexusOptions::new(name, size);
+        o.write_intent = on;
+        Nexus::create(o, specs, &r.handle())
+            .wait(WAIT)
+            .expect("reactor")
+            .expect("nexus")
+    };
+    let (with, without) = (make("wi", true), make("wo", false));
+    println!(
+        "4 KiB random writes, queue depth {DEPTH}, nexus over two RAM children, {} MiB, {secs} s \
+         per run, {rounds} alternating rounds",
+        size >> 20
+    );
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        // Alternate which goes first.
+        let (x, y) = if i % 2 == 0 {
+            let x = load(r, &with, IoType::Write, secs);
+            (x, load(r, &without, IoType::Write, secs))
+        } else {
+            let y = load(r, &without, IoType::Write, secs);
+            (load(r, &with, IoType::Write, secs), y)
+        };
+        println!(
+            "round {i}: with the bitmap {x:>9} IOPS, without {y:>9} IOPS ({}%)",
+            pct(x, y)
+        );
+        a.push(x);
+        b.push(y);
+    }
+    a.sort_unstable();
+    b.sort_unstable();
+    let (ma, mb) = (a[a.len() / 2], b[b.len() / 2]);
+    println!(
+        "median: with the bitmap {ma} IOPS, without {mb} IOPS: {}%",
+        pct(ma, mb)
+    );
 }
 
 /// Parts 2 and 3: rebuild speed with an idle host, host writes during a rebuild.
@@ -362,7 +420,7 @@ fn rebuilds(r: &Reactor, secs: u64, only_during: bool) {
     );
 }
 
-/// Part 5: 4 KiB random writes at depth 32 on one nexus, the write order switched on and off
+/// Part 6: 4 KiB random writes at depth 32 on one nexus, the write order switched on and off
 /// every `NEXUS_BENCH_ORDER_MS` (250) under one running load, `NEXUS_BENCH_ROUNDS` (40) pairs
 /// (which half comes first alternates): both halves of a pair see the same machine, so the
 /// median of the pairs' ratios is what the order costs, not how the machine drifted. Each half

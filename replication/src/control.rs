@@ -32,7 +32,7 @@ use crate::state::{ChildState, FaultReason};
 use crate::{ChildUri, NexusError};
 
 /// How long `destroy` waits for rebuild tasks to notice they must stop.
-const STOP_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// A request to the control task.
 pub(crate) enum Op {
@@ -297,6 +297,8 @@ impl Ctx {
                 st.transition(idx, ChildState::Online)?;
             }
             self.nx.online_mask.store(mask, Ordering::SeqCst);
+            // The bitmap follows the labels to the new generation (see `intent::task`).
+            self.nx.intent.wake.notify();
             if let Some(p) = promote {
                 self.nx.publish(|r| {
                     if r.route(p).is_some_and(|rt| rt.role == Role::Write) {
@@ -427,7 +429,7 @@ async fn apply(ctx: &Ctx, op: Op) {
                 log_commit(ctx, ctx.commit(Some(slot), false).await);
             }
         }
-        Op::Destroy { reply } => reply.send(destroy(ctx).await),
+        Op::Destroy { reply } => reply.send(crate::destroy::destroy(ctx).await),
     }
 }
 
@@ -459,7 +461,7 @@ pub(crate) fn check_child(nx: &Nexus, spec: &ChildSpec) -> Result<(), NexusError
 
 /// The generation after `g`; an error at the end of the range (reached only from a label that
 /// was corrupt or crafted: see [`crate::label::MAX_GENERATION`]).
-fn next_generation(g: u64) -> Result<u64, NexusError> {
+pub(crate) fn next_generation(g: u64) -> Result<u64, NexusError> {
     g.checked_add(1).ok_or_else(|| {
         NexusError::Invalid(format!("the metadata generation {g} cannot be advanced"))
     })
@@ -697,69 +699,5 @@ async fn remove(ctx: &Ctx, uri: &ChildUri) -> Result<(), NexusError> {
     }
     st.children.retain(|c| c.slot != slot);
     tracing::info!(nexus = %nx.info.name, child = %uri, "child removed");
-    Ok(())
-}
-
-async fn destroy(ctx: &Ctx) -> Result<(), NexusError> {
-    let nx = &ctx.nx;
-    let ctls: Vec<Arc<RebuildCtl>> = {
-        let mut st = nx.lock_state();
-        st.destroying = true;
-        st.children
-            .iter()
-            .filter_map(|c| c.rebuild.clone())
-            .collect()
-    };
-    nx.info.close();
-    for c in &ctls {
-        c.stop.store(true, Ordering::Release);
-    }
-    let deadline = std::time::Instant::now() + STOP_WAIT;
-    while ctls.iter().any(|c| !c.is_finished()) && std::time::Instant::now() < deadline {
-        exec::sleep(Duration::from_millis(1)).await;
-    }
-    nx.gate.barrier().await;
-    // Flush, then mark the metadata clean at a new generation.
-    let (labels, online) = {
-        let mut st = nx.lock_state();
-        st.generation = next_generation(st.generation)?;
-        let g = st.generation;
-        let v = st.volume;
-        let labels: Vec<(Arc<ChildShared>, Label)> = st
-            .children
-            .iter()
-            .filter(|c| matches!(c.state, ChildState::Online | ChildState::Rebuilding))
-            .map(|c| {
-                let online = c.state == ChildState::Online;
-                (
-                    c.shared.clone(),
-                    label_for(nx, v, c.replica, g, online, online),
-                )
-            })
-            .collect();
-        let online = labels.iter().filter(|(_, l)| l.in_sync).count();
-        (labels, online)
-    };
-    for (child, _) in &labels {
-        if let Ok(chan) = ctx.chan(child)
-            && let Err(e) = persist::flush(&chan, nx.io_timeout).await
-        {
-            tracing::warn!(nexus = %nx.info.name, "flush at destroy failed: {e}");
-        }
-    }
-    for r in ctx.write_labels(&labels).await {
-        if let Err(e) = r {
-            tracing::warn!(nexus = %nx.info.name, "metadata write at destroy failed: {e}");
-        }
-    }
-    {
-        let mut st = nx.lock_state();
-        for i in 0..st.children.len() {
-            let _ = st.transition(i, ChildState::Closed);
-        }
-    }
-    nx.online_mask.store(0, Ordering::SeqCst);
-    nx.publish(|r| *r = crate::routing::Routing::default());
-    tracing::info!(nexus = %nx.info.name, online, "nexus destroyed");
     Ok(())
 }

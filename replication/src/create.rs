@@ -18,11 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shoal_bdev::reactor::ReactorHandle;
-use shoal_bdev::{BdevInfo, IoType};
+use shoal_bdev::{BdevInfo, IoFlags, IoType};
 use uuid::Uuid;
 
 use crate::control::{self, ChildEntry, Ctx, State, label_for};
 use crate::dirty::DirtyMap;
+use crate::intent::{self, IntentError, IntentMap, OnDisk};
 use crate::label::{Label, meta_blocks};
 use crate::nexus::{ChildSpec, Geometry, Nexus, NexusOptions, PRODUCT_NAME};
 use crate::persist::{self, LabelRead};
@@ -65,6 +66,20 @@ pub(crate) fn check_spec(
         if has && !spec.bdev.supports(t) {
             return Err(NexusError::Invalid(format!(
                 "child {uri} does not support {t:?}, which the nexus offers"
+            )));
+        }
+    }
+    // The nexus answers a FUA write only when every in-sync child has made it durable, so a
+    // child must honour FUA itself: it would otherwise refuse every such leg and be faulted.
+    let fua = [
+        (IoType::Read, true),
+        (IoType::Write, true),
+        (IoType::WriteZeroes, caps.0),
+    ];
+    for (t, has) in fua {
+        if has && !spec.bdev.supports_flags(t, IoFlags::FUA) {
+            return Err(NexusError::Invalid(format!(
+                "child {uri} does not honour Force Unit Access on {t:?}"
             )));
         }
     }
@@ -128,6 +143,11 @@ struct Plan {
     /// Per child: current, and its replica UUID.
     current: Vec<bool>,
     replicas: Vec<Uuid>,
+    /// After an unclean stop: the current children resynchronised from the one kept (where
+    /// the write-intent bitmaps say, or in full).
+    resync: Vec<usize>,
+    /// The generation of the current children's labels (0 for blank children).
+    current_generation: u64,
 }
 
 fn describe(spec: &ChildSpec, read: &LabelRead) -> String {
@@ -222,6 +242,8 @@ fn plan(
             generation: 1,
             current: vec![true; children.len()],
             replicas,
+            resync: Vec::new(),
+            current_generation: 0,
         });
     }
     let Some(gmax) = labels
@@ -250,6 +272,7 @@ fn plan(
         }
     }
     let cur: Vec<usize> = (0..children.len()).filter(|&i| current[i]).collect();
+    let mut resync = Vec::new();
     let unclean = cur.len() >= 2
         && labels
             .iter()
@@ -266,6 +289,9 @@ fn plan(
             keep.map(uri).unwrap_or_default()
         );
         for (i, c) in current.iter_mut().enumerate() {
+            if *c && Some(i) != keep {
+                resync.push(i);
+            }
             *c = Some(i) == keep;
         }
     }
@@ -291,6 +317,8 @@ fn plan(
         generation,
         current,
         replicas,
+        resync,
+        current_generation: gmax,
     })
 }
 
@@ -337,7 +365,56 @@ pub(crate) async fn create(
         departed: Vec::new(),
         destroying: false,
     };
-    let nx = Arc::new(Nexus::new(info, home, geo, opts.io_timeout, caps, state));
+    let intent = IntentMap::new(&geo, opts.write_intent, opts.intent_clean);
+    // After an unclean stop, the regions the write-intent bitmaps mark are all the current
+    // children can disagree on: the union of their bitmaps is resynchronised (all of them
+    // readable, or the whole volume).
+    let mut partial: Option<Vec<OnDisk>> = None;
+    if !plan.resync.is_empty() && opts.write_intent {
+        let mut maps = Vec::new();
+        for (i, c) in children.iter().enumerate() {
+            let was_current = plan.current.get(i) == Some(&true) || plan.resync.contains(&i);
+            if !was_current {
+                continue;
+            }
+            let read = match shoal_bdev::open_channel(&c.bdev) {
+                Ok(chan) => {
+                    let stamp = intent::Stamp {
+                        volume: plan.volume,
+                        generation: plan.current_generation,
+                    };
+                    let data_bytes = geo.data_blocks.saturating_mul(u64::from(geo.block_size));
+                    intent::read(&chan, geo.block_size, (stamp, data_bytes), opts.io_timeout).await
+                }
+                Err(e) => Err(IntentError::Invalid(e.to_string())),
+            };
+            match read {
+                Ok(m) => maps.push(m),
+                Err(e) => {
+                    tracing::warn!(nexus = %opts.name, child = %c.uri,
+                        "write-intent bitmap not usable ({e:?}): resynchronising in full");
+                    maps.clear();
+                    break;
+                }
+            }
+        }
+        if !maps.is_empty() {
+            intent.preset(
+                &maps,
+                geo.seg_blocks.saturating_mul(u64::from(geo.block_size)),
+            );
+            partial = Some(maps);
+        }
+    }
+    let nx = Arc::new(Nexus::new(
+        info,
+        home,
+        geo,
+        opts.io_timeout,
+        caps,
+        state,
+        intent,
+    ));
     let shared: Vec<Arc<ChildShared>> = children
         .iter()
         .map(|c| {
@@ -378,8 +455,15 @@ pub(crate) async fn create(
                     (ChildState::Faulted(FaultReason::MetadataError), Role::Track)
                 }
             };
-            if !cur {
-                s.dirty.set_all();
+            match (&partial, cur) {
+                (_, true) => {}
+                (Some(maps), false) if plan.resync.contains(&slot) => {
+                    let seg_bytes = geo.seg_blocks.saturating_mul(u64::from(geo.block_size));
+                    for m in maps {
+                        m.mark(&s.dirty, seg_bytes);
+                    }
+                }
+                _ => s.dirty.set_all(),
             }
             match state {
                 ChildState::Online => online_mask |= slot_bit(slot),
@@ -427,6 +511,9 @@ pub(crate) async fn create(
         ctx.commit(None, false).await?;
     }
     exec::spawn(control::run(ctx));
+    if nx.intent.enabled {
+        exec::spawn(intent::task::run(nx.clone()));
+    }
     tracing::info!(nexus = %opts.name, uuid = %plan.volume, generation = plan.generation,
         "nexus created");
     Ok(nx)

@@ -193,6 +193,7 @@ async fn io_on(
         if expired.get() {
             let empty = BdevIo {
                 io_type,
+                flags: shoal_bdev::IoFlags::NONE,
                 offset_blocks: offset,
                 num_blocks: blocks,
                 bufs: shoal_bdev::SgList::new(),

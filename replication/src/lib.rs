@@ -19,6 +19,9 @@
 //! * **Rebuild** ([`rebuild`]): a new or returning child is copied online, segment by segment
 //!   under range locks, at a rate that can be limited; a child back from a short absence is
 //!   copied only where it missed writes (a dirty-segment map, [`dirty`]).
+//! * **Write-intent bitmap** ([`intent`]): the regions that may hold writes not every replica
+//!   has are recorded on every child before such a write goes out, so that after a crash of
+//!   the nexus only those regions are resynchronised.
 //!
 //! The control path runs as `async` tasks on the nexus's *home reactor* (module `exec`); its
 //! operations answer through a [`Ticket`]. The I/O path takes no lock and allocates nothing
@@ -26,11 +29,13 @@
 
 mod control;
 mod create;
+mod destroy;
 pub mod dirty;
 mod error;
 mod exec;
 mod gate;
 mod guard;
+pub mod intent;
 mod io;
 pub mod label;
 mod nexus;
@@ -45,8 +50,8 @@ pub use error::{NexusError, NexusErrorKind};
 pub use exec::Ticket;
 pub use label::{Label, META_BYTES};
 pub use nexus::{
-    ChildSpec, ChildStatus, DEFAULT_IO_TIMEOUT, DEFAULT_SEGMENT_BYTES, Nexus, NexusOptions,
-    NexusStatus, PRODUCT_NAME,
+    ChildSpec, ChildStatus, DEFAULT_IO_TIMEOUT, DEFAULT_SEGMENT_BYTES, IntentStatus, Nexus,
+    NexusOptions, NexusStatus, PRODUCT_NAME,
 };
 pub use rebuild::{RebuildOutcome, RebuildRate, RebuildStatus, RebuildSummary};
 pub use routing::MAX_CHILDREN;

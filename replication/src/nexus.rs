@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shoal_bdev::reactor::{Reactor, ReactorHandle};
-use shoal_bdev::{Bdev, BdevChannel, BdevError, BdevInfo, IoType};
+use shoal_bdev::{Bdev, BdevChannel, BdevError, BdevInfo, IoFlags, IoType};
 use uuid::Uuid;
 
 use crate::control::{Op, State};
 use crate::exec::{Signal, Ticket, ticket};
 use crate::gate::Gate;
+use crate::intent::IntentMap;
 use crate::order::WriteOrder;
 use crate::rebuild::{Limiter, RebuildRate, RebuildStatus, RebuildSummary};
 use crate::routing::{Role, Routing};
@@ -45,6 +46,11 @@ pub struct NexusOptions {
     pub io_timeout: Duration,
     /// Segment size in bytes: a multiple of the block size, and a power of two.
     pub segment_bytes: u64,
+    /// Keep a write-intent bitmap on the children (default): after a crash only the regions
+    /// it marks are resynchronised. Without it, every crash resynchronises the whole volume.
+    pub write_intent: bool,
+    /// How long a region of the bitmap must go unwritten before its bit is cleared.
+    pub intent_clean: Duration,
 }
 
 impl NexusOptions {
@@ -56,6 +62,8 @@ impl NexusOptions {
             size_bytes,
             io_timeout: DEFAULT_IO_TIMEOUT,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            write_intent: true,
+            intent_clean: crate::intent::DEFAULT_CLEAN_PERIOD,
         }
     }
 }
@@ -168,6 +176,21 @@ pub struct NexusStatus {
     pub rebuild_rate: RebuildRate,
     /// Children, in the order they were added.
     pub children: Vec<ChildStatus>,
+    /// The write-intent bitmap (`None`: not kept).
+    pub write_intent: Option<IntentStatus>,
+}
+
+/// The write-intent bitmap as `nexus_get` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntentStatus {
+    /// Bytes per region.
+    pub region_bytes: u64,
+    /// Regions.
+    pub regions: u64,
+    /// Regions marked now (a crash would resynchronise them).
+    pub marked_regions: u64,
+    /// Bitmap writes made so far.
+    pub bitmap_writes: u64,
 }
 
 /// A replicated volume.
@@ -190,6 +213,8 @@ pub struct Nexus {
     pub(crate) ops: Mutex<VecDeque<Op>>,
     pub(crate) wake: Signal,
     pub(crate) limiter: Limiter,
+    /// The write-intent bitmap.
+    pub(crate) intent: IntentMap,
     next_child_id: AtomicU64,
 }
 
@@ -217,6 +242,7 @@ impl Nexus {
         io_timeout: Duration,
         caps: (bool, bool),
         state: State,
+        intent: IntentMap,
     ) -> Nexus {
         let order = WriteOrder::new(info.block_size, !unordered_for_tests());
         Nexus {
@@ -235,6 +261,7 @@ impl Nexus {
             ops: Mutex::new(VecDeque::new()),
             wake: Signal::default(),
             limiter: Limiter::default(),
+            intent,
             next_child_id: AtomicU64::new(1),
         }
     }
@@ -450,6 +477,12 @@ impl Nexus {
             generation: st.generation,
             rebuild_rate: self.limiter.rate(),
             children,
+            write_intent: self.intent.enabled.then(|| IntentStatus {
+                region_bytes: self.intent.region_bytes,
+                regions: self.intent.regions,
+                marked_regions: self.intent.marked_regions(),
+                bitmap_writes: self.intent.writes.load(Ordering::Relaxed),
+            }),
         }
     }
 
@@ -481,6 +514,14 @@ impl Bdev for Nexus {
             IoType::WriteZeroes => self.write_zeroes,
             IoType::Unmap => self.unmap,
         }
+    }
+
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        // Every leg carries the host's flags to its child, and a FUA write is answered only
+        // when every in-sync child has answered its FUA leg. Children are checked for FUA
+        // when they join (`create::check_child`).
+        flags == IoFlags::FUA
+            && matches!(io_type, IoType::Read | IoType::Write | IoType::WriteZeroes)
     }
 
     fn create_channel(

@@ -46,9 +46,11 @@ pub(crate) async fn read_label(
     })
 }
 
-/// Writes `label` into `child`'s slot for it and flushes. Given up after `timeout`, the write
-/// counts in the child's `abandoned` until it completes (an old label must not land after a
-/// newer one).
+/// Flushes `child`, writes `label` into its slot for it and flushes again: the label never
+/// becomes durable before the data written before it (a rebuilt child's copies, above all:
+/// an `in_sync` label must not survive a power cut that loses them). Given up after
+/// `timeout`, the write counts in the child's `abandoned` until it completes (an old label
+/// must not land after a newer one).
 pub(crate) async fn write_label(
     child: &Arc<ChildShared>,
     chan: &IoChannel,
@@ -63,6 +65,7 @@ pub(crate) async fn write_label(
     let blocks = slot_bytes / bs64;
     let mut bufs = SgList::new();
     bufs.push(IoBuf::copy_from(&label.encode()));
+    exec::io(chan, BdevIo::flush(), timeout).await.1?;
     let (_, r) = exec::write_to(child, chan, BdevIo::write(offset, blocks, bufs), timeout).await;
     r?;
     let (_, r) = exec::io(chan, BdevIo::flush(), timeout).await;

@@ -246,6 +246,10 @@ fn two_reactors(kind: u8, bs: u32) {
             })
         })
         .collect();
+    // The nexus's home reactor (this thread's) keeps running, as in a daemon: the first
+    // write to a region waits for its write-intent bit, which the home reactor writes.
+    let done = || workers.iter().all(|w| w.is_finished());
+    assert!(f.r.run_until(WAIT, done), "the workers did not finish");
     for w in workers {
         w.join().expect("worker thread");
     }

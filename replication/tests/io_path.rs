@@ -35,10 +35,12 @@ fn writes_fan_out_to_every_child() {
         "children differ: {sums:x?}"
     );
     assert_eq!(io.read(7, 3).unwrap(), pattern(3 * 512, 1));
+    let bitmap_writes = nx.status().write_intent.unwrap().bitmap_writes;
+    assert!(bitmap_writes >= 1);
     for k in &kids {
         let s = k.info().iostat();
-        // 20 writes, plus one label write at creation.
-        assert_eq!(s.num_write_ops, 21, "{}", k.info().name);
+        // 20 writes, plus one label write at creation, plus the write-intent bitmap's.
+        assert_eq!(s.num_write_ops, 21 + bitmap_writes, "{}", k.info().name);
         assert_eq!(s.num_write_zeroes_ops, 1);
         assert_eq!(s.num_unmap_ops, 1);
         assert!(s.num_flush_ops >= 2);
@@ -359,6 +361,8 @@ fn a_child_with_io_still_outstanding_cannot_come_back_yet() {
     let nx = create(&r, o, &[a.clone(), sb.clone()]);
     let nxb: Arc<dyn Bdev> = nx.clone();
     let io = Io::new(&r, &nxb);
+    // The region's write-intent bit first: then the stalled write is the host's leg.
+    io.write(16, &pattern(4096, 4)).unwrap();
     s.stalled.store(true, std::sync::atomic::Ordering::Release);
     io.write(16, &pattern(4096, 5)).unwrap();
     assert_eq!(

@@ -108,6 +108,10 @@ impl Bdev for Shuffle {
         self.base.supports(t)
     }
 
+    fn supports_flags(&self, t: IoType, f: shoal_bdev::IoFlags) -> bool {
+        self.base.supports_flags(t, f)
+    }
+
     fn create_channel(
         self: Arc<Self>,
         reactor: &Reactor,
@@ -406,6 +410,9 @@ fn second_reactor_first(ordered: bool) -> (Vec<Vec<u8>>, bool) {
     let (r, nx, kids, path) = three_children_late(tag, Duration::from_millis(50));
     nx.set_write_order(ordered);
     let nxb: Arc<dyn Bdev> = nx.clone();
+    // A first write marks the region in the write-intent bitmap, so that the two below go out
+    // at once instead of waiting together for the bitmap (and then in either order).
+    Io::new(&r, &nxb).write(0, &pattern(4096, 0)).unwrap();
     let sent = Arc::new(AtomicBool::new(false));
     let other = {
         let (nxb, sent) = (nxb.clone(), sent.clone());

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::rpc::params::is_housekeeping;
+use crate::rpc::params::{housekeeping_refused, is_housekeeping};
 use crate::rpc::{Registry, RpcError};
 
 /// Subsystems in the order SPDK's `save_config` writes them for an NVMe-oF target (its
@@ -383,7 +383,11 @@ impl ConfigDocument {
     pub fn plan(&self, is_served: impl Fn(&str) -> bool) -> Result<ConfigPlan, ConfigError> {
         let mut plan = ConfigPlan::default();
         for call in self.calls() {
-            if is_housekeeping(&call.method) {
+            let refused = match &call.params {
+                Some(Value::Object(p)) => housekeeping_refused(&call.method, p),
+                _ => Vec::new(),
+            };
+            if is_housekeeping(&call.method) && refused.is_empty() {
                 plan.ignored.push(call);
             } else if is_served(&call.method) {
                 plan.apply.push(call);

@@ -263,16 +263,18 @@ impl Reactor {
         self.submit_disk_op(OpDesc::Readv { fd, offset }, target);
     }
 
-    /// Writes `io.bufs` to `fd` at byte `offset`, then completes `io` to `sink`.
+    /// Writes `io.bufs` to `fd` at byte `offset`, then completes `io` to `sink`. A write with
+    /// [`crate::IoFlags::FUA`] goes with `RWF_DSYNC`: it completes once its data is durable.
     pub fn file_write(&self, fd: RawFd, offset: u64, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
         let expect = crate::buf::sg_len(&io.bufs);
+        let dsync = io.flags.fua();
         let target = Target::Bdev {
             sink,
             tag,
             io,
             expect,
         };
-        self.submit_disk_op(OpDesc::Writev { fd, offset }, target);
+        self.submit_disk_op(OpDesc::Writev { fd, offset, dsync }, target);
     }
 
     /// `fdatasync`s `fd` through the ring, then completes `io` to `sink`.

@@ -108,6 +108,9 @@ pub(crate) enum OpDesc {
     Writev {
         fd: RawFd,
         offset: u64,
+        /// `RWF_DSYNC`: complete only once the data (and the metadata needed to read it back)
+        /// is durable.
+        dsync: bool,
     },
     Fsync {
         fd: RawFd,
@@ -181,7 +184,7 @@ impl Slots {
         slot.iov.clear();
         let data = idx as u64;
         let entry = match desc {
-            OpDesc::Readv { fd, offset } | OpDesc::Writev { fd, offset } => {
+            OpDesc::Readv { fd, offset } | OpDesc::Writev { fd, offset, .. } => {
                 let is_read = matches!(desc, OpDesc::Readv { .. });
                 let bufs: &mut [IoBuf] = match (&mut slot.target, &mut slot.payload) {
                     (Some(Target::Bdev { io, .. }), _) => &mut io.bufs,
@@ -199,8 +202,10 @@ impl Slots {
                         .offset(offset)
                         .build()
                 } else {
+                    let dsync = matches!(desc, OpDesc::Writev { dsync: true, .. });
                     opcode::Writev::new(types::Fd(fd), slot.iov.as_ptr(), n)
                         .offset(offset)
+                        .rw_flags(if dsync { libc::RWF_DSYNC } else { 0 })
                         .build()
                 }
             }

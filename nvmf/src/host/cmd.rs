@@ -116,6 +116,15 @@ pub fn read_write(opcode: Opcode, nsid: u32, slba: u64, nlb: u32) -> Sqe {
     sqe
 }
 
+/// `sqe` (a Read, Write or Write Zeroes) with Force Unit Access set when `fua` (NVM Command
+/// Set 1.0, sections 3.2.4, 3.2.6 and 3.2.8: CDW12 bit 30).
+pub fn with_fua(mut sqe: Sqe, fua: bool) -> Sqe {
+    if fua {
+        sqe.cdw12.set(sqe.cdw12.get() | 1 << 30);
+    }
+    sqe
+}
+
 /// Write Zeroes of `nlb` blocks (1 to 65536) at `slba` (NVM Command Set 1.0 section 3.2.8).
 pub fn write_zeroes(nsid: u32, slba: u64, nlb: u32) -> Sqe {
     read_write(io::WRITE_ZEROES, nsid, slba, nlb)

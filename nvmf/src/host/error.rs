@@ -99,10 +99,6 @@ pub enum ProtocolError {
         /// Bytes the command transfers.
         len: u32,
     },
-    /// SUCCESS in a C2HData on a queue where SQ flow control is enabled (NVMe/TCP 1.0a
-    /// section 3.6.2.9: the flag may only be used once the host disabled SQ flow control).
-    #[error("C2HData SUCCESS flag on a queue with SQ flow control enabled")]
-    UnexpectedSuccess,
     /// The ICResp did not grant exactly the digests asked for (NVMe/TCP 1.0a section
     /// 3.6.2.3; Linux refuses the same).
     #[error("ICResp digests (header {header}, data {data}) differ from the request")]

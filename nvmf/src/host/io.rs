@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use shoal_bdev::reactor::Reactor;
-use shoal_bdev::{BdevError, BdevIo, IoSink, IoType};
+use shoal_bdev::{BdevError, BdevIo, IoFlags, IoSink, IoType};
 
 use super::conn::{self, Conn, ConnConfig, QueueState};
 use super::controller::{
@@ -230,6 +230,7 @@ impl IoQueuePair {
         }
         let work = Work::Io {
             io_type: io.io_type,
+            flags: io.flags,
             nsid: ns.nsid,
             block_size: ns.block_size,
             offset_blocks: io.offset_blocks,
@@ -243,6 +244,13 @@ impl IoQueuePair {
     fn check(&self, ns: &NamespaceInfo, io: &BdevIo) -> Result<(), BdevError> {
         if !self.supports(io.io_type) {
             return Err(BdevError::Unsupported(io.io_type));
+        }
+        let fua_ok = matches!(
+            io.io_type,
+            IoType::Read | IoType::Write | IoType::WriteZeroes
+        );
+        if !(io.flags.is_empty() || io.flags == IoFlags::FUA && fua_ok) {
+            return Err(BdevError::UnsupportedFlags(io.flags, io.io_type));
         }
         if io.io_type == IoType::Flush {
             return Ok(());

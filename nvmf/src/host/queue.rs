@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink, IoType, SgList};
+use shoal_bdev::{BdevError, BdevIo, IoBuf, IoFlags, IoSink, IoType, SgList};
 
 use super::cmd::{self, Dir};
 use super::error::{HostError, to_bdev_error};
@@ -57,6 +57,8 @@ pub(crate) enum Work {
     Io {
         /// The operation.
         io_type: IoType,
+        /// Its flags (Force Unit Access goes out in every command of the request).
+        flags: IoFlags,
         /// Namespace.
         nsid: u32,
         /// Its block size.
@@ -464,6 +466,7 @@ impl QueueCore {
         let outcome = match req.work {
             Work::Io {
                 io_type,
+                flags,
                 offset_blocks,
                 num_blocks,
                 capacity,
@@ -471,6 +474,7 @@ impl QueueCore {
             } => {
                 let io = BdevIo {
                     io_type,
+                    flags,
                     offset_blocks,
                     num_blocks,
                     bufs: req.bufs,
@@ -614,6 +618,7 @@ fn next_command(req: &Request, limits: &Limits) -> Option<NextCmd> {
         }),
         Work::Io {
             io_type,
+            flags,
             nsid,
             block_size,
             offset_blocks,
@@ -631,12 +636,14 @@ fn next_command(req: &Request, limits: &Limits) -> Option<NextCmd> {
                     } else {
                         (io::WRITE, Dir::ToCtrl)
                     };
-                    (cmd::read_write(op, nsid, slba, nlb), dir, n, None)
+                    let sqe = cmd::with_fua(cmd::read_write(op, nsid, slba, nlb), flags.fua());
+                    (sqe, dir, n, None)
                 }
                 IoType::WriteZeroes => {
                     let n = remaining.min(65536);
                     let nlb = u32::try_from(n).ok()?;
-                    (cmd::write_zeroes(nsid, slba, nlb), Dir::None, n, None)
+                    let sqe = cmd::with_fua(cmd::write_zeroes(nsid, slba, nlb), flags.fua());
+                    (sqe, Dir::None, n, None)
                 }
                 IoType::Unmap => {
                     let n = remaining.min(u64::from(u32::MAX));

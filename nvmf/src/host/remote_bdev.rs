@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use shoal_bdev::reactor::{Reactor, ReactorHandle};
 use shoal_bdev::{
-    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoSink, IoType, valid_block_size,
+    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoFlags, IoSink, IoType, valid_block_size,
 };
 
 use super::controller::{Controller, NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES};
@@ -98,6 +98,13 @@ impl Bdev for RemoteBdev {
             IoType::WriteZeroes => self.oncs & ONCS_WRITE_ZEROES != 0,
             IoType::Unmap => self.oncs & ONCS_DSM != 0,
         }
+    }
+
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        // The FUA bit goes out in CDW12 of the Read, Write or Write Zeroes (NVM Command Set
+        // 1.0, sections 3.2.4, 3.2.6, 3.2.8); every NVMe controller implements it.
+        flags == IoFlags::FUA
+            && matches!(io_type, IoType::Read | IoType::Write | IoType::WriteZeroes)
     }
 
     fn create_channel(

@@ -179,11 +179,14 @@ impl QueueCore {
             s.received = received;
         }
         if d.success {
-            // SUCCESS only once SQ flow control is disabled, and on the last PDU of the
-            // command's data (the deframer checked LAST_PDU).
-            if !self.limits.sq_flow_disabled {
-                return Err(ProtocolError::UnexpectedSuccess);
-            }
+            // NVMe/TCP 1.0a section 3.6.2.9 lets a controller set SUCCESS only once the host
+            // disabled SQ flow control, on the last PDU of the data (the deframer checked
+            // LAST_PDU). SPDK's target sets it on every queue by default (`c2h_success`), the
+            // admin queue included, and the Linux host accepts it there: so does Shoal, to
+            // work with the targets users run. It loses nothing: this host never waits for an
+            // SQHD to submit (at most the queue's depth of commands is ever out), so a
+            // completion without a CQE leaves its flow control as it was. All of the data
+            // must have arrived.
             if received != slot.len {
                 return Err(ProtocolError::MissingData {
                     cid,

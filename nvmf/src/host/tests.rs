@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink, IoType, SgList};
+use shoal_bdev::{BdevError, BdevIo, IoBuf, IoFlags, IoSink, IoType, SgList};
 
 use super::cmd::{self, Dir};
 use super::error::{HostError, ProtocolError};
@@ -120,6 +120,7 @@ fn open_core(l: Limits) -> QueueCore {
 fn io(core: &mut QueueCore, sink: &Rc<Sink>, io_type: IoType, slba: u64, n: u64, bufs: SgList) {
     let work = Work::Io {
         io_type,
+        flags: IoFlags::NONE,
         nsid: 1,
         block_size: 512,
         offset_blocks: slba,
@@ -325,7 +326,8 @@ fn success_flag_and_early_responses_are_checked() {
         };
         c.sqe.cid()
     };
-    // SUCCESS on a queue that kept SQ flow control.
+    // SUCCESS on a queue that kept SQ flow control (the admin queue, as SPDK's target sends
+    // it by default): accepted, as Linux accepts it; the read completes with the data.
     let mut core = open_core(Limits {
         sq_flow_disabled: false,
         ..limits(1 << 20, 0)
@@ -339,15 +341,32 @@ fn success_flag_and_early_responses_are_checked() {
         last_pdu: true,
         success: true,
     };
+    core.process_rx(
+        &peer.encode(PduHeader::C2HData(dh), &[1; 4096]),
+        Instant::now(),
+    )
+    .unwrap();
+    core.done.pop().expect("the read completed").deliver();
+    let (_, io, r) = sink.0.borrow_mut().pop().unwrap();
+    r.unwrap();
+    assert!(io.bufs[0].as_slice().iter().all(|&b| b == 1));
+    // SUCCESS before all of the data has come is still a protocol error.
+    let mut core = open_core(limits(1 << 20, 0));
+    let cid = read(&mut core);
+    let half = DataHeader {
+        cccid: cid,
+        datal: 2048,
+        ..dh
+    };
     let e = core
         .process_rx(
-            &peer.encode(PduHeader::C2HData(dh), &[1; 4096]),
+            &peer.encode(PduHeader::C2HData(half), &[1; 2048]),
             Instant::now(),
         )
         .unwrap_err();
     assert!(matches!(
         e,
-        HostError::Protocol(ProtocolError::UnexpectedSuccess)
+        HostError::Protocol(ProtocolError::MissingData { received: 2048, .. })
     ));
     // A successful response before the data.
     let mut core = open_core(limits(1 << 20, 0));

@@ -2,7 +2,9 @@
 
 use std::rc::Rc;
 
-use shoal_bdev::{BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList, open_channel};
+use shoal_bdev::{
+    BdevError, BdevIo, IoBuf, IoChannel, IoFlags, IoSink, IoType, SgList, open_channel,
+};
 
 use super::capsule::{respond, send_data};
 use super::slots::SlotState;
@@ -140,13 +142,19 @@ pub(super) fn on_io_command(conn: &Conn, st: &mut State, sqe: &Sqe, data: &[u8])
         return;
     }
     let io = match cmd {
-        IoCommand::Read { slba, nlb, .. } => {
+        IoCommand::Read { slba, nlb, fua } => {
             let mut buf = IoBuf::with_capacity(usize::try_from(len).unwrap_or(0));
             buf.set_len(usize::try_from(len).unwrap_or(0));
+            // NVM Command Set 1.0, section 3.2.4: a FUA read commits the blocks to
+            // non-volatile media and returns what the media holds.
             BdevIo::read(slba, u64::from(nlb), SgList::from_buf([buf]))
+                .with_flags(IoFlags::from_fua(fua))
         }
         IoCommand::Flush => BdevIo::flush(),
-        IoCommand::WriteZeroes { slba, nlb, .. } => BdevIo::write_zeroes(slba, u64::from(nlb)),
+        IoCommand::WriteZeroes { slba, nlb, fua, .. } => {
+            // Section 3.2.8: FUA as for a write.
+            BdevIo::write_zeroes(slba, u64::from(nlb)).with_flags(IoFlags::from_fua(fua))
+        }
         _ => {
             st.slots.release(idx);
             return respond(st, cid, Status::INVALID_OPCODE.with_dnr(), 0);
@@ -222,15 +230,12 @@ fn execute(conn: &Conn, st: &mut State, idx: u16, chan: &IoChannel, bs: u32) {
     };
     let sqe = slot.sqe;
     match IoCommand::parse(&sqe) {
-        IoCommand::Write { slba, nlb, .. } => {
+        IoCommand::Write { slba, nlb, fua } => {
             let data = std::mem::take(&mut slot.data);
-            submit(
-                conn,
-                st,
-                idx,
-                chan,
-                BdevIo::write(slba, u64::from(nlb), data),
-            );
+            // NVM Command Set 1.0, section 3.2.6: with FUA the write completes only once its
+            // data is on non-volatile media: the flag travels with the request to the device.
+            let io = BdevIo::write(slba, u64::from(nlb), data).with_flags(IoFlags::from_fua(fua));
+            submit(conn, st, idx, chan, io);
         }
         IoCommand::Compare { slba, nlb } => {
             let len = usize::try_from(u64::from(nlb) * u64::from(bs)).unwrap_or(0);

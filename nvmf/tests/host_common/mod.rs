@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
-use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink, SgList};
+use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoSink, SgList};
 use shoal_nvmf::host::{ConnectOptions, ControllerState};
 use shoal_nvmf::subsystem::{ListenAddress, SubsystemOptions, Target, TransportConfig};
 use shoal_nvmf::tcp::{self, listener};
@@ -33,6 +33,24 @@ pub fn start_target(
     transport: TransportConfig,
     port: u16,
 ) -> TestTarget {
+    let bdevs = namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, &(bs, blocks))| {
+            let b: Arc<dyn Bdev> =
+                MallocBdev::create(&format!("Malloc{i}"), None, blocks, bs).unwrap();
+            b
+        })
+        .collect();
+    start_target_with(bdevs, transport, port)
+}
+
+/// A target on `127.0.0.1:port` with these devices as namespaces 1, 2, ...
+pub fn start_target_with(
+    bdevs: Vec<Arc<dyn Bdev>>,
+    transport: TransportConfig,
+    port: u16,
+) -> TestTarget {
     let set =
         ReactorSet::start(&[0], ReactorConfig::default(), Arc::new(|_: &Reactor| {})).unwrap();
     let target = Arc::new(Target::new());
@@ -46,8 +64,7 @@ pub fn start_target(
             },
         )
         .unwrap();
-    for (i, &(bs, blocks)) in namespaces.iter().enumerate() {
-        let b = MallocBdev::create(&format!("Malloc{i}"), None, blocks, bs).unwrap();
+    for b in bdevs {
         sub.add_namespace(b, None, None, None, None).unwrap();
     }
     let la = ListenAddress::tcp("127.0.0.1", &port.to_string());

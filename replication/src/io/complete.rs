@@ -336,7 +336,15 @@ impl Chan {
     pub(super) fn poll_parked(&self) -> bool {
         self.retry_parked_order();
         let waiting = std::mem::take(&mut *self.parked_lock.borrow_mut());
+        let closed = self.nexus.info.is_closed();
         for (io, sink, tag) in waiting {
+            if closed {
+                // Destroyed while the write waited: it must not reach the children after the
+                // clean labels.
+                self.reactor
+                    .complete_io(sink, tag, io, Err(BdevError::Closed));
+                continue;
+            }
             self.submit(io, sink, tag);
         }
         let acks = std::mem::take(&mut *self.parked_ack.borrow_mut());
@@ -410,6 +418,7 @@ fn substitute(io_type: IoType, offset: u64, blocks: u64, bs: u32) -> BdevIo {
     }
     BdevIo {
         io_type,
+        flags: shoal_bdev::IoFlags::NONE,
         offset_blocks: offset,
         num_blocks: blocks,
         bufs,

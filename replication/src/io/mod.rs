@@ -20,10 +20,13 @@
 //!   other children. Parents with abandoned legs are not reused until those legs come back.
 //! * **Range locks**: a write overlapping a segment that a rebuild is copying waits on the
 //!   channel (retried every few microseconds) until the copy is done.
+//! * **Write intent**: a write to a region whose bit in the write-intent bitmap is not durable
+//!   yet waits the same way while the intent task writes it (see `crate::intent`).
 //! * **Write order**: a write overlapping another write in flight (on any reactor) waits on
 //!   the channel until that one has completed on every child (module `order`), so that every
 //!   child applies overlapping writes in the same order. It is retried as soon as a write of
-//!   its own channel completes, and every few microseconds otherwise.
+//!   its own channel completes, and every few microseconds otherwise. It claims its blocks
+//!   last, once nothing else can make it wait.
 //!
 //! No lock per I/O, and no allocation but the small shared-memory handle of a write's buffer
 //! (one per buffer, instead of a copy of the data per extra child): host I/Os live in a
@@ -479,18 +482,29 @@ impl Chan {
             self.arm_park_timer();
             return;
         }
+        let r = self.routing.borrow();
+        if r.read_mask == 0 {
+            drop(r);
+            return self.fail_now(io, sink, tag, Some(parity));
+        }
+        if !is_flush && !nx.intent.ready(first, last) {
+            // Its write-intent bit is not durable yet: ask for it and wait (see `intent`).
+            drop(r);
+            nx.intent.request(first, last);
+            Gate::leave(&self.counters, parity);
+            self.parked_lock.borrow_mut().push_back((io, sink, tag));
+            self.arm_park_timer();
+            return;
+        }
+        // The write order last: from here on nothing parks the write, so a claim is always
+        // released by `finish` (or below if the parent slab fails).
         let ordered = !is_flush && nx.order.enabled() && self.lane.is_some();
         if ordered && !self.claim(io.offset_blocks, io.num_blocks) {
+            drop(r);
             Gate::leave(&self.counters, parity);
             self.parked_order.borrow_mut().push_back((io, sink, tag));
             self.arm_park_timer();
             return;
-        }
-        let r = self.routing.borrow();
-        if r.read_mask == 0 {
-            drop(r);
-            self.unclaim(ordered, io.offset_blocks, io.num_blocks);
-            return self.fail_now(io, sink, tag, Some(parity));
         }
         if !is_flush && r.track_mask != 0 {
             for s in slots(r.track_mask) {
@@ -614,11 +628,12 @@ fn copy_leg(io: &mut BdevIo, meta: u64) -> BdevIo {
                 [one] => SgList::from_buf([one.share()]),
                 many => many.iter_mut().map(IoBuf::share).collect(),
             };
-            BdevIo::write(io.offset_blocks + meta, io.num_blocks, bufs)
+            BdevIo::write(io.offset_blocks + meta, io.num_blocks, bufs).with_flags(io.flags)
         }
         IoType::Flush => BdevIo::flush(),
         t => BdevIo {
             io_type: t,
+            flags: io.flags,
             offset_blocks: io.offset_blocks + meta,
             num_blocks: io.num_blocks,
             bufs: SgList::new(),

@@ -91,9 +91,12 @@ pub fn sg(data: &[u8]) -> SgList {
 }
 
 pub fn flatten(bufs: &[IoBuf]) -> Vec<u8> {
-    bufs.iter()
-        .flat_map(|b| b.as_slice().iter().copied())
-        .collect()
+    // Slice by slice: byte by byte is slow in a debug build.
+    let mut out = Vec::with_capacity(bufs.iter().map(IoBuf::len).sum());
+    for b in bufs {
+        out.extend_from_slice(b.as_slice());
+    }
+    out
 }
 
 /// A completion: tag, I/O, result.
@@ -382,6 +385,10 @@ impl Bdev for Stall {
         self.base.supports(t)
     }
 
+    fn supports_flags(&self, t: shoal_bdev::IoType, f: shoal_bdev::IoFlags) -> bool {
+        self.base.supports_flags(t, f)
+    }
+
     fn create_channel(
         self: Arc<Self>,
         _reactor: &Reactor,
@@ -431,6 +438,10 @@ impl Bdev for LateWrite {
 
     fn supports(&self, t: shoal_bdev::IoType) -> bool {
         self.base.supports(t)
+    }
+
+    fn supports_flags(&self, t: shoal_bdev::IoType, f: shoal_bdev::IoFlags) -> bool {
+        self.base.supports_flags(t, f)
     }
 
     fn create_channel(

@@ -7,7 +7,7 @@
 //! * [`misc`]: `framework_*`, `save_config` and the document it builds, `spdk_kill_instance`;
 //! * [`bdev`]: `bdev_malloc_*`, `bdev_null_*`, `bdev_uring_*`, `bdev_get_bdevs`,
 //!   `bdev_get_iostat`, and the claim rules shared by every bdev deletion;
-//! * [`vbdev`]: the stacked `bdev_error_*` and `bdev_delay_*` devices;
+//! * [`vbdev`]: the stacked `bdev_error_*`, `bdev_delay_*` and `bdev_pfail_*` devices;
 //! * [`nvmf`]: transport, subsystems, namespaces and hosts;
 //! * [`nvmf_query`]: listeners, controllers, queue pairs and statistics;
 //! * [`io`]: running block I/O (flushes) from an RPC thread on a reactor, and [`flush_all`];

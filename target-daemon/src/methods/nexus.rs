@@ -16,7 +16,8 @@
 //! Result of `nexus_get`: `[{"name", "uuid", "size", "block_size", "num_blocks", "state",
 //! "generation", "rebuild_rate": {"mode", "mib_per_sec"}, "children": [{"uri", "state",
 //! "fault_reason", "rebuild_progress", "replica_uuid", "dirty_segments", "rebuild",
-//! "last_rebuild"}]}]`.
+//! "last_rebuild"}], "write_intent": {"region_bytes", "regions", "marked_regions",
+//! "bitmap_writes"} (null when the nexus keeps no bitmap)}]`.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -58,6 +59,10 @@ pub struct NexusCreate {
     /// A child I/O outstanding this long faults the child (default 30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_timeout_ms: Option<u64>,
+    /// Keep a write-intent bitmap on the children (default `true`): after a crash only the
+    /// regions it marks are resynchronised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_intent: Option<bool>,
 }
 params_knobs!(NexusCreate {});
 
@@ -351,6 +356,9 @@ fn create(daemon: &Daemon, p: NexusCreate) -> Result<Value, RpcError> {
     if let Some(ms) = p.io_timeout_ms {
         opts.io_timeout = Duration::from_millis(ms);
     }
+    if let Some(w) = p.write_intent {
+        opts.write_intent = w;
+    }
     let nx = wait(Nexus::create(opts, specs, &home))?;
     lock(&LIVE).retain(|w| w.strong_count() > 0);
     lock(&LIVE).push(Arc::downgrade(&nx));
@@ -373,6 +381,9 @@ fn recipe(nx: &Nexus, io_timeout_ms: Option<u64>) -> Value {
     });
     if let (Some(ms), Value::Object(m)) = (io_timeout_ms, &mut v) {
         m.insert("io_timeout_ms".into(), json!(ms));
+    }
+    if let (None, Value::Object(m)) = (st.write_intent, &mut v) {
+        m.insert("write_intent".into(), json!(false));
     }
     v
 }
@@ -482,6 +493,12 @@ pub fn status_json(s: &NexusStatus) -> Value {
         "generation": s.generation,
         "rebuild_rate": rate,
         "children": s.children.iter().map(child_json).collect::<Vec<_>>(),
+        "write_intent": s.write_intent.map(|w| json!({
+            "region_bytes": w.region_bytes,
+            "regions": w.regions,
+            "marked_regions": w.marked_regions,
+            "bitmap_writes": w.bitmap_writes,
+        })),
     })
 }
 

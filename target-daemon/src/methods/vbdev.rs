@@ -1,5 +1,6 @@
-//! Stacked bdevs: `bdev_error_*` (fault injection, SPDK's `vbdev_error`) and `bdev_delay_*`
-//! (added latency, SPDK's `vbdev_delay`).
+//! Stacked bdevs: `bdev_error_*` (fault injection, SPDK's `vbdev_error`), `bdev_delay_*`
+//! (added latency, SPDK's `vbdev_delay`) and `bdev_pfail_*` (a volatile write cache and a
+//! power cut on demand, Shoal's own, for crash tests: see `shoal_bdev::pfail`).
 //!
 //! A stacked bdev claims its base: the base cannot back a namespace or another stacked bdev,
 //! and cannot be deleted, until the stacked bdev is deleted.
@@ -11,10 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use shoal_bdev::delay::{DelayBdev, DelayLatencies, LatencyType};
 use shoal_bdev::error_bdev::{ErrorBdev, Injection, IoTypeSet};
+use shoal_bdev::pfail::{Keep, PfailBdev};
 use shoal_bdev::{Bdev, IoType};
 
 use super::bdev::{add_bdev, bdev_error, check_new_name, claimed_by_any, delete};
@@ -22,7 +25,7 @@ use super::lock;
 use crate::daemon::Daemon;
 use crate::rpc::params::bdev::{
     BdevDelayCreate, BdevDelayUpdateLatency, BdevDelete, BdevErrorCreate, BdevErrorInjectError,
-    DelayLatencyType, ErrorIoType, ErrorKind,
+    BdevPfailCreate, BdevPfailCut, DelayLatencyType, ErrorIoType, ErrorKind, PfailKeep,
 };
 use crate::rpc::{Registry, RpcError};
 
@@ -32,6 +35,7 @@ use crate::rpc::{Registry, RpcError};
 pub struct Stacked {
     errors: BTreeMap<String, Arc<ErrorBdev>>,
     delays: BTreeMap<String, Arc<DelayBdev>>,
+    pfails: BTreeMap<String, Arc<PfailBdev>>,
 }
 
 impl Stacked {
@@ -44,6 +48,12 @@ impl Stacked {
             .map(|(n, _)| n.clone())
             .or_else(|| {
                 self.delays
+                    .iter()
+                    .find(|(_, d)| d.base().info().name == base)
+                    .map(|(n, _)| n.clone())
+            })
+            .or_else(|| {
+                self.pfails
                     .iter()
                     .find(|(_, d)| d.base().info().name == base)
                     .map(|(n, _)| n.clone())
@@ -66,6 +76,7 @@ impl Stacked {
     pub fn forget(&mut self, name: &str) {
         self.errors.remove(name);
         self.delays.remove(name);
+        self.pfails.remove(name);
     }
 
     /// `driver_specific` of `bdev_get_bdevs` for a stacked bdev (SPDK's shapes).
@@ -73,6 +84,18 @@ impl Stacked {
     pub fn driver_specific(&self, name: &str) -> Option<Value> {
         if let Some(e) = self.errors.get(name) {
             return Some(json!({"error_disk": {"base_bdev": e.base().info().name}}));
+        }
+        if let Some(p) = self.pfails.get(name) {
+            let s = p.status();
+            return Some(json!({"pfail": {
+                "base_bdev_name": p.base().info().name,
+                "state": if s.cut { "cut" } else { "powered" },
+                "cached_blocks": s.cached_blocks,
+                "last_cut": s.report.map(|r| json!({
+                    "dirty_blocks": r.dirty_blocks,
+                    "kept_blocks": r.kept_blocks,
+                })),
+            }}));
         }
         self.delays.get(name).map(|d| {
             let l = d.latencies();
@@ -114,6 +137,11 @@ pub fn register(r: &mut Registry<Daemon>) {
         delete(d, &p.name, "bdev_delay_create", "delay")
     });
     r.register("bdev_delay_update_latency", delay_update);
+    r.register("bdev_pfail_create", pfail_create);
+    r.register("bdev_pfail_delete", |d: &Daemon, p: BdevDelete| {
+        delete(d, &p.name, "bdev_pfail_create", "pfail")
+    });
+    r.register("bdev_pfail_cut", pfail_cut);
 }
 
 /// Looks up a base bdev and checks that it is free to claim.
@@ -253,4 +281,70 @@ fn delay_update(daemon: &Daemon, p: BdevDelayUpdateLatency) -> Result<Value, Rpc
     bdev.update_latency(which, p.latency_us)
         .map_err(|e| bdev_error("bdev_delay_update_latency", &e))?;
     Ok(Value::Bool(true))
+}
+
+fn pfail_create(daemon: &Daemon, p: BdevPfailCreate) -> Result<Value, RpcError> {
+    let mut stacked = lock(&daemon.stacked);
+    check_new_name(daemon, &p.name)?;
+    let base = claimable_base(daemon, &stacked, &p.base_bdev_name)?;
+    let base_name = base.info().name.clone();
+    let bdev = PfailBdev::create(&p.name, base).map_err(|e| bdev_error("bdev_pfail_create", &e))?;
+    let recipe = json!({"name": p.name, "base_bdev_name": base_name});
+    add_bdev(daemon, bdev.clone(), "bdev_pfail_create", recipe)?;
+    stacked.pfails.insert(p.name.clone(), bdev);
+    Ok(Value::String(p.name))
+}
+
+/// How long a cut may take (the base operations in flight, then the write-back).
+const CUT_WAIT: Duration = Duration::from_secs(60);
+
+fn pfail_cut(daemon: &Daemon, p: BdevPfailCut) -> Result<Value, RpcError> {
+    let bdev = lock(&daemon.stacked)
+        .pfails
+        .get(&p.name)
+        .cloned()
+        .ok_or_else(|| RpcError::no_such_device(format!("pfail bdev {}", p.name)))?;
+    let seed = p.seed.unwrap_or_else(|| {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        t.as_secs() ^ u64::from(t.subsec_nanos())
+    });
+    let keep = match p.keep {
+        PfailKeep::None => Keep::None,
+        PfailKeep::All => Keep::All,
+        PfailKeep::Random => Keep::Random(seed),
+    };
+    let reactor = daemon
+        .reactors
+        .first()
+        .ok_or_else(|| RpcError::internal("no reactor"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sent = reactor.send(move || {
+        bdev.cut(
+            keep,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+    });
+    if !sent {
+        return Err(RpcError::internal("the reactors have stopped"));
+    }
+    let report = rx
+        .recv_timeout(CUT_WAIT)
+        .map_err(|_| RpcError::internal(format!("bdev_pfail_cut {}: no answer", p.name)))?
+        .map_err(|e| bdev_error(&format!("bdev_pfail_cut {}", p.name), &e))?;
+    tracing::warn!(
+        bdev = %p.name,
+        ?keep,
+        dirty_blocks = report.dirty_blocks,
+        kept_blocks = report.kept_blocks,
+        "power cut"
+    );
+    Ok(json!({
+        "dirty_blocks": report.dirty_blocks,
+        "kept_blocks": report.kept_blocks,
+        "seed": seed,
+    }))
 }

@@ -44,6 +44,31 @@ pub trait RpcParams {
     fn ignored_knobs(&self) -> Vec<&'static str> {
         Vec::new()
     }
+
+    /// Parameters present in this request that ask for something Shoal does not implement
+    /// and that it must not drop, because serving the request without them would weaken what
+    /// was asked (TLS, host authentication, access control): each as `(name, what it asks
+    /// for)`. The registry refuses such a request (`-95`, naming them) before the handler
+    /// runs, over RPC and from a configuration file alike.
+    fn refused(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+}
+
+/// The error for a request with [`RpcParams::refused`] parameters, or `None`.
+#[must_use]
+pub fn refusal(method: &str, refused: &[(&'static str, &'static str)]) -> Option<RpcError> {
+    let parts: Vec<String> = refused
+        .iter()
+        .map(|(name, what)| format!("parameter `{name}` ({what})"))
+        .collect();
+    (!parts.is_empty()).then(|| {
+        RpcError::not_supported(format!(
+            "{method}: {} not supported by Shoal; refused rather than ignored, which would \
+             serve without what was asked",
+            parts.join(" and ") + if parts.len() == 1 { " is" } else { " are" }
+        ))
+    })
 }
 
 impl RpcParams for Value {}
@@ -247,6 +272,9 @@ impl<C> Registry<C> {
     {
         let erased: Handler<C> = Box::new(move |ctx: &C, method: &str, params: Value| {
             let params: P = decode_params(method, Some(params))?;
+            if let Some(e) = refusal(method, &params.refused()) {
+                return Err(e);
+            }
             let knobs = params.ignored_knobs();
             if !knobs.is_empty() {
                 tracing::warn!(
@@ -294,13 +322,21 @@ impl<C> Registry<C> {
     ///
     /// # Panics
     /// If one of `names` is already registered.
-    pub fn register_ignored(&mut self, names: &[&str]) -> &mut Self {
+    pub fn register_ignored(&mut self, names: &[&'static str]) -> &mut Self {
         for &name in names {
-            self.register_in(name, StateMask::ANY, |_ctx: &C, p: Map<String, Value>| {
-                let keys: Vec<&String> = p.keys().collect();
-                tracing::warn!(?keys, "SPDK-only method accepted and ignored");
-                Ok(Value::Bool(true))
-            });
+            self.register_in(
+                name,
+                StateMask::ANY,
+                move |_ctx: &C, p: Map<String, Value>| {
+                    let refused = super::params::housekeeping_refused(name, &p);
+                    if let Some(e) = refusal(name, &refused) {
+                        return Err(e);
+                    }
+                    let keys: Vec<&String> = p.keys().collect();
+                    tracing::warn!(?keys, "SPDK-only method accepted and ignored");
+                    Ok(Value::Bool(true))
+                },
+            );
         }
         self
     }

@@ -347,3 +347,41 @@ pub struct BdevDelayUpdateLatency {
     pub latency_us: u64,
 }
 params_knobs!(BdevDelayUpdateLatency {});
+
+/// `bdev_pfail_create`: a bdev with a volatile write cache over `base_bdev_name`, for crash
+/// tests (Shoal's own method). Answers the bdev name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BdevPfailCreate {
+    /// Name of the new bdev.
+    pub name: String,
+    /// The bdev it caches writes for (claimed).
+    pub base_bdev_name: String,
+}
+params_knobs!(BdevPfailCreate {});
+
+/// What `bdev_pfail_cut` keeps of the writes that were not durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PfailKeep {
+    /// Nothing.
+    None,
+    /// Everything.
+    All,
+    /// A seeded random subset, per block.
+    Random,
+}
+
+/// `bdev_pfail_cut`: power loss. Answers `{"dirty_blocks", "kept_blocks", "seed"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BdevPfailCut {
+    /// The pfail bdev.
+    pub name: String,
+    /// What the cache keeps.
+    pub keep: PfailKeep,
+    /// Seed of `random` (drawn from the clock when absent; the answer gives it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+params_knobs!(BdevPfailCut {});

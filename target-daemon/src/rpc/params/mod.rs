@@ -88,6 +88,21 @@ pub const HOUSEKEEPING_METHODS: &[&str] = &[
     "vhost_set_options",
 ];
 
+/// What a housekeeping call asks for that Shoal must refuse rather than ignore (see
+/// [`crate::rpc::RpcParams::refused`]): `sock_set_default_impl` to `ssl` would make every
+/// listener TLS-only in SPDK, and Shoal has no TLS yet.
+#[must_use]
+pub fn housekeeping_refused(
+    method: &str,
+    params: &serde_json::Map<String, Value>,
+) -> Vec<(&'static str, &'static str)> {
+    let ssl = params.get("impl_name").and_then(Value::as_str) == Some("ssl");
+    if method == "sock_set_default_impl" && ssl {
+        return vec![("impl_name", "\"ssl\": NVMe/TCP over TLS on every listener")];
+    }
+    Vec::new()
+}
+
 /// True if `method` is one of [`HOUSEKEEPING_METHODS`].
 #[must_use]
 pub fn is_housekeeping(method: &str) -> bool {

@@ -302,7 +302,7 @@ pub struct NamespaceParams {
     /// Knob: ANA group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anagrpid: Option<Value>,
-    /// Knob: do not make the namespace visible to every controller.
+    /// Refused when set: do not make the namespace visible to every controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_auto_visible: Option<Value>,
     /// Knob: hide bdev metadata.
@@ -329,13 +329,24 @@ impl crate::rpc::RpcParams for NvmfSubsystemAddNs {
         [
             ("namespace.ptpl_file", &ns.ptpl_file),
             ("namespace.anagrpid", &ns.anagrpid),
-            ("namespace.no_auto_visible", &ns.no_auto_visible),
             ("namespace.hide_metadata", &ns.hide_metadata),
         ]
         .into_iter()
         .filter(|(_, v)| super::knob_is_set(v))
         .map(|(k, _)| k)
         .collect()
+    }
+
+    fn refused(&self) -> Vec<(&'static str, &'static str)> {
+        // Serving the namespace to every host of the subsystem would undo the access control
+        // that was asked for (SPDK then shows it only to hosts given `nvmf_ns_add_host`).
+        if super::knob_is_set(&self.namespace.no_auto_visible) {
+            return vec![(
+                "namespace.no_auto_visible",
+                "a namespace visible only to hosts added to it",
+            )];
+        }
+        Vec::new()
     }
 }
 
@@ -403,7 +414,7 @@ pub struct NvmfSubsystemListener {
     /// Parent target name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tgt_name: Option<String>,
-    /// Knob: require TLS.
+    /// Refused when set: require TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_channel: Option<Value>,
     /// Knob: initial ANA state of the listener.
@@ -416,12 +427,30 @@ pub struct NvmfSubsystemListener {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numa_id: Option<Value>,
 }
-params_knobs!(NvmfSubsystemListener {
-    secure_channel,
-    ana_state,
-    sock_impl,
-    numa_id
-});
+impl crate::rpc::RpcParams for NvmfSubsystemListener {
+    fn ignored_knobs(&self) -> Vec<&'static str> {
+        [
+            ("ana_state", &self.ana_state),
+            ("sock_impl", &self.sock_impl),
+            ("numa_id", &self.numa_id),
+        ]
+        .into_iter()
+        .filter(|(_, v)| super::knob_is_set(v))
+        .map(|(k, _)| k)
+        .collect()
+    }
+
+    fn refused(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if super::knob_is_set(&self.secure_channel) {
+            out.push(("secure_channel", "a TLS-only listener"));
+        }
+        if self.sock_impl.as_ref().and_then(Value::as_str) == Some("ssl") {
+            out.push(("sock_impl", "\"ssl\": NVMe/TCP over TLS"));
+        }
+        out
+    }
+}
 
 /// `nvmf_subsystem_add_listener`.
 pub type NvmfSubsystemAddListener = NvmfSubsystemListener;
@@ -439,21 +468,37 @@ pub struct NvmfSubsystemAddHost {
     /// Parent target name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tgt_name: Option<String>,
-    /// Knob: TLS pre-shared key name.
+    /// Refused when set: TLS pre-shared key name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk: Option<Value>,
-    /// Knob: DH-HMAC-CHAP key name.
+    /// Refused when set: DH-HMAC-CHAP key name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhchap_key: Option<Value>,
-    /// Knob: DH-HMAC-CHAP controller key name.
+    /// Refused when set: DH-HMAC-CHAP controller key name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhchap_ctrlr_key: Option<Value>,
 }
-params_knobs!(NvmfSubsystemAddHost {
-    psk,
-    dhchap_key,
-    dhchap_ctrlr_key
-});
+impl crate::rpc::RpcParams for NvmfSubsystemAddHost {
+    fn refused(&self) -> Vec<(&'static str, &'static str)> {
+        [
+            ("psk", &self.psk, "a TLS pre-shared key for this host"),
+            (
+                "dhchap_key",
+                &self.dhchap_key,
+                "DH-HMAC-CHAP authentication of this host",
+            ),
+            (
+                "dhchap_ctrlr_key",
+                &self.dhchap_ctrlr_key,
+                "DH-HMAC-CHAP authentication of the controller to this host",
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, v, _)| super::knob_is_set(v))
+        .map(|(k, _, what)| (k, what))
+        .collect()
+    }
+}
 
 /// `nvmf_subsystem_remove_host`. Answers `true`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Shoal and SPDK side by side: one load generator, one run, the median ratio per workload.
+#
+#   SPDK_DIR=/var/tmp/spdk hack/bench-vs-spdk.sh [ROW-FILTER]
+#
+# shoald and SPDK's nvmf_tgt take turns on core 0 (-m 0x1) with the same bdevs as namespaces
+# of one subsystem on 127.0.0.1: 1 a RAM bdev (malloc, BENCH_RAM_MIB), 2 a null bdev, 3 a
+# two-way mirror over two RAM bdevs (Shoal's nexus; SPDK's raid1, the closest thing it has).
+# The load generator runs on core 1 (-c 0x2): SPDK's spdk_nvme_perf, and as a second column
+# Shoal's shoal-perf (same options). Every round runs both targets, the first one alternating
+# between rounds (the machine's speed drifts by tens of percent within an hour); each row's
+# ratio is the median of the rounds' ratios Shoal / SPDK (IOPS; for the depth-1 row it is the
+# same as SPDK's latency over Shoal's).
+#
+# It needs an SPDK build (../shared/tools/build-spdk.sh; export SPDK_DIR): without SPDK_DIR it
+# says SKIPPED and exits 0. CI does not run it. Root (hugepages for SPDK).
+#
+# Env: BENCH_TIME (seconds per run, 6), BENCH_ROUNDS (5), BENCH_PORT (4530), BENCH_RAM_MIB
+#      (1024), BENCH_PERF (spdk|shoal|both, default both), BENCH_OUT (keep raw results there).
+# Output: one markdown table on stdout; progress on stderr; raw lines in $BENCH_OUT/raw.tsv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -z ${SPDK_DIR:-} || ! -x ${SPDK_DIR:-/nonexistent}/build/bin/nvmf_tgt ]]; then
+    echo "SKIPPED: SPDK_DIR does not point at an SPDK build (../shared/tools/build-spdk.sh)"
+    exit 0
+fi
+filter=${1:-}
+secs=${BENCH_TIME:-6}
+rounds=${BENCH_ROUNDS:-5}
+port=${BENCH_PORT:-4530}
+ram_mib=${BENCH_RAM_MIB:-1024}
+perfs=${BENCH_PERF:-both}
+nqn=nqn.2016-06.io.shoal:vsspdk
+out=${BENCH_OUT:-$(mktemp -d /tmp/shoal-vs-spdk.XXXXXX)}
+mkdir -p "$out"
+work=$(mktemp -d /tmp/shoal-vs-spdk-work.XXXXXX)
+bin=${CARGO_TARGET_DIR:-target}/release
+pid=
+
+cleanup() {
+    if [[ -n $pid ]]; then kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+log() { echo "bench-vs-spdk: $*" >&2; }
+
+cargo build --release -q -p shoal-target --bin shoald -p shoal-benches --bin shoal-perf
+"$SPDK_DIR/spdk-hugepages"
+
+blocks=$((ram_mib * 256))
+cat >"$work/shoald.json" <<EOF
+{"subsystems": [
+ {"subsystem": "bdev", "config": [
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": $blocks, "block_size": 4096}},
+  {"method": "bdev_null_create", "params": {"name": "Null0", "num_blocks": 262144, "block_size": 4096}},
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc1", "num_blocks": $((blocks / 4 + 256)), "block_size": 4096}},
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc2", "num_blocks": $((blocks / 4 + 256)), "block_size": 4096}},
+  {"method": "nexus_create", "params": {"name": "Mirror0", "size": $((blocks / 4 * 4096)), "children": ["bdev:///Malloc1", "bdev:///Malloc2"]}}]},
+ {"subsystem": "nvmf", "config": [
+  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+  {"method": "nvmf_create_subsystem", "params": {"nqn": "$nqn", "allow_any_host": true, "serial_number": "VSSPDK0001"}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$nqn", "namespace": {"bdev_name": "Malloc0", "nsid": 1}}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$nqn", "namespace": {"bdev_name": "Null0", "nsid": 2}}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$nqn", "namespace": {"bdev_name": "Mirror0", "nsid": 3}}},
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$nqn", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$port"}}}]}]}
+EOF
+# The same for SPDK, with raid1 (superblock off: the whole bdev is data, as the nexus's data
+# region) instead of the nexus.
+cat >"$work/spdk.json" <<EOF
+{"subsystems": [
+ {"subsystem": "bdev", "config": [
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": $blocks, "block_size": 4096}},
+  {"method": "bdev_null_create", "params": {"name": "Null0", "num_blocks": 262144, "block_size": 4096}},
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc1", "num_blocks": $((blocks / 4)), "block_size": 4096}},
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc2", "num_blocks": $((blocks / 4)), "block_size": 4096}},
+  {"method": "bdev_raid_create", "params": {"name": "Mirror0", "raid_level": "raid1", "base_bdevs": ["Malloc1", "Malloc2"]}}]},
+ {"subsystem": "nvmf", "config": [
+  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+  {"method": "nvmf_create_subsystem", "params": {"nqn": "$nqn", "allow_any_host": true, "serial_number": "VSSPDK0001"}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$nqn", "namespace": {"bdev_name": "Malloc0", "nsid": 1}}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$nqn", "namespace": {"bdev_name": "Null0", "nsid": 2}}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$nqn", "namespace": {"bdev_name": "Mirror0", "nsid": 3}}},
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$nqn", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$port"}}}]}]}
+EOF
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+
+start() { # shoal|spdk
+    if listening; then
+        log "something already listens on 127.0.0.1:$port: set BENCH_PORT"
+        exit 1
+    fi
+    if [[ $1 == shoal ]]; then
+        "$bin/shoald" -m 0x1 -c "$work/shoald.json" -r "$work/rpc.sock" --log warn \
+            >"$work/target.log" 2>&1 &
+    else
+        "$SPDK_DIR/build/bin/nvmf_tgt" -m 0x1 -r "$work/spdk.sock" --json "$work/spdk.json" \
+            >"$work/target.log" 2>&1 &
+    fi
+    pid=$!
+    for _ in $(seq 300); do
+        listening && break
+        kill -0 "$pid" 2>/dev/null || { tail -n 20 "$work/target.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    listening || { log "$1 did not listen"; tail -n 20 "$work/target.log" >&2; exit 1; }
+    sleep 0.5
+}
+
+stop() {
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    pid=
+}
+
+trid() { echo "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$nqn ns:$1"; }
+
+# perf GEN NSID ARGS...: prints "IOPS AVG_US" of one run with load generator GEN.
+perf() {
+    local gen=$1 ns=$2 line
+    shift 2
+    if [[ $gen == spdk ]]; then
+        line=$("$SPDK_DIR/build/bin/spdk_nvme_perf" -r "$(trid "$ns")" -c 0x2 -t "$secs" "$@" \
+            2>"$work/perf.err" | awk '/^Total/ {print $3, $5}')
+    else
+        line=$("$bin/shoal-perf" -r "$(trid "$ns")" -c 0x2 -t "$secs" --json "$@" \
+            2>"$work/perf.err" | python3 -c 'import json,sys; r=json.load(sys.stdin)["total"]["rates"]; print(r["iops"], r["avg_us"])')
+    fi
+    [[ -n $line ]] || { log "$gen perf failed: $(tail -n 3 "$work/perf.err")"; echo "0 0"; return; }
+    echo "$line"
+}
+
+# The rows: NAME NSID PERF-ARGS.
+rows=(
+    "randread-4k-qd32-ram|1|-q 32 -o 4096 -w randread"
+    "randwrite-4k-qd32-ram|1|-q 32 -o 4096 -w randwrite"
+    "read-128k-qd32-ram|1|-q 32 -o 131072 -w read"
+    "write-128k-qd32-ram|1|-q 32 -o 131072 -w write"
+    "randread-4k-qd1-ram|1|-q 1 -o 4096 -w randread"
+    "randread-4k-qd32-null|2|-q 32 -o 4096 -w randread"
+    "randread-4k-qd128-null|2|-q 128 -o 4096 -w randread"
+    "randread-4k-qd32-ram-digests|1|-q 32 -o 4096 -w randread -H -I"
+    "randwrite-4k-qd32-mirror|3|-q 32 -o 4096 -w randwrite"
+    "randread-4k-qd32-mirror|3|-q 32 -o 4096 -w randread"
+)
+gens=()
+[[ $perfs == spdk || $perfs == both ]] && gens+=(spdk)
+[[ $perfs == shoal || $perfs == both ]] && gens+=(shoal)
+
+raw=$out/raw.tsv
+: >"$raw"
+for ((round = 0; round < rounds; round++)); do
+    order=(shoal spdk)
+    ((round % 2)) && order=(spdk shoal)
+    for target in "${order[@]}"; do
+        log "round $round: $target"
+        start "$target"
+        # Write the RAM bdevs once: reads of never-written memory hit the zero page.
+        perf spdk 1 -q 8 -o 1048576 -w write >/dev/null
+        perf spdk 3 -q 8 -o 1048576 -w write >/dev/null
+        for row in "${rows[@]}"; do
+            IFS='|' read -r name ns args <<<"$row"
+            [[ -z $filter || $name == *$filter* ]] || continue
+            for gen in "${gens[@]}"; do
+                # shellcheck disable=SC2086 # the row's arguments are words
+                read -r iops lat < <(perf "$gen" "$ns" $args)
+                printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$gen" "$name" "$iops" "$lat" >>"$raw"
+                log "  $target $name ($gen): $iops IOPS, $lat us"
+            done
+        done
+        stop
+    done
+done
+
+python3 - "$raw" "$rounds" "$secs" <<'EOF'
+import statistics, sys, collections, datetime
+raw, rounds, secs = sys.argv[1], sys.argv[2], sys.argv[3]
+d = collections.defaultdict(dict)
+for line in open(raw):
+    rnd, target, gen, name, iops, lat = line.split("\t")
+    d[(name, gen)].setdefault(rnd, {})[target] = float(iops)
+names = list(dict.fromkeys(n for n, _ in d))
+gens = list(dict.fromkeys(g for _, g in d))
+print(f"Shoal / SPDK, median of {rounds} alternating rounds of {secs} s, both targets on core 0, "
+      f"load on core 1 ({datetime.date.today()})\n")
+head = "| workload | " + " | ".join(f"SPDK IOPS ({g}) | Shoal IOPS ({g}) | ratio ({g})" for g in gens) + " |"
+print(head)
+print("|" + "---|" * (1 + 3 * len(gens)))
+for n in names:
+    cells = []
+    for g in gens:
+        per = d.get((n, g), {})
+        ratios = [r["shoal"] / r["spdk"] for r in per.values() if r.get("spdk") and r.get("shoal")]
+        s = statistics.median([r["spdk"] for r in per.values() if "spdk" in r] or [0])
+        h = statistics.median([r["shoal"] for r in per.values() if "shoal" in r] or [0])
+        ratio = f"**{statistics.median(ratios):.2f}**" if ratios else "n/a"
+        cells += [f"{s:,.0f}", f"{h:,.0f}", ratio]
+    print(f"| {n} | " + " | ".join(cells) + " |")
+EOF
+log "raw results: $raw"
