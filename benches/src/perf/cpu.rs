@@ -78,6 +78,9 @@ mod tests {
         // The process's user/system split is scaled from its total by the kernel
         // (`cputime_adjust`), so it may trail a thread's own figure by a tick.
         let proc = process().since(p0).total();
-        assert!(proc + Duration::from_millis(10) >= spent.total(), "{proc:?} {spent:?}");
+        assert!(
+            proc + Duration::from_millis(10) >= spent.total(),
+            "{proc:?} {spent:?}"
+        );
     }
 }
