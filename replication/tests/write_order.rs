@@ -211,7 +211,7 @@ impl IoSink for Overlap {
 }
 
 /// A file-backed child (real io_uring) holding `BLOCKS` blocks of nexus data.
-fn file_child(name: &str) -> (Arc<dyn Bdev>, std::path::PathBuf) {
+fn file_child(name: &str) -> (Arc<dyn Bdev>, Image) {
     let path = std::env::temp_dir().join(format!(
         "shoal-write-order-{}-{name}.img",
         std::process::id()
@@ -220,21 +220,22 @@ fn file_child(name: &str) -> (Arc<dyn Bdev>, std::path::PathBuf) {
     f.set_len((BLOCKS + meta(BS)) * u64::from(BS))
         .expect("size the image");
     let b: Arc<dyn Bdev> = UringBdev::create(name, &path, Some(BS), None).expect("uring child");
-    (b, path)
+    (b, Image(path))
 }
 
-/// Flushes the nexus; the checksums of the children's data regions (the file child's image is
-/// removed then).
-fn flushed_sums(
-    r: &Reactor,
-    nx: &Arc<dyn Bdev>,
-    kids: &[Arc<dyn Bdev>],
-    path: &std::path::Path,
-) -> Vec<u32> {
+/// A file child's image, removed when the test is done with it (or has failed).
+struct Image(std::path::PathBuf);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Flushes the nexus; the checksums of the children's data regions.
+fn flushed_sums(r: &Reactor, nx: &Arc<dyn Bdev>, kids: &[Arc<dyn Bdev>]) -> Vec<u32> {
     Io::new(r, nx).run(BdevIo::flush()).1.unwrap();
-    let s = kids.iter().map(|k| child_sum(r, k, BLOCKS)).collect();
-    let _ = std::fs::remove_file(path);
-    s
+    kids.iter().map(|k| child_sum(r, k, BLOCKS)).collect()
 }
 
 #[track_caller]
@@ -243,7 +244,7 @@ fn assert_identical(s: &[u32]) {
 }
 
 /// Three children: a file (io_uring), RAM, and RAM under a [`Shuffle`]; the nexus over them.
-fn three_children(tag: &str) -> (Reactor, Arc<Nexus>, Vec<Arc<dyn Bdev>>, std::path::PathBuf) {
+fn three_children(tag: &str) -> (Reactor, Arc<Nexus>, Vec<Arc<dyn Bdev>>, Image) {
     three_children_late(tag, Duration::from_millis(1))
 }
 
@@ -251,9 +252,9 @@ fn three_children(tag: &str) -> (Reactor, Arc<Nexus>, Vec<Arc<dyn Bdev>>, std::p
 fn three_children_late(
     tag: &str,
     late: Duration,
-) -> (Reactor, Arc<Nexus>, Vec<Arc<dyn Bdev>>, std::path::PathBuf) {
+) -> (Reactor, Arc<Nexus>, Vec<Arc<dyn Bdev>>, Image) {
     let r = reactor();
-    let (file, path) = file_child(&format!("{tag}-file"));
+    let (file, image) = file_child(&format!("{tag}-file"));
     let base = ram(&format!("{tag}-base"), BLOCKS);
     let kids = vec![
         file,
@@ -261,18 +262,18 @@ fn three_children_late(
         Shuffle::create(&format!("{tag}-shuffled"), base, late),
     ];
     let nx = create(&r, opts(&format!("nx-{tag}"), BLOCKS), &kids);
-    (r, nx, kids, path)
+    (r, nx, kids, image)
 }
 
 /// Runs 3000 overlapping writes at depth 16 on one reactor; the children's checksums.
 fn overlapping_load(ordered: bool) -> Vec<u32> {
-    let (r, nx, kids, path) = three_children(if ordered { "on" } else { "off" });
+    let (r, nx, kids, _image) = three_children(if ordered { "on" } else { "off" });
     nx.set_write_order(ordered);
     let nxb: Arc<dyn Bdev> = nx.clone();
     let load = Overlap::start(&nxb, 16, 3000, 7);
     until(&r, "the overlapping writes", || load.idle());
     assert_eq!(load.errors.get(), 0);
-    flushed_sums(&r, &nxb, &kids, &path)
+    flushed_sums(&r, &nxb, &kids)
 }
 
 #[test]
@@ -300,7 +301,7 @@ fn diverges(mut run: impl FnMut() -> Vec<u32>) -> bool {
 /// Overlapping writes go on while the shuffled child is faulted, then re-added and rebuilt
 /// (rebuild copies against host writes), then online again.
 fn load_through_a_rebuild(ordered: bool) -> Vec<u32> {
-    let (r, nx, kids, path) = three_children(if ordered { "rb-on" } else { "rb-off" });
+    let (r, nx, kids, _image) = three_children(if ordered { "rb-on" } else { "rb-off" });
     nx.set_write_order(ordered);
     let nxb: Arc<dyn Bdev> = nx.clone();
     let shuffled = ChildSpec::local(kids[2].clone());
@@ -324,7 +325,7 @@ fn load_through_a_rebuild(ordered: bool) -> Vec<u32> {
             .iter()
             .all(|c| c.state == ChildState::Online)
     );
-    flushed_sums(&r, &nxb, &kids, &path)
+    flushed_sums(&r, &nxb, &kids)
 }
 
 #[test]
@@ -341,7 +342,7 @@ fn without_the_order_a_rebuild_does_not_make_them_agree() {
 /// stop nearly together (the last writes decide what the children hold, so they must overlap
 /// too).
 fn two_reactors(ordered: bool) -> Vec<u32> {
-    let (r, nx, kids, path) = three_children(if ordered { "2r-on" } else { "2r-off" });
+    let (r, nx, kids, _image) = three_children(if ordered { "2r-on" } else { "2r-off" });
     nx.set_write_order(ordered);
     let nxb: Arc<dyn Bdev> = nx.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -379,7 +380,7 @@ fn two_reactors(ordered: bool) -> Vec<u32> {
     // The home reactor keeps running the nexus's control path while the other finishes.
     until(&r, "the second reactor", || other.is_finished());
     other.join().expect("second reactor");
-    flushed_sums(&r, &nxb, &kids, &path)
+    flushed_sums(&r, &nxb, &kids)
 }
 
 #[test]
@@ -407,7 +408,7 @@ fn without_the_order_two_reactors_leave_them_different() {
 /// Returns each child's first 4 KiB, and whether the second write completed after the first.
 fn second_reactor_first(ordered: bool) -> (Vec<Vec<u8>>, bool) {
     let tag = if ordered { "x-on" } else { "x-off" };
-    let (r, nx, kids, path) = three_children_late(tag, Duration::from_millis(50));
+    let (r, nx, kids, _image) = three_children_late(tag, Duration::from_millis(50));
     nx.set_write_order(ordered);
     let nxb: Arc<dyn Bdev> = nx.clone();
     // A first write marks the region in the write-intent bitmap, so that the two below go out
@@ -444,7 +445,6 @@ fn second_reactor_first(ordered: bool) -> (Vec<Vec<u8>>, bool) {
         .iter()
         .map(|k| Io::new(&r, k).read(meta(BS), 8).unwrap())
         .collect();
-    let _ = std::fs::remove_file(path);
     (heads, second_done >= first_done)
 }
 
