@@ -18,10 +18,17 @@
 //!    32 on a nexus over two RAM children with the bitmap and on one without, alternating for
 //!    `NEXUS_BENCH_ROUNDS` rounds (default 5), medians and their ratio.
 //!
+//! 6. with `NEXUS_BENCH_ONLY=order` only: what the write order costs (module `order` of the
+//!    crate): 4 KiB random writes at depth 32 on a nexus over two RAM children (then two null
+//!    ones), the order switched on and off every `NEXUS_BENCH_ORDER_MS` (250) under one load,
+//!    `NEXUS_BENCH_ROUNDS` (40) pairs.
+//!
 //! `cargo bench -p shoal-replication --bench nexus`. Environment: `NEXUS_BENCH_SECS` (seconds
 //! per load, default 3), `NEXUS_BENCH_MIB` (device size for the IOPS runs, default 256),
 //! `NEXUS_BENCH_REBUILD_MIB` (replica size, default 1024), `NEXUS_BENCH_ONLY=iops|during|
-//! remote`, `NEXUS_BENCH_ROUNDS` (rounds of part 4, default 3), `NEXUS_BENCH_PORT` (4523).
+//! remote|intent|order`, `NEXUS_BENCH_ROUNDS` (rounds of parts 4 and 5, default 3 and 5;
+//! pairs of part 6),
+//! `NEXUS_BENCH_PORT` (4523).
 
 #[path = "support/remote.rs"]
 mod remote;
@@ -242,6 +249,10 @@ fn main() {
 
     let only_during = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "during");
     let only_remote = std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "remote");
+    if std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "order") {
+        order_cost(&r, size);
+        return;
+    }
     if std::env::var("NEXUS_BENCH_ONLY").is_ok_and(|v| v == "intent") {
         intent(&r, size, secs);
         return;
@@ -411,4 +422,103 @@ fn rebuilds(r: &Reactor, secs: u64, only_during: bool) {
         st.rebuild_progress,
         nx2.status().rebuild_rate
     );
+}
+
+/// Part 6: 4 KiB random writes at depth 32 on one nexus, the write order switched on and off
+/// every `NEXUS_BENCH_ORDER_MS` (250) under one running load, `NEXUS_BENCH_ROUNDS` (40) pairs
+/// (which half comes first alternates): both halves of a pair see the same machine, so the
+/// median of the pairs' ratios is what the order costs, not how the machine drifted. Each half
+/// is counted in writes per second of wall time and per second of the reactor thread's CPU
+/// time (from the scheduler: on a machine shared with other work, the thread is often
+/// preempted, which moves the first and not the second).
+fn order_cost(r: &Reactor, size: u64) {
+    let pairs = env_u64("NEXUS_BENCH_ROUNDS", 40);
+    let phase = Duration::from_millis(env_u64("NEXUS_BENCH_ORDER_MS", 250));
+    let null = |n: &str| -> Arc<dyn Bdev> {
+        NullBdev::create(n, None, (size + META_BYTES) / 4096, 4096).expect("null")
+    };
+    println!(
+        "write order: 4 KiB random writes, queue depth {DEPTH}, one reactor, nexus over 2 \
+         children of {} MiB; order on and off every {} ms, {pairs} pairs",
+        size >> 20,
+        phase.as_millis()
+    );
+    for kind in ["RAM", "null"] {
+        let kids = if kind == "RAM" {
+            [ram("o0", size), ram("o1", size)]
+        } else {
+            [null("z0"), null("z1")]
+        };
+        let nx = nexus(r, &format!("nx-order-{kind}"), size, &kids);
+        let dev: Arc<dyn Bdev> = nx.clone();
+        let job = Job::start(&dev, IoType::Write);
+        r.run_until(Duration::from_millis(500), || false);
+        let (mut ratios, mut on, mut off) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut cpu_ratios, mut cpu_on, mut cpu_off) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..pairs {
+            let (mut pair, mut cpu_pair) = ([0u64; 2], [0u64; 2]);
+            for ordered in [i % 2 == 0, i % 2 != 0] {
+                nx.set_write_order(ordered);
+                let (d0, t0, c0) = (job.done.get(), Instant::now(), thread_cpu_ns());
+                r.run_until(phase, || false);
+                let ns = u64::try_from(t0.elapsed().as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                let cpu = thread_cpu_ns().saturating_sub(c0).max(1);
+                let n = job.done.get() - d0;
+                pair[usize::from(ordered)] = n.saturating_mul(1_000_000_000) / ns;
+                cpu_pair[usize::from(ordered)] = n.saturating_mul(1_000_000_000) / cpu;
+            }
+            off.push(pair[0]);
+            on.push(pair[1]);
+            ratios.push(pml(pair[1], pair[0]));
+            cpu_off.push(cpu_pair[0]);
+            cpu_on.push(cpu_pair[1]);
+            cpu_ratios.push(pml(cpu_pair[1], cpu_pair[0]));
+        }
+        job.stop.set(true);
+        r.run_until(WAIT, || job.inflight.get() == 0);
+        assert_eq!(job.errors.get(), 0, "I/O errors");
+        nx.set_write_order(true);
+        let wall = summary(&mut on, &mut off, &mut ratios);
+        let cpu = summary(&mut cpu_on, &mut cpu_off, &mut cpu_ratios);
+        println!("{kind:<5} per second of wall time: {wall}");
+        println!("{kind:<5} per second of CPU time:  {cpu}");
+    }
+}
+
+/// Medians and spread of the two halves and of the pairs' ratios, in one line.
+fn summary(on: &mut [u64], off: &mut [u64], ratios: &mut [u64]) -> String {
+    for v in [&mut *on, &mut *off, &mut *ratios] {
+        v.sort_unstable();
+    }
+    let tenths = |x: u64| format!("{}.{}%", x / 10, x % 10);
+    let q = |v: &[u64], k: usize| v[(v.len() - 1) * k / 4];
+    format!(
+        "ordered median {} ({}-{}), unordered median {} ({}-{}); ordered / unordered per \
+         pair: median {}, quartiles {}-{}",
+        q(on, 2),
+        q(on, 0),
+        q(on, 4),
+        q(off, 2),
+        q(off, 0),
+        q(off, 4),
+        tenths(q(ratios, 2)),
+        tenths(q(ratios, 1)),
+        tenths(q(ratios, 3)),
+    )
+}
+
+/// CPU time of this thread so far, nanoseconds (`/proc/thread-self/schedstat`: time on a CPU,
+/// as the scheduler counts it); 0 if unreadable.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// `a` in thousandths of `b`.
+fn pml(a: u64, b: u64) -> u64 {
+    a.saturating_mul(1000) / b.max(1)
 }

@@ -8,7 +8,9 @@
 //! * **I/O** (module `io`): writes, write zeroes, deallocate and flush go to every child
 //!   in the write path; reads go to one online child (local first, else the fastest) and are
 //!   retried on another if they fail. A failing child is faulted with a reason and leaves the
-//!   I/O path; the host sees no error while one healthy child remains.
+//!   I/O path; the host sees no error while one healthy child remains. A write that overlaps
+//!   one in flight waits for it, so that every child applies overlapping writes in one order
+//!   (module `order`).
 //! * **States** ([`state`]): an explicit child state machine with a transition table, fault
 //!   reasons, and the nexus state derived from its children.
 //! * **Metadata** ([`label`]): each child carries a label with the volume and replica UUIDs, a
@@ -37,6 +39,7 @@ pub mod intent;
 mod io;
 pub mod label;
 mod nexus;
+mod order;
 mod persist;
 pub mod rebuild;
 mod routing;

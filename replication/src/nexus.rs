@@ -19,6 +19,7 @@ use crate::control::{Op, State};
 use crate::exec::{Signal, Ticket, ticket};
 use crate::gate::Gate;
 use crate::intent::IntentMap;
+use crate::order::WriteOrder;
 use crate::rebuild::{Limiter, RebuildRate, RebuildStatus, RebuildSummary};
 use crate::routing::{Role, Routing};
 use crate::state::{ChildState, FaultReason, NexusState};
@@ -201,6 +202,8 @@ pub struct Nexus {
     pub(crate) write_zeroes: bool,
     pub(crate) unmap: bool,
     pub(crate) gate: Gate,
+    /// Keeps overlapping writes in one order on every child.
+    pub(crate) order: WriteOrder,
     routing: Mutex<Arc<Routing>>,
     pub(crate) epoch: AtomicU64,
     /// Children whose metadata says they are in sync now: a write is acknowledged only once
@@ -213,6 +216,16 @@ pub struct Nexus {
     /// The write-intent bitmap.
     pub(crate) intent: IntentMap,
     next_child_id: AtomicU64,
+}
+
+/// Set in the environment of a process (`SHOAL_TEST_UNORDERED_WRITES=1`), its nexuses start
+/// without the write order: only for showing that the system tests fail without it.
+fn unordered_for_tests() -> bool {
+    let off = std::env::var_os("SHOAL_TEST_UNORDERED_WRITES").is_some_and(|v| v == "1");
+    if off {
+        tracing::warn!("SHOAL_TEST_UNORDERED_WRITES=1: overlapping writes are not ordered");
+    }
+    off
 }
 
 impl std::fmt::Debug for Nexus {
@@ -231,7 +244,9 @@ impl Nexus {
         state: State,
         intent: IntentMap,
     ) -> Nexus {
+        let order = WriteOrder::new(info.block_size, !unordered_for_tests());
         Nexus {
+            order,
             info,
             home,
             geo,
@@ -262,6 +277,15 @@ impl Nexus {
     ) -> Ticket<Result<Arc<Nexus>, NexusError>> {
         let h = home.clone();
         crate::exec::run_on(home, move || crate::create::create(opts, children, h))
+    }
+
+    /// Turns the write order (module `order`) off or back on. Without it, overlapping writes
+    /// in flight together may reach the children in different orders and leave them with
+    /// different data: this exists only to measure what the order costs and to show that the
+    /// tests see the difference. Writes already in flight keep the order they started with.
+    #[doc(hidden)]
+    pub fn set_write_order(&self, on: bool) {
+        self.order.set_enabled(on);
     }
 
     pub(crate) fn next_child_id(&self) -> u64 {

@@ -22,6 +22,7 @@
 mod config;
 mod fence;
 mod handle;
+mod membarrier;
 pub mod ops;
 mod set;
 mod timer;
@@ -43,6 +44,7 @@ pub use config::{PollStatus, ReactorConfig, ReactorStats};
 use fence::StoreFence;
 pub use handle::ReactorHandle;
 use handle::Shared;
+pub use membarrier::{process_barrier, process_barrier_available};
 use ops::{OpDesc, OpHandler, Payload, Slots, Target};
 use set::new_ring;
 pub use set::{ReactorSet, parse_core_mask, set_listen_backlog, shutdown_socket};

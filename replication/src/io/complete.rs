@@ -180,7 +180,7 @@ impl Chan {
     /// that failed is still recorded as in sync (then wait for the control task to record the
     /// fault). `deferred`: called from a submission, so the answer goes through the loop.
     pub(super) fn finish(&self, pidx: u32, deferred: bool, host_io: Option<BdevIo>) {
-        let wait = {
+        let (wait, released) = {
             let mut parents = self.parents.borrow_mut();
             let Some(p) = parents.get_mut(pidx as usize) else {
                 return;
@@ -189,8 +189,16 @@ impl Chan {
                 Gate::leave(&self.counters, p.parity);
                 p.in_gate = false;
             }
-            p.lacks_recorded(self.nexus.online_mask.load(Ordering::Acquire))
+            // Every child has answered (or its leg was given up, and the child faulted and
+            // marked dirty there): overlapping writes may go now.
+            let released = std::mem::take(&mut p.ordered);
+            self.unclaim(released, p.offset, p.blocks);
+            let wait = p.lacks_recorded(self.nexus.online_mask.load(Ordering::Acquire));
+            (wait, released)
         };
+        if released && !deferred && !self.parked_order.borrow().is_empty() {
+            self.retry_parked_order();
+        }
         if wait {
             if let Some(h) = host_io
                 && let Some(p) = self.parents.borrow_mut().get_mut(pidx as usize)
@@ -315,8 +323,18 @@ impl Chan {
         }
     }
 
+    /// Retries the writes that wait for an overlapping write in flight, in the order they
+    /// came (those still overlapping one park again).
+    fn retry_parked_order(&self) {
+        let waiting = std::mem::take(&mut *self.parked_order.borrow_mut());
+        for (io, sink, tag) in waiting {
+            self.submit(io, sink, tag);
+        }
+    }
+
     /// Retries parked writes and answers parked acknowledgements; false once none is left.
     pub(super) fn poll_parked(&self) -> bool {
+        self.retry_parked_order();
         let waiting = std::mem::take(&mut *self.parked_lock.borrow_mut());
         let closed = self.nexus.info.is_closed();
         for (io, sink, tag) in waiting {
@@ -347,7 +365,9 @@ impl Chan {
             }
             self.parked_ack.borrow_mut().extend(keep);
         }
-        let more = !self.parked_lock.borrow().is_empty() || !self.parked_ack.borrow().is_empty();
+        let more = !self.parked_lock.borrow().is_empty()
+            || !self.parked_order.borrow().is_empty()
+            || !self.parked_ack.borrow().is_empty();
         if !more {
             self.park_timer.set(None);
         }
@@ -360,7 +380,8 @@ impl Drop for Chan {
         if let Some(id) = self.park_timer.take() {
             self.reactor.cancel_timer(id);
         }
-        for (io, sink, tag) in self.parked_lock.get_mut().drain(..) {
+        let parked = self.parked_lock.get_mut().drain(..);
+        for (io, sink, tag) in parked.chain(self.parked_order.get_mut().drain(..)) {
             self.reactor
                 .complete_io(sink, tag, io, Err(BdevError::Closed));
         }

@@ -22,6 +22,11 @@
 //!   channel (retried every few microseconds) until the copy is done.
 //! * **Write intent**: a write to a region whose bit in the write-intent bitmap is not durable
 //!   yet waits the same way while the intent task writes it (see `crate::intent`).
+//! * **Write order**: a write overlapping another write in flight (on any reactor) waits on
+//!   the channel until that one has completed on every child (module `order`), so that every
+//!   child applies overlapping writes in the same order. It is retried as soon as a write of
+//!   its own channel completes, and every few microseconds otherwise. It claims its blocks
+//!   last, once nothing else can make it wait.
 //!
 //! No lock per I/O, and no allocation but the small shared-memory handle of a write's buffer
 //! (one per buffer, instead of a copy of the data per extra child): host I/Os live in a
@@ -105,6 +110,8 @@ struct Parent {
     ver_mark: u64,
     parity: u8,
     in_gate: bool,
+    /// Holds its blocks in the write order (released when every leg has answered).
+    ordered: bool,
     tick: u64,
     started: Option<Instant>,
     err: Option<BdevError>,
@@ -116,7 +123,7 @@ impl Parent {
     fn debug_check_free(&self) {
         debug_assert!(!self.live && self.sink.is_none() && self.host.is_none());
         debug_assert!(self.err.is_none() && self.started.is_none());
-        debug_assert!(self.abandoned == 0 && !self.in_gate);
+        debug_assert!(self.abandoned == 0 && !self.in_gate && !self.ordered);
     }
 
     /// Whether this write must not be answered yet: a child still recorded in the metadata as
@@ -158,6 +165,10 @@ pub(crate) struct Chan {
     free: RefCell<Vec<u32>>,
     /// Writes waiting for a rebuild's range lock.
     parked_lock: RefCell<VecDeque<Parked>>,
+    /// Writes waiting for an overlapping write in flight (the write order).
+    parked_order: RefCell<VecDeque<Parked>>,
+    /// This reactor's lane in the write order (`None`: no lane left, writes unordered).
+    lane: Option<usize>,
     /// Parents waiting for a fault to be recorded before they answer.
     parked_ack: RefCell<Vec<u32>>,
     /// Abandoned legs by tag, with their child.
@@ -172,6 +183,14 @@ impl NexusChannel {
     pub(crate) fn new(nexus: Arc<Nexus>, reactor: &Reactor) -> NexusChannel {
         let counters = nexus.gate.register();
         let routing = RefCell::new(Arc::new(Routing::default()));
+        let lane = nexus.order.lane();
+        if lane.is_none() {
+            tracing::error!(
+                nexus = %nexus.info.name,
+                reactor = reactor.index(),
+                "nexus: no write-order lane left for this reactor: its overlapping writes are not ordered"
+            );
+        }
         let chan = Rc::new_cyclic(|me| Chan {
             me: me.clone(),
             reactor: reactor.clone(),
@@ -186,6 +205,8 @@ impl NexusChannel {
             parents: RefCell::default(),
             free: RefCell::default(),
             parked_lock: RefCell::default(),
+            parked_order: RefCell::default(),
+            lane,
             parked_ack: RefCell::default(),
             abandoned: RefCell::default(),
             park_timer: Cell::new(None),
@@ -475,6 +496,16 @@ impl Chan {
             self.arm_park_timer();
             return;
         }
+        // The write order last: from here on nothing parks the write, so a claim is always
+        // released by `finish` (or below if the parent slab fails).
+        let ordered = !is_flush && nx.order.enabled() && self.lane.is_some();
+        if ordered && !self.claim(io.offset_blocks, io.num_blocks) {
+            drop(r);
+            Gate::leave(&self.counters, parity);
+            self.parked_order.borrow_mut().push_back((io, sink, tag));
+            self.arm_park_timer();
+            return;
+        }
         if !is_flush && r.track_mask != 0 {
             for s in slots(r.track_mask) {
                 if let Some(rt) = r.route(s) {
@@ -500,6 +531,7 @@ impl Chan {
             let mut parents = self.parents.borrow_mut();
             let Some(p) = parents.get_mut(pidx as usize) else {
                 drop(parents);
+                self.unclaim(ordered, io.offset_blocks, io.num_blocks);
                 return self.fail_now(io, sink, tag, Some(parity));
             };
             p.debug_check_free();
@@ -520,6 +552,7 @@ impl Chan {
             p.abandoned = 0;
             p.parity = parity;
             p.in_gate = true;
+            p.ordered = ordered;
             p.tick = self.tick.get();
             p.ver_mark = self.next_ver.get();
             p.started = None;
@@ -541,6 +574,21 @@ impl Chan {
             io.offset_blocks += meta;
         }
         self.send_leg(pidx, gen16, host_slot, io);
+    }
+
+    /// Claims a write's blocks in the write order (see module `order`).
+    #[inline]
+    fn claim(&self, offset: u64, blocks: u64) -> bool {
+        self.lane
+            .is_none_or(|l| self.nexus.order.claim(l, offset, blocks))
+    }
+
+    /// Gives back what [`Chan::claim`] took, if `ordered`.
+    #[inline]
+    fn unclaim(&self, ordered: bool, offset: u64, blocks: u64) {
+        if ordered && let Some(l) = self.lane {
+            self.nexus.order.release(l, offset, blocks);
+        }
     }
 
     fn arm_park_timer(&self) {

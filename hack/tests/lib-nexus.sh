@@ -1,0 +1,401 @@
+# shellcheck shell=bash
+# What the nexus system tests share (sourced by test-nexus-*.sh): three shoald nodes, a
+# three-way nexus on node1 exported to the Linux host in the QEMU guest, RPC helpers, the
+# guest's fio rounds, and the byte-for-byte comparison of the replicas at the end.
+#
+#   node1  127.0.0.1:NX_PORT     the nexus nx0 (NX_SIZE) over bdev:///local (uring on r1.img) and
+#                                the two replicas below; exported as NQN_NX, reached by the guest
+#                                at 10.0.2.2:NX_PORT (QEMU forwards only the host's 127.0.0.1)
+#   node2  REPLICA_NET2:NX_PORT  replica r2 (uring on r2.img) in its own subsystem
+#   node3  REPLICA_NET3:NX_PORT  replica r3 (uring on r3.img) in its own subsystem
+#
+# Set before sourcing (defaults in brackets): NAME (the test's name: logs, work directory, the
+# guest's progress lines), NX_PORT [4420], REPLICA_NET [127.0.0.: node N listens on
+# ${REPLICA_NET}N], NX_SIZE [64 MiB], NODE1_ARGS [none: more shoald arguments for node1],
+# GUEST_SMP [2], IO_TIMEOUT_MS [5000], REBUILD_MIB [8], GUEST_TIMEOUT [420]. The test calls
+# setup_nexus, start_guest SCRIPT [ENV...], its phases (e.g. fault_phase), then finish_guest
+# and compare_replicas, and sets result=PASS.
+# Env: KEEP=1 keeps the work directory (logs and images) even on success; SHOAL_BIN_DIR=DIR
+# runs the shoald and shoalctl found in DIR instead of building them.
+
+: "${NAME:?set NAME before sourcing lib-nexus.sh}"
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
+# shellcheck disable=SC2034 # for the tests that source this file
+here=hack/tests
+bin=${SHOAL_BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
+
+NX_PORT=${NX_PORT:-4420}
+REPLICA_NET=${REPLICA_NET:-127.0.0.}
+NQN_NX=nqn.2016-06.io.shoal:nexus0
+NX_SIZE=${NX_SIZE:-$((64 << 20))}
+IMG_SIZE=$(((NX_SIZE >> 20) + 16))M
+LABEL_BYTES=$((1 << 20)) # shoal_replication::META_BYTES
+IO_TIMEOUT_MS=${IO_TIMEOUT_MS:-5000} # nexus: a child I/O outstanding this long faults the child
+REBUILD_MIB=${REBUILD_MIB:-8}        # MiB/s: a rebuild takes seconds, while fio writes
+NODE1_ARGS=${NODE1_ARGS:-}
+GUEST_SMP=${GUEST_SMP:-2}
+# The NVMe/TCP host's knobs for the replicas: give up a lost replica after 3 s.
+URI_OPTS="hostnqn=nqn.2014-08.org.nvmexpress:uuid:5ba1e0b1-0000-4000-8000-0000000000a1&ctrl-loss-tmo=3"
+GUEST_TIMEOUT=${GUEST_TIMEOUT:-420}
+
+work=$(mktemp -d "/var/tmp/shoal-$NAME.XXXXXX")
+declare -A pid=()
+ctl_pid="" guest_pid="" result=FAIL
+summary=()
+t0=$(date +%s.%N)
+
+log() { printf '%s: [%6.1fs] %s\n' "$NAME" "$(elapsed)" "$*" >&2; }
+# note MSG: log MSG and keep it for the summary.
+note() {
+    log "$*"
+    summary+=("[$(elapsed)s] $*")
+}
+elapsed() { awk -v s="$t0" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
+plain() { sed 's/\x1b\[[0-9;]*m//g' "$@"; } # shoald's log without colours
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+    local rc=$?
+    set +e
+    [[ -n $guest_pid ]] && kill -TERM "$guest_pid" 2>/dev/null && wait "$guest_pid" 2>/dev/null
+    for n in "${!pid[@]}"; do
+        kill -CONT "${pid[$n]}" 2>/dev/null
+        kill -KILL "${pid[$n]}" 2>/dev/null
+    done
+    [[ -n $ctl_pid ]] && kill "$ctl_pid" 2>/dev/null
+    wait 2>/dev/null
+    if [[ $result == PASS && -z ${KEEP:-} ]]; then
+        rm -rf "$work"
+    else
+        if [[ $result != PASS ]]; then
+            for n in 1 2 3; do
+                [[ -f $work/n$n.log ]] || continue
+                printf '\n--- node%s log (last 25 lines, no backtrace frames) ---\n' "$n" >&2
+                plain "$work/n$n.log" | grep -v '^ *at \|^ *[0-9]*: ' | tail -n 25 >&2
+            done
+            if [[ -f $work/guest.log ]]; then
+                printf '\n--- guest console (last 40 lines) ---\n' >&2
+                tail -n 40 "$work/guest.log" >&2
+            fi
+        fi
+        [[ -n ${KEEP:-} ]] || rm -f "$work"/*.img
+        log "logs kept in $work"
+    fi
+    printf '\n=== %s summary ===\n' "$NAME" >&2
+    for l in "${summary[@]}"; do printf '  %s\n' "$l" >&2; done
+    log "$result ($(elapsed) s)"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+die() {
+    note "FAIL: $*"
+    exit 1
+}
+
+# check_nodes: fail at once when a node that should run has died or a reactor panicked (a
+# panicking reactor thread leaves the process up with its I/O dead).
+check_nodes() {
+    local n
+    for n in 1 2 3; do
+        if grep -q 'panicked at' "$work/n$n.log" 2>/dev/null; then
+            plain "$work/n$n.log" | grep -A1 'panicked at' | head -n 4 >&2
+            die "node$n panicked (see above; full log in n$n.log)"
+        fi
+        if [[ -n ${pid[$n]:-} ]] && ! kill -0 "${pid[$n]}" 2>/dev/null; then
+            die "node$n died"
+        fi
+    done
+}
+
+sock() { echo "$work/n$1.sock"; }
+# rpc N METHOD [JSON]: one RPC call to node N (bounded), the result on stdout.
+rpc() {
+    local params=${3:-}
+    [[ -n $params ]] || params='{}'
+    timeout 45 "$bin/shoalctl" -s "$(sock "$1")" -t 40 rpc "$2" "$params"
+}
+# jsq EXPR: evaluate EXPR in Python with d = the JSON document on stdin.
+jsq() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+
+# node_config N: the SPDK-format config of node N: a uring bdev on rN.img, and for the
+# replica nodes (2, 3) its subsystem and listener.
+node_config() {
+    local n=$1 name=r$1 nqn=nqn.2016-06.io.shoal:replica$1
+    [[ $n -eq 1 ]] && name=local
+    cat <<EOF
+{ "subsystems": [
+  { "subsystem": "bdev", "config": [
+    { "method": "bdev_uring_create",
+      "params": { "name": "$name", "filename": "$work/r$n.img", "block_size": 4096 } } ] },
+  { "subsystem": "nvmf", "config": [
+    { "method": "nvmf_create_transport", "params": { "trtype": "TCP" } }
+EOF
+    if [[ $n -ne 1 ]]; then
+        cat <<EOF
+    , { "method": "nvmf_create_subsystem",
+      "params": { "nqn": "$nqn", "allow_any_host": true, "serial_number": "SHOALREPLICA$n" } },
+    { "method": "nvmf_subsystem_add_ns",
+      "params": { "nqn": "$nqn", "namespace": { "bdev_name": "$name" } } },
+    { "method": "nvmf_subsystem_add_listener",
+      "params": { "nqn": "$nqn", "listen_address": { "trtype": "TCP", "adrfam": "IPv4",
+                  "traddr": "$REPLICA_NET$n", "trsvcid": "$NX_PORT" } } }
+EOF
+    fi
+    echo '] } ] }'
+}
+
+# start_node N: start shoald N (log appended to nN.log) and wait for its RPC socket.
+start_node() {
+    local n=$1 s args=()
+    s=$(sock "$n")
+    rm -f "$s"
+    [[ $n -eq 1 && -n $NODE1_ARGS ]] && read -ra args <<<"$NODE1_ARGS"
+    echo "=== start $(date +%T.%N)" >>"$work/n$n.log"
+    "$bin/shoald" -c "$work/n$n.json" -r "$s" --log info "${args[@]}" >>"$work/n$n.log" 2>&1 &
+    pid[$n]=$!
+    for _ in $(seq 100); do
+        [[ -S $s ]] && return 0
+        kill -0 "${pid[$n]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    plain "$work/n$n.log" | tail -n 20 >&2
+    die "node$n did not start"
+}
+
+# stop_node N: SIGTERM, wait up to 30 s, expect exit status 0.
+stop_node() {
+    local n=$1 p=${pid[$1]} st=0
+    kill -TERM "$p"
+    for _ in $(seq 300); do
+        kill -0 "$p" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$p" 2>/dev/null && die "node$n still running 30 s after SIGTERM"
+    wait "$p" || st=$?
+    unset "pid[$n]"
+    [[ $st -eq 0 ]] || die "node$n exited with status $st after SIGTERM"
+}
+
+uri() { echo "nvmf://$REPLICA_NET$1:$NX_PORT/nqn.2016-06.io.shoal:replica$1?$URI_OPTS"; }
+
+nexus() { rpc 1 nexus_get '{"name": "nx0"}'; }
+# child_field URI FIELD: FIELD of that child in nexus_get (matched without the query).
+child_field() {
+    nexus | jsq "[c for c in d[0]['children'] if c['uri'].split('?')[0] == '${1%%\?*}'][0]['$2']"
+}
+nexus_state() { nexus | jsq "d[0]['state']"; }
+# last_rebuild URI: the child's last rebuild, in short.
+last_rebuild() {
+    nexus | jsq "(lambda r: '%s, %d of %d segments (%.1f MiB) in %d ms' % (r['outcome'],
+        r['segments_copied'], r['segments_total'], r['bytes_copied'] / 1048576, r['duration_ms']))(
+        [c for c in d[0]['children'] if c['uri'].split('?')[0] == '${1%%\?*}'][0]['last_rebuild'])"
+}
+
+# wait_child URI STATE SECONDS: wait until the child is in STATE.
+wait_child() {
+    local u=$1 want=$2 limit=$3 st="" end=$((SECONDS + $3))
+    while ((SECONDS < end)); do
+        st=$(child_field "$u" state) || die "nexus_get failed"
+        [[ $st == "$want" ]] && return 0
+        guest_alive || die "the guest ended while waiting for $u to be $want"
+        check_nodes
+        sleep 0.2
+    done
+    nexus >&2 || true
+    die "child $u is $st, not $want, after ${limit}s"
+}
+
+# add_child URI SECONDS: nexus_add_child, retried while the nexus answers busy (I/Os given
+# up after a timeout still outstanding on the old connection).
+add_child() {
+    local u=$1 limit=$2 out="" end=$((SECONDS + $2))
+    while ((SECONDS < end)); do
+        if out=$(rpc 1 nexus_add_child "{\"name\": \"nx0\", \"uri\": \"$u\"}" 2>&1); then
+            return 0
+        fi
+        [[ $out == *"outstanding"* || $out == *"busy"* || $out == *"Busy"* ]] ||
+            die "nexus_add_child $u: $out"
+        log "add_child: $out (retrying)"
+        check_nodes
+        sleep 0.5
+    done
+    die "nexus_add_child $u still refused after ${limit}s: $out"
+}
+
+guest_alive() { kill -0 "$guest_pid" 2>/dev/null; }
+# rounds: fio rounds the guest has completed.
+rounds() {
+    { grep -o "$NAME: round [0-9]* ok" "$work/guest.log" 2>/dev/null || true; } |
+        awk '{ n = $3 } END { print n + 0 }'
+}
+# wait_rounds_after N SECONDS: wait until the guest has completed a round after round N.
+wait_rounds_after() {
+    local n=$1 limit=$2 end=$((SECONDS + $2))
+    while ((SECONDS < end)); do
+        [[ $(rounds) -gt $n ]] && return 0
+        guest_alive || die "the guest ended (see its console)"
+        grep -q '^FAIL:' "$work/guest.log" && die "the guest failed"
+        check_nodes
+        sleep 0.2
+    done
+    die "no fio round completed within ${limit}s (last: $n)"
+}
+written() { rpc 1 bdev_get_iostat '{"name": "nx0"}' | jsq "d['bdevs'][0]['num_write_ops']"; }
+nx_errors() { rpc 1 bdev_get_iostat '{"name": "nx0"}' | jsq "d['bdevs'][0]['num_errors']"; }
+
+since() { awk -v a="$1" -v b="$(elapsed)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# fault_phase N SIGNAL: the replica node N gets SIGNAL (KILL or STOP) during a fio round; its
+# child must fault with the nexus degraded and fio going on; then node N comes back (restart
+# or SIGCONT), its child is re-added and rebuilt while fio writes, and fio goes on.
+fault_phase() {
+    local n=$1 sig=$2 u t w0 w1 r0
+    u=$(uri "$n")
+    sleep 1
+    r0=$(rounds)
+    t=$(elapsed)
+    kill "-$sig" "${pid[$n]}"
+    if [[ $sig == KILL ]]; then
+        wait "${pid[$n]}" 2>/dev/null || true
+        unset "pid[$n]"
+    fi
+    log "node$n: SIG$sig during fio round $((r0 + 1))"
+    wait_child "$u" faulted 40
+    note "node$n SIG$sig: child faulted ($(child_field "$u" fault_reason)) after $(since "$t")s;" \
+        "nexus $(nexus_state)"
+    [[ $(nexus_state) == degraded ]] || die "the nexus should be degraded"
+    r0=$(rounds)
+    wait_rounds_after "$((r0 + 1))" 90
+    note "node$n SIG$sig: fio rounds $((r0 + 1))-$(rounds) completed with the child faulted"
+    t=$(elapsed)
+    if [[ $sig == KILL ]]; then
+        start_node "$n"
+        log "node$n restarted on the same file"
+    else
+        kill -CONT "${pid[$n]}"
+        log "node$n thawed (SIGCONT)"
+    fi
+    add_child "$u" 90
+    note "node$n: child re-added $(since "$t")s after its node came back;" \
+        "state $(child_field "$u" state)"
+    t=$(elapsed)
+    w0=$(written)
+    r0=$(rounds)
+    wait_child "$u" online 120
+    w1=$(written)
+    note "node$n: rebuilt and online after $(since "$t")s; host writes meanwhile: $((w1 - w0)), fio" \
+        "rounds $r0 -> $(rounds); rebuild $(last_rebuild "$u")"
+    [[ $w1 -gt $w0 ]] || die "no host write reached the nexus during the rebuild"
+    [[ $(nexus_state) == online ]] || die "nexus not online after the rebuild: $(nexus_state)"
+    wait_rounds_after "$(rounds)" 90
+    note "node$n: fio round $(rounds) completed after the rebuild"
+}
+
+# setup_nexus: build, start the three nodes, create the nexus nx0 and export it.
+setup_nexus() {
+    local n
+    if [[ -z ${SHOAL_BIN_DIR:-} ]]; then
+        cargo build --release -q -p shoal-target --bin shoald --bin shoalctl
+    fi
+    hack/guest/build.sh
+    if ss -Hltn "src 127.0.0.1:$NX_PORT or src 0.0.0.0:$NX_PORT" | grep -q .; then
+        die "127.0.0.1:$NX_PORT is already in use (another target?); set NX_PORT"
+    fi
+    for n in 2 3; do
+        if ss -Hltn "src $REPLICA_NET$n:$NX_PORT" | grep -q .; then
+            die "$REPLICA_NET$n:$NX_PORT is already in use (another target?); set NX_PORT"
+        fi
+    done
+    for n in 1 2 3; do
+        truncate -s "$IMG_SIZE" "$work/r$n.img"
+        node_config "$n" >"$work/n$n.json"
+    done
+    for n in 2 3 1; do start_node "$n"; done
+    log "nodes up: node1 $(sock 1), replicas on $REPLICA_NET{2,3}:$NX_PORT"
+
+    rpc 1 nexus_create "{\"name\": \"nx0\", \"size\": $NX_SIZE, \"io_timeout_ms\": $IO_TIMEOUT_MS,
+        \"children\": [\"bdev:///local\", \"$(uri 2)\", \"$(uri 3)\"]}" >/dev/null
+    rpc 1 nexus_set_rebuild_rate "{\"name\": \"nx0\", \"mib_per_sec\": $REBUILD_MIB}" >/dev/null
+    rpc 1 nvmf_create_subsystem "{\"nqn\": \"$NQN_NX\", \"allow_any_host\": true,
+        \"serial_number\": \"SHOALNEXUS0\"}" >/dev/null
+    rpc 1 nvmf_subsystem_add_ns "{\"nqn\": \"$NQN_NX\", \"namespace\": {\"bdev_name\": \"nx0\"}}" >/dev/null
+    rpc 1 nvmf_subsystem_add_listener "{\"nqn\": \"$NQN_NX\", \"listen_address\": {\"trtype\": \"TCP\",
+        \"adrfam\": \"IPv4\", \"traddr\": \"127.0.0.1\", \"trsvcid\": \"$NX_PORT\"}}" >/dev/null
+    [[ $(nexus_state) == online ]] || die "new nexus is $(nexus_state)"
+    log "nexus nx0 online with 3 children, exported as $NQN_NX on 127.0.0.1:$NX_PORT"
+}
+
+# start_guest SCRIPT [NAME=VAL...]: the guest runs SCRIPT (with NX_NQN, NX_PORT, NX_SIZE,
+# CTL_PORT and TAG=$NAME, and the NAME=VALs), which polls http://10.0.2.2:CTL_PORT/stop: that
+# file appears when it should stop (finish_guest).
+start_guest() {
+    local script=$1 ctl_port="" e envs=()
+    shift
+    for e in "$@"; do envs+=(-e "$e"); done
+    mkdir "$work/ctl"
+    python3 -u -m http.server --bind 127.0.0.1 --directory "$work/ctl" 0 >"$work/ctl.log" 2>&1 &
+    ctl_pid=$!
+    for _ in $(seq 50); do
+        ctl_port=$(sed -n 's/^Serving HTTP on .* port \([0-9]*\) .*/\1/p' "$work/ctl.log" | head -n1)
+        [[ -n $ctl_port ]] && break
+        sleep 0.1
+    done
+    [[ -n $ctl_port ]] || die "the control HTTP server did not start"
+
+    hack/guest/run.sh --no-build -q -t "$GUEST_TIMEOUT" --loglevel 5 -l "$work/guest.log" \
+        --smp "$GUEST_SMP" -e NX_NQN="$NQN_NX" -e NX_PORT="$NX_PORT" -e NX_SIZE="$NX_SIZE" \
+        -e CTL_PORT="$ctl_port" -e TAG="$NAME" "${envs[@]}" "$script" >"$work/run.out" 2>&1 &
+    guest_pid=$!
+    log "guest started; waiting for its first fio round"
+}
+
+# finish_guest: ask the guest to stop, wait for it; check the nexus (online, no I/O error).
+# Sets gsum to the guest's checksum of the whole device.
+finish_guest() {
+    local grc=0 errs
+    touch "$work/ctl/stop"
+    log "asking the guest to stop"
+    wait "$guest_pid" || grc=$?
+    guest_pid=""
+    grep "$NAME:" "$work/guest.log" | sed 's/^/  guest> /' >&2
+    [[ $grc -eq 0 ]] || { cat "$work/run.out" >&2; die "guest exited with $grc"; }
+    gsum=$(sed -n "s/^$NAME: device sha256 \([0-9a-f]\{64\}\)\$/\1/p" "$work/guest.log")
+    [[ -n $gsum ]] || die "the guest printed no device checksum"
+
+    [[ $(nexus_state) == online ]] || die "nexus not online at the end: $(nexus_state)"
+    errs=$(nx_errors)
+    [[ $errs -eq 0 ]] || die "the nexus counted $errs I/O errors"
+    note "guest: $(rounds) fio rounds and the checksum done; nexus online, 0 I/O errors"
+    nexus | jsq "'\n'.join('  %s %s' % (c['state'], c['uri']) for c in d[0]['children'])" >&2
+}
+
+# compare_replicas: stop the nodes (SIGTERM: flush, labels clean, exit status 0), then compare
+# the data region of each replica file (after the label region) byte for byte with node1's and
+# its checksum with the guest's.
+compare_replicas() {
+    local n sum fail=0 diff
+    for n in 1 2 3; do stop_node "$n"; done
+    note "all nodes stopped with SIGTERM, exit status 0"
+    for n in 2 3; do
+        diff=$(cmp -l -i "$LABEL_BYTES" -n "$NX_SIZE" "$work/r1.img" "$work/r$n.img" | wc -l || true)
+        if [[ $diff -ne 0 ]]; then
+            # Which 128 KiB segments differ (byte offsets of the data region).
+            note "replica $n differs from replica 1 in $diff bytes, in $(cmp -l -i "$LABEL_BYTES" \
+                -n "$NX_SIZE" "$work/r1.img" "$work/r$n.img" |
+                awk '{ print int(($1 - 1) / 131072) }' | uniq | sort -u | wc -l) segments of 128 KiB"
+            fail=1
+        fi
+    done
+    for n in 1 2 3; do
+        sum=$(dd if="$work/r$n.img" bs="$LABEL_BYTES" skip=1 count=$((NX_SIZE / LABEL_BYTES)) \
+            status=none | sha256sum | cut -d' ' -f1)
+        log "replica $n data region sha256 $sum"
+        [[ $sum == "$gsum" ]] || fail=1
+    done
+    log "guest device          sha256 $gsum"
+    [[ $fail -eq 0 ]] || die "the replicas' data regions differ"
+    note "the 3 replicas' data regions are identical byte for byte and match the guest's device"
+}
