@@ -172,10 +172,11 @@ start_guest() {
     guest_pid=$!
 }
 # console LABEL: the guest's console so far, without the serial line's carriage returns.
-console() { tr -d '\r' <"$work/$1.log" 2>/dev/null || true; }
+console() { tr -d '\r' 2>/dev/null <"$work/$1.log" || true; }
 guest_alive() { [[ -n $guest_pid ]] && kill -0 "$guest_pid" 2>/dev/null; }
 # wait_guest: wait for the guest started last; its exit status in guest_rc (124: timeout).
 # (Not in a $(...) subshell: the guest is this shell's child.)
+# shellcheck disable=SC2034 # guest_rc is read by the sourcing scripts
 wait_guest() {
     guest_rc=0
     wait "$guest_pid" || guest_rc=$?
