@@ -35,7 +35,7 @@ mkdir -p "$MNT"
 
 # rnd I LO HI: a pseudo-random integer in [LO, HI], a function of SEED and I.
 rnd() { awk -v s="$SEED" -v i="$1" -v lo="$2" -v hi="$3" \
-    'BEGIN { srand(s * 7919 + i); print lo + int(rand() * (hi - lo + 1)) }'; }
+    'BEGIN { srand((s * 7919 + i) % 2147483647); print lo + int(rand() * (hi - lo + 1)) }'; }
 
 noise() {
     j=0
@@ -44,10 +44,10 @@ noise() {
         _f=$MNT/noise/n$((j % 12))
         if [ $((j % 2)) -eq 0 ]; then
             # O_DIRECT over what is there: data straight to the device, no journal, no flush.
-            dd if=/dev/urandom of="$_f" bs=4k count="$(rnd "n$j" 1 48)" oflag=direct \
+            dd if=/dev/urandom of="$_f" bs=4k count="$(rnd $((1000000 + j)) 1 48)" oflag=direct \
                 conv=notrunc 2>/dev/null || return 0
         else
-            dd if=/dev/urandom of="$_f" bs=4k count="$(rnd "n$j" 1 48)" 2>/dev/null || return 0
+            dd if=/dev/urandom of="$_f" bs=4k count="$(rnd $((1000000 + j)) 1 48)" 2>/dev/null || return 0
         fi
         [ $((j % 5)) -ne 0 ] || rm -f "$MNT/noise/n$(((j + 6) % 12))" || return 0
         sleep 0.05
