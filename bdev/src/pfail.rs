@@ -589,6 +589,26 @@ impl Job {
                     continue;
                 }
                 let r = pending.swap_remove(i);
+                if self.tracked && range.clone().any(|b| c.media_seq(b) > r.seq) {
+                    // A newer version of some of its blocks went to the base while this run
+                    // waited: a disk never writes old data over new. Keep only the other
+                    // blocks, one run each (rare: a copy is fine).
+                    let bs = self.dev.bs();
+                    for (k, b) in range.enumerate() {
+                        if c.media_seq(b) > r.seq {
+                            continue;
+                        }
+                        let mut data = vec![0u8; bs];
+                        sg_copy_out(&r.data, k.saturating_mul(bs), &mut data);
+                        pending.push(Run {
+                            block: b,
+                            blocks: 1,
+                            seq: r.seq,
+                            data: SgList::from_buf([IoBuf::copy_from(&data)]),
+                        });
+                    }
+                    continue;
+                }
                 if self.tracked {
                     for b in r.block..r.block.saturating_add(r.blocks) {
                         *c.busy.entry(b).or_default() += 1;
@@ -623,12 +643,10 @@ impl Job {
         }
         if !self.pending.borrow().is_empty() {
             if !self.parked.replace(true) {
-                let me = self.me.clone();
-                self.reactor.call_after(PARK, move || {
-                    if let Some(j) = me.upgrade() {
-                        j.pump();
-                    }
-                });
+                // The timer holds the job: a parked job with nothing in flight has no other
+                // owner, and would be dropped with its request never answered.
+                let Some(me) = self.me.upgrade() else { return };
+                self.reactor.call_after(PARK, move || me.pump());
             }
             return;
         }
