@@ -14,7 +14,8 @@
 #     succeeded prints "DURABLE fN SIZE SHA256" on the console: ext4 promises that this file,
 #     its name included, survives a crash from now on.
 #   The script never ends by itself: the host kills the guest after the cut.
-# MODE=check (after the crash, on the restarted target): mount (journal replay), unmount,
+# MODE=check (after the crash, on the restarted target): mount (it must replay the journal:
+# "recovery complete"), unmount,
 # `e2fsck -fn` must be clean (exit 0), mount read-only, and every file listed in
 # /guest/durable.txt ("fN SIZE SHA256" lines, the DURABLE lines of the write boot) must be
 # there with that size and checksum. Prints "crash-ext4: durable files: I intact, L lost or
@@ -85,6 +86,10 @@ case "$MODE" in
         [ -f /guest/durable.txt ] || fail "no /guest/durable.txt"
         mount -t ext4 "$DEV" "$MNT" || fail "mount (journal replay)"
         dmesg | grep -iE 'ext4|jbd2' | tail -n 5
+        # The write boot died with the file system mounted: the mount must have replayed.
+        dmesg | grep -q 'EXT4-fs (.*): recovery complete' ||
+            fail "the mount replayed no journal: was the file system not crashed?"
+        echo "crash-ext4: journal replayed"
         umount "$MNT" || fail "umount"
         rc=0
         e2fsck -fn "$DEV" >/tmp/fsck.out 2>&1 || rc=$?

@@ -25,7 +25,7 @@
 #      nexus_create with the same child URIs must pick the survivor as current from the labels
 #      (written when the victim faulted): the survivor comes up online without a rebuild, the
 #      victim is rebuilt from it and comes online;
-#   6. check boot (MODE=check): journal replay, `e2fsck -fn` clean, and every file reported
+#   6. check boot (MODE=check): journal replayed, `e2fsck -fn` clean, and every file reported
 #      durable (before the cut and after it, while degraded) intact by size and SHA-256;
 #   7. both nodes stop on SIGTERM with status 0, and the two images' data regions (after the
 #      1 MiB label region) are identical.
