@@ -93,6 +93,13 @@ rpc() {
 # jsq EXPR: evaluate EXPR in Python with d = the JSON document on stdin.
 jsq() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
 
+# pfail_cut N NAME KEEP SEED: bdev_pfail_cut of NAME on node N at the first moment its cache
+# holds something (or after 3 s anyway), see pfail-cut.py; its JSON answer on stdout.
+pfail_cut() {
+    timeout 80 python3 "$here/pfail-cut.py" --socket "$(sock "$1")" --name "$2" --keep "$3" \
+        --seed "$4" --wait 3 2>&1
+}
+
 # build: shoald and shoalctl (release) unless SHOAL_BIN_DIR is given, and the guest.
 build() {
     if [[ -z ${SHOAL_BIN_DIR:-} ]]; then

@@ -10,7 +10,9 @@
 #      fsync, and files f1, f2, ... of random size and content, each written with
 #      `dd conv=fsync`; after each successful fsync the guest prints "DURABLE fN SIZE SHA256";
 #   2. once the guest has reported a random number of durable files (3-12) and a random
-#      0-1.5 s later, while it keeps writing: bdev_pfail_cut with a logged seed; odd rounds
+#      0-1.5 s later, at the first moment the device's cache holds writes (pfail-cut.py polls
+#      it every few ms, for at most 3 s: a cut of an empty cache loses nothing), while the
+#      guest keeps writing: bdev_pfail_cut with a logged seed; odd rounds
 #      keep=random (every write not yet made durable by a Flush or FUA is dropped or kept
 #      block by block, any version, any order: consistency under reordering and tearing),
 #      even rounds keep=none (everything not durable is lost: the strictest test of Flush and
@@ -103,7 +105,7 @@ wait_durable() {
 }
 
 round() {
-    local r=$1 seed cut_after delay_ms out dirty kept n_cut n rc intact keep=$KEEP_MODE
+    local r=$1 seed cut_after delay_ms out dirty kept waited n_cut n rc intact keep=$KEEP_MODE
     seed=${SEEDS[$((r - 1))]:-$(seed64)}
     if [[ $keep == mix ]]; then
         if ((r % 2 == 0)); then keep=none; else keep=random; fi
@@ -121,10 +123,10 @@ round() {
     wait_durable "w$r" "$cut_after" 240
     sleep "$(awk -v m="$delay_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
     n_cut=$(durable "w$r")
-    out=$(rpc 1 bdev_pfail_cut "{\"name\": \"disk\", \"keep\": \"$keep\", \"seed\": $seed}") ||
-        die "round $r: bdev_pfail_cut failed: $out"
+    out=$(pfail_cut 1 disk "$keep" "$seed") || die "round $r: bdev_pfail_cut failed: $out"
     dirty=$(jsq "d['dirty_blocks']" <<<"$out")
     kept=$(jsq "d['kept_blocks']" <<<"$out")
+    waited=$(jsq "'%d ms later, cache at %d blocks' % (d['waited_ms'], d['cached_seen'])" <<<"$out")
     sleep 2
     check_node 1
     kill_node 1
@@ -148,7 +150,7 @@ round() {
     intact=$(console "c$r" | sed -n 's/^crash-ext4: durable files: \([0-9]*\) intact.*/\1/p')
     [[ $intact -eq $n ]] || guest_fail "c$r" "round $r: $intact of $n durable files intact"
     stop_node 1
-    note "round $r: keep $keep seed $seed, cut after $n_cut durable files (+${delay_ms} ms):" \
+    note "round $r: keep $keep seed $seed, cut after $n_cut durable files (+${delay_ms} ms, then $waited):" \
         "$dirty dirty blocks, $kept kept; replay + e2fsck -fn clean; $n/$n durable files intact"
 }
 

@@ -14,7 +14,8 @@
 # child; even rounds: node2's remote child):
 #   1. nexus_create over both children, exported; write boot (crash-ext4-guest.sh MODE=write:
 #      mkfs.ext4, noise writes, files fsynced one by one, "DURABLE fN SIZE SHA256" each);
-#   2. after a random number of durable files (3-10) and a random 0-1.5 s: bdev_pfail_cut
+#   2. after a random number of durable files (3-10) and a random 0-1.5 s, at the first
+#      moment the victim's cache holds writes (pfail-cut.py, at most 3 s): bdev_pfail_cut
 #      keep=random (seed logged) of the victim's pfail device;
 #   3. the nexus must fault the victim (within 40 s) and keep serving: the guest must report at
 #      least 3 more durable files after the fault, with no error;
@@ -161,7 +162,7 @@ wait_child() {
 }
 
 round() {
-    local r=$1 seed cut_after delay_ms out dirty kept n_cut n_fault n ndur rc intact victim vnode
+    local r=$1 seed cut_after delay_ms out dirty kept waited n_cut n_fault n ndur rc intact victim vnode
     local survivor vname reason s1 s2 rb
     if ((r % 2 == 1)); then
         victim=$LOCAL_URI vnode=1 survivor=$REMOTE_URI vname=local
@@ -187,10 +188,10 @@ round() {
     wait_durable "w$r" "$cut_after" 240
     sleep "$(awk -v m="$delay_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
     n_cut=$(durable "w$r")
-    out=$(rpc "$vnode" bdev_pfail_cut "{\"name\": \"$vname\", \"keep\": \"random\", \"seed\": $seed}") ||
-        die "round $r: bdev_pfail_cut failed: $out"
+    out=$(pfail_cut "$vnode" "$vname" random "$seed") || die "round $r: bdev_pfail_cut failed: $out"
     dirty=$(jsq "d['dirty_blocks']" <<<"$out")
     kept=$(jsq "d['kept_blocks']" <<<"$out")
+    waited=$(jsq "'%d ms later, cache at %d blocks' % (d['waited_ms'], d['cached_seen'])" <<<"$out")
     wait_child "$victim" faulted 40
     reason=$(child_field "$victim" fault_reason)
     [[ $(nexus_state) == degraded ]] || die "round $r: nexus is $(nexus_state), not degraded"
@@ -241,7 +242,7 @@ round() {
     s2=$(data_sum 2)
     [[ $s1 == "$s2" ]] || die "round $r: the replicas' data regions differ ($s1 / $s2)"
     note "round $r: cut node$vnode's $vname (keep random, seed $seed) after $n_cut durable files" \
-        "(+${delay_ms} ms): $dirty dirty blocks, $kept kept; faulted ($reason), $((ndur - n_fault))" \
+        "(+${delay_ms} ms, then $waited): $dirty dirty blocks, $kept kept; faulted ($reason), $((ndur - n_fault))" \
         "more durable files while degraded; re-created: victim rebuilt ($rb); replay +" \
         "e2fsck -fn clean; $ndur/$ndur durable files intact; replicas identical"
 }
