@@ -48,7 +48,8 @@ noise() {
             dd if=/dev/urandom of="$_f" bs=4k count="$(rnd $((1000000 + j)) 1 48)" oflag=direct \
                 conv=notrunc 2>/dev/null || return 0
         else
-            dd if=/dev/urandom of="$_f" bs=4k count="$(rnd $((1000000 + j)) 1 48)" 2>/dev/null || return 0
+            dd if=/dev/urandom of="$_f" bs=4k count="$(rnd $((1000000 + j)) 1 48)" \
+                2>/dev/null || return 0
         fi
         [ $((j % 5)) -ne 0 ] || rm -f "$MNT/noise/n$(((j + 6) % 12))" || return 0
         sleep 0.05
@@ -115,7 +116,8 @@ case "$MODE" in
             fi
         done </guest/durable.txt
         total=$(find "$MNT"/d? -type f | wc -l)
-        echo "crash-ext4: durable files: $ok intact, $bad lost or damaged (of $n); $total files in d*/"
+        echo "crash-ext4: durable files: $ok intact, $bad lost or damaged (of $n);" \
+            "$total files in d*/"
         umount "$MNT"
         nvme disconnect -n "$NQN" >/dev/null || true
         [ "$bad" -eq 0 ] || fail "$bad file(s) made durable before the crash are lost or damaged"

@@ -92,7 +92,8 @@ cat /tmp/w*.log | awk '$1 == "FLUSHED" { sum[$4] = $5; n++ }
 bad=0 n=0
 while read -r s sum; do
     n=$((n + 1))
-    got=$(dd if="$DEV" bs=4k skip=$((s * 16)) count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+    got=$(dd if="$DEV" bs=4k skip=$((s * 16)) count=16 iflag=direct 2>/dev/null |
+        sha256sum | cut -d' ' -f1)
     if [ "$got" != "$sum" ]; then
         echo "BAD slot $s: sha256 $got, expected $sum"
         bad=$((bad + 1))

@@ -150,7 +150,8 @@ round() {
     intact=$(console "c$r" | sed -n 's/^crash-ext4: durable files: \([0-9]*\) intact.*/\1/p')
     [[ $intact -eq $n ]] || guest_fail "c$r" "round $r: $intact of $n durable files intact"
     stop_node 1
-    note "round $r: keep $keep seed $seed, cut after $n_cut durable files (+${delay_ms} ms, then $waited):" \
+    note "round $r: keep $keep seed $seed, cut after $n_cut durable files" \
+        "(+${delay_ms} ms, then $waited):" \
         "$dirty dirty blocks, $kept kept; replay + e2fsck -fn clean; $n/$n durable files intact"
 }
 

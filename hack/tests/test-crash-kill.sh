@@ -114,8 +114,9 @@ for k in $(seq "$KILLS"); do
     start_node 1
     t=$(elapsed)
     wait_flushed $((before + 5)) 120
+    up=$(awk -v a="$t" -v b="$(elapsed)" 'BEGIN { printf "%.1f", b - a }')
     note "kill $k: SIGKILL after $before flushed slots, down ${down_ms} ms; the guest flushed" \
-        "5 more $(awk -v a="$t" -v b="$(elapsed)" 'BEGIN { printf "%.1f", b - a }') s after the restart"
+        "5 more $up s after the restart"
 done
 touch "$work/ctl/stop"
 wait_guest

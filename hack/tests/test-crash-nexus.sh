@@ -63,7 +63,8 @@ NX_SIZE=$((64 << 20))
 IMG_SIZE=72M
 LABEL_BYTES=$((1 << 20)) # shoal_replication::META_BYTES
 IO_TIMEOUT_MS=5000
-URI_OPTS="hostnqn=nqn.2014-08.org.nvmexpress:uuid:5ba1e0b1-0000-4000-8000-0000000000c1&ctrl-loss-tmo=3"
+URI_HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:5ba1e0b1-0000-4000-8000-0000000000c1
+URI_OPTS="hostnqn=$URI_HOSTNQN&ctrl-loss-tmo=3"
 REMOTE_URI="nvmf://$REP_ADDR:$REP_PORT/$NQN_REP?$URI_OPTS"
 LOCAL_URI=bdev:///local
 GUEST_TIMEOUT=300
@@ -109,14 +110,16 @@ nexus_state() { nexus | jsq "d[0]['state']"; }
 # create_nexus: nexus_create over both children, exported to the guest.
 create_nexus() {
     local out
-    out=$(rpc 1 nexus_create "{\"name\": \"nx0\", \"size\": $NX_SIZE, \"io_timeout_ms\": $IO_TIMEOUT_MS,
-        \"children\": [\"$LOCAL_URI\", \"$REMOTE_URI\"]}") || die "nexus_create: $out"
+    out=$(rpc 1 nexus_create "{\"name\": \"nx0\", \"size\": $NX_SIZE,
+        \"io_timeout_ms\": $IO_TIMEOUT_MS, \"children\": [\"$LOCAL_URI\", \"$REMOTE_URI\"]}") ||
+        die "nexus_create: $out"
     rpc 1 nvmf_create_subsystem "{\"nqn\": \"$NQN_NX\", \"allow_any_host\": true,
         \"serial_number\": \"SHOALCRASHNX\"}" >/dev/null
     rpc 1 nvmf_subsystem_add_ns "{\"nqn\": \"$NQN_NX\", \"namespace\": {\"bdev_name\": \"nx0\",
         \"uuid\": \"$NX_UUID\"}}" >/dev/null
-    rpc 1 nvmf_subsystem_add_listener "{\"nqn\": \"$NQN_NX\", \"listen_address\": {\"trtype\": \"TCP\",
-        \"adrfam\": \"IPv4\", \"traddr\": \"127.0.0.1\", \"trsvcid\": \"$NX_PORT\"}}" >/dev/null
+    rpc 1 nvmf_subsystem_add_listener "{\"nqn\": \"$NQN_NX\", \"listen_address\": {
+        \"trtype\": \"TCP\", \"adrfam\": \"IPv4\", \"traddr\": \"127.0.0.1\",
+        \"trsvcid\": \"$NX_PORT\"}}" >/dev/null
 }
 
 # data_sum N: SHA-256 of rN.img's data region (after the labels).
@@ -162,8 +165,8 @@ wait_child() {
 }
 
 round() {
-    local r=$1 seed cut_after delay_ms out dirty kept waited n_cut n_fault n ndur rc intact victim vnode
-    local survivor vname reason s1 s2 rb
+    local r=$1 seed cut_after delay_ms out dirty kept waited n_cut n_fault n ndur rc intact
+    local victim vnode survivor vname reason s1 s2 rb
     if ((r % 2 == 1)); then
         victim=$LOCAL_URI vnode=1 survivor=$REMOTE_URI vname=local
     else
@@ -216,12 +219,14 @@ round() {
     [[ $s1 == online ]] || die "round $r: re-created nexus: survivor $survivor is $s1, not online"
     wait_child "$victim" online 120
     s2=$(child_field "$survivor" last_rebuild)
-    [[ $s2 == None ]] || die "round $r: the survivor was rebuilt ($s2): the nexus took the victim as current"
+    [[ $s2 == None ]] ||
+        die "round $r: the survivor was rebuilt ($s2): the nexus took the victim as current"
     rb=$(child_field "$victim" last_rebuild)
     [[ $rb != None ]] || die "round $r: the victim was not rebuilt: the nexus took it as current"
-    rb=$(nexus | jsq "(lambda r: '%s, %d of %d segments in %d ms' % (r['outcome'],
-        r['segments_copied'], r['segments_total'], r['duration_ms']))(
-        [c for c in d[0]['children'] if c['uri'].split('?')[0] == '${victim%%\?*}'][0]['last_rebuild'])")
+    rb=$(child_field "$victim" last_rebuild |
+        python3 -c 'import ast, sys; r = ast.literal_eval(sys.stdin.read())
+print("%s, %d of %d segments in %d ms" % (r["outcome"], r["segments_copied"],
+      r["segments_total"], r["duration_ms"]))')
     log "round $r: nexus re-created: survivor online, victim rebuilt ($rb)"
 
     start_guest "c$r" "$GUEST_TIMEOUT" "$here/crash-ext4-guest.sh" \
@@ -232,7 +237,8 @@ round() {
     check_node 1
     check_node 2
     console "c$r" | grep '^LOST ' >&2 || true
-    [[ $rc -eq 0 ]] || guest_fail "c$r" "round $r (victim $vname, seed $seed): check guest exited $rc"
+    [[ $rc -eq 0 ]] ||
+        guest_fail "c$r" "round $r (victim $vname, seed $seed): check guest exited $rc"
     intact=$(console "c$r" | sed -n 's/^crash-ext4: durable files: \([0-9]*\) intact.*/\1/p')
     [[ $intact -eq $ndur ]] || guest_fail "c$r" "round $r: $intact of $ndur durable files intact"
     [[ $(nexus_state) == online ]] || die "round $r: nexus $(nexus_state) after the check"
@@ -242,9 +248,9 @@ round() {
     s2=$(data_sum 2)
     [[ $s1 == "$s2" ]] || die "round $r: the replicas' data regions differ ($s1 / $s2)"
     note "round $r: cut node$vnode's $vname (keep random, seed $seed) after $n_cut durable files" \
-        "(+${delay_ms} ms, then $waited): $dirty dirty blocks, $kept kept; faulted ($reason), $((ndur - n_fault))" \
-        "more durable files while degraded; re-created: victim rebuilt ($rb); replay +" \
-        "e2fsck -fn clean; $ndur/$ndur durable files intact; replicas identical"
+        "(+${delay_ms} ms, then $waited): $dirty dirty blocks, $kept kept; faulted ($reason)," \
+        "$((ndur - n_fault)) more durable files while degraded; re-created: victim rebuilt" \
+        "($rb); replay + e2fsck -fn clean; $ndur/$ndur durable files intact; replicas identical"
 }
 
 build
