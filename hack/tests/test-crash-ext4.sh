@@ -33,11 +33,12 @@
 # Why keep=none rounds: were FUA ignored, only the newest commit block would be volatile (the
 # next commit's pre-flush saves the older ones), so the newest durable file, often reported in
 # the 2 s after the cut, is the one at risk; keep=random keeps that block half of the time,
-# keep=none never. Measured with FUA dropped by hand in the target (writes passed down without
-# FUA): keep=random rounds caught the loss in 4 of 10, keep=none rounds in 6 of 7, and this
-# test with its defaults failed 3 runs out of 3. A round misses it when the cut finds no
-# commit block in the cache: a cut during a Flush's write-back lets that write-back finish
-# (pfail's model), or the cache is empty.
+# keep=none never. Measured with FUA dropped by hand in the target (writes passed down
+# without FUA): as the test is now, it failed 4 runs out of 4 (keep=random rounds caught the
+# loss in 3 of 4, keep=none rounds in 1 of 1); before the cut waited for a non-empty cache,
+# keep=random rounds caught it in 4 of 10 and keep=none rounds in 6 of 7. A round misses it
+# when the newest commit block reaches the base anyway: keep=random kept it, or the cut came
+# during a Flush's write-back, which pfail lets finish.
 #
 # Env: CRASH_ROUNDS (3), CRASH_PORT (4721), CRASH_KEEP (mix: keep=random and keep=none
 # alternately; or random, none, all for every round), CRASH_SEEDS ("S1 S2 ...": the cut seeds
