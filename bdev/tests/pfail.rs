@@ -350,3 +350,62 @@ fn nothing_reaches_the_base_after_a_cut() {
         "the base changed after the cut had ended",
     );
 }
+
+/// A Flush's write-back parked behind a busy block must not reach the base after a newer FUA
+/// write of that block did (a disk never writes old data over new): the base, and reads,
+/// must end with the FUA write's data.
+#[test]
+fn a_parked_flush_write_back_never_lands_over_a_newer_fua_write() {
+    use shoal_bdev::delay::{DelayBdev, DelayLatencies};
+    let m: Arc<dyn Bdev> = MallocBdev::create("M", None, BLOCKS, BS as u32).unwrap();
+    let lat = DelayLatencies {
+        avg_read_us: 0,
+        p99_read_us: 0,
+        avg_write_us: 2000,
+        p99_write_us: 2000,
+    };
+    let base: Arc<dyn Bdev> = DelayBdev::create("D", m.clone(), None, lat).unwrap();
+    let dev = PfailBdev::create("P", base).unwrap();
+    let as_bdev: Arc<dyn Bdev> = dev.clone();
+    let h = Harness::new(&as_bdev);
+    let media = open_channel(&m).unwrap();
+    let mut bad = Vec::new();
+    for b in 0..32u64 {
+        let s = u32::try_from(b).unwrap() * 3;
+        let (v0, old, new) = (
+            pattern(BS, 100 + s),
+            pattern(BS, 101 + s),
+            pattern(BS, 102 + s),
+        );
+        h.write(b, &v0).unwrap();
+        // F1 writes v0 back: the block is busy on the base for 2 ms.
+        h.submit(BdevIo::flush(), 1);
+        // A cached write, then F2, whose write-back of it parks behind F1's.
+        h.submit(BdevIo::write(b, 1, sg(&[&old])), 2);
+        h.submit(BdevIo::flush(), 3);
+        // A newer FUA write of the block parks too; which of the two goes first is up to
+        // their timers.
+        h.submit(BdevIo::write(b, 1, sg(&[&new])).with_flags(IoFlags::FUA), 4);
+        let all = h
+            .reactor
+            .run_until(std::time::Duration::from_secs(5), || h.collected() >= 4);
+        let tags: Vec<u64> = h.sink.done.borrow().iter().map(|d| d.0).collect();
+        assert!(
+            all,
+            "block {b}: only {tags:?} completed: a parked request was dropped"
+        );
+        let done = h.wait(4);
+        assert!(done.iter().all(|(_, _, r)| r.is_ok()), "{done:?}");
+        let io = BdevIo::read(b, 1, sg_zeroed(&[BS]));
+        media.submit(io, h.sink.clone(), 9);
+        let (_, io, r) = h.wait(1).pop().unwrap();
+        r.unwrap();
+        if flatten(&io.bufs) != new || h.read(b, 1).unwrap() != new {
+            bad.push(b);
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "older data written over a completed FUA write at blocks {bad:?}"
+    );
+}

@@ -4,14 +4,16 @@
 # Produces, under hack/.guest/ (gitignored):
 #   vmlinuz              Debian 12's stock 6.1 kernel (linux-image-amd64), unpacked, not installed
 #   vmlinux              the same kernel as an uncompressed ELF, which boots 2 s faster (PVH)
-#   initramfs.cpio.gz    busybox + kmod + nvme-cli + fio (with every library ldd lists) + the
-#                        NVMe/TCP host and target modules and their dependencies + hack/guest/init.sh
+#   initramfs.cpio.gz    busybox + kmod + nvme-cli + fio + e2fsprogs' mke2fs and e2fsck (with every
+#                        library ldd lists) + the NVMe/TCP host and target modules, ext4, and their
+#                        dependencies + hack/guest/init.sh
 #   initramfs.cpio       the same, uncompressed, which boots 1 s faster (what run.sh uses)
 #   stamp                what the outputs were built from; an unchanged stamp makes a re-run a no-op
 #
 # Idempotent and safe to run concurrently (flock). Needs root: it installs what it lacks with
-# apt-get (qemu-system-x86, busybox-static, nvme-cli, fio, cpio, kmod, python3) so that a fresh
-# Debian 12 machine or a clean CI clone needs nothing installed by hand. apt output: hack/.guest/apt.log.
+# apt-get (qemu-system-x86, busybox-static, nvme-cli, fio, e2fsprogs, cpio, kmod, python3) so that
+# a fresh Debian 12 machine or a clean CI clone needs nothing installed by hand. apt output:
+# hack/.guest/apt.log.
 #
 # Usage: hack/guest/build.sh [--force]
 # Env:   GUEST_DIR         output directory (default: hack/.guest next to this script's parent)
@@ -37,7 +39,7 @@ esac
 # Host packages the guest is assembled from (and qemu to run it). The guest's userland is the
 # host's own Debian 12 binaries copied with the libraries ldd finds, so it needs no other source.
 # python3 (also a dependency of fio) extracts the ELF kernel and serves selftest.sh's HTTP check.
-host_pkgs=(qemu-system-x86 busybox-static nvme-cli fio cpio kmod python3)
+host_pkgs=(qemu-system-x86 busybox-static nvme-cli fio e2fsprogs cpio kmod python3)
 
 # Kernel modules the initramfs carries; dependencies (and softdeps) are added by modprobe.
 # - virtio_pci, virtio_net: the NIC that QEMU's user-mode network sits behind.
@@ -45,11 +47,13 @@ host_pkgs=(qemu-system-x86 busybox-static nvme-cli fio cpio kmod python3)
 # - crc32c_generic, crc32c-intel: header/data digests (nvme-tcp asks the crypto API for "crc32c").
 # - crc64_rocksoft_generic: the "crc64-rocksoft" shash that crc64-rocksoft requests at load time.
 # - nvmet, nvmet-tcp, configfs: the in-kernel reference target (used by selftest.sh).
+# - ext4 (pulls jbd2, mbcache, crc16): the file system the crash tests (test-crash-*.sh) judge with.
 modules=(
     virtio_pci virtio_net
     crc32c_generic crc32c-intel crc64_rocksoft_generic
     nvme-core nvme-fabrics nvme-tcp
     configfs nvmet nvmet-tcp
+    ext4
 )
 
 log() { printf 'guest/build: %s\n' "$*" >&2; }
@@ -118,7 +122,7 @@ stamp_of() {
     {
         sha256sum "$here/build.sh" "$here/init.sh" | awk '{ print $1 }'
         echo "$kpkg"
-        dpkg-query -W -f='${Package}=${Version}\n' busybox-static nvme-cli fio kmod libc6
+        dpkg-query -W -f='${Package}=${Version}\n' busybox-static nvme-cli fio e2fsprogs kmod libc6
     } | sha256sum | awk '{ print $1 }'
 }
 if [[ $force -eq 0 && -f $out/vmlinuz && -f $out/vmlinux && -f $out/initramfs.cpio &&
@@ -209,6 +213,13 @@ done
 
 stage_elf "$(command -v nvme)"
 stage_elf "$(command -v fio)"
+# e2fsprogs for the crash tests: make ext4 and check it (mkfs.ext4 and fsck.ext4 are links, as
+# on the host); mke2fs.conf gives the host's defaults (metadata_csum, 64bit, ...).
+stage_elf /usr/sbin/mke2fs
+stage_elf /usr/sbin/e2fsck
+ln -sf mke2fs "$stage/usr/sbin/mkfs.ext4"
+ln -sf e2fsck "$stage/usr/sbin/fsck.ext4"
+cp /etc/mke2fs.conf "$stage/etc/mke2fs.conf"
 
 # Kernel modules, by their dependency closure.
 kmods=$work/kmods.txt
@@ -270,7 +281,7 @@ mv -f "$work/initramfs.cpio.gz" "$out/initramfs.cpio.gz"
 {
     stamp_of
     echo "kernel=$kpkg"
-    dpkg-query -W -f='${Package}=${Version}\n' busybox-static nvme-cli fio kmod libc6
+    dpkg-query -W -f='${Package}=${Version}\n' busybox-static nvme-cli fio e2fsprogs kmod libc6
 } >"$out/stamp"
 log "built $kver guest in $out: vmlinuz, vmlinux, initramfs.cpio ($(du -h "$out/initramfs.cpio" |
     cut -f1)), initramfs.cpio.gz ($(du -h "$out/initramfs.cpio.gz" | cut -f1))"
