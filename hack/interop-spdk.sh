@@ -13,7 +13,9 @@
 #   nexus child      a shoald (127.0.0.53) with nexus nx (32 MiB) over a local uring child and a
 #                    remote child on nvmf_tgt (an aio bdev on a file, nvmf://127.0.0.1:PORT/...,
 #                    hdgst=true&ddgst=true for the digest cell), exported by shoald and driven by
-#                    shoal-perf -V (with -H -I on the front too for the digest cell); then the
+#                    shoal-perf -V (with -H -I on the front too for the digest cell); the local
+#                    child is removed and a shoal-perf -V read pass reads through the nexus from
+#                    nvmf_tgt (blocks: zeroes or a valid header, CRC32C and LBA); then the
 #                    nexus is destroyed, both targets stop, and the remote file's data region
 #                    (after META_BYTES, 1 MiB) must equal the local child's and not be all zeroes.
 # SPDK host -> shoald (127.0.0.52):
@@ -121,17 +123,22 @@ cell() {
     fi
 }
 
-# shoal_perf NAME TRID [ARG...]: shoal-perf -V random 4 KiB reads and writes for 3 s; passes
-# with reads checked, writes and no mismatch.
+# shoal_perf NAME TRID [ARG...]: shoal-perf -V 4 KiB for 3 s, random reads and writes (every
+# read checked against the last write of its block), or with WL=randread only reads (a block
+# this run did not write must be zeroes or carry a valid header: CRC32C and LBA); passes with
+# reads checked, writes (randrw) and no mismatch.
 shoal_perf() {
-    local out=$work/perf-$1.txt trid=$2 v
+    local out=$work/perf-$1.txt trid=$2 wl=${WL:-randrw} v
     shift 2
-    timeout 90 "$bin/shoal-perf" -r "$trid" -c 0x2 -q 16 -o 4096 -w randrw -M 50 -t 3 -V "$@" \
+    timeout 90 "$bin/shoal-perf" -r "$trid" -c 0x2 -q 16 -o 4096 -w "$wl" -M 50 -t 3 -V "$@" \
         >"$out" 2>&1 || { tail -n 20 "$out"; echo "shoal-perf failed"; return 1; }
     v=$(grep '^verify: [0-9]* reads checked' "$out") || { cat "$out"; return 1; }
     [[ $v =~ ^verify:\ ([0-9]+)\ reads\ checked,\ ([0-9]+)\ writes,\ 0\ mismatches$ ]] ||
         { echo "$v"; return 1; }
-    ((BASH_REMATCH[1] > 0 && BASH_REMATCH[2] > 0)) || { echo "no data moved: $v"; return 1; }
+    if ((BASH_REMATCH[1] == 0)) || { ((BASH_REMATCH[2] == 0)) && [[ $wl != randread ]]; }; then
+        echo "no data moved: $v"
+        return 1
+    fi
     echo "$v"
 }
 
@@ -203,7 +210,7 @@ nexus_state() {
 # subsystem NQN_SPDK-NAME (URI options + URI-EXTRA), exported as NSID; both children online,
 # shoal-perf -V (ARGs) through shoald; still online with no I/O error.
 nexus_cell() {
-    local n=$1 ns=$2 extra=$3 st v errs
+    local n=$1 ns=$2 extra=$3 st v r errs
     local uri="nvmf://127.0.0.1:$SPDK_PORT/$NQN_SPDK-$n?hostnqn=$HOSTNQN&ctrl-loss-tmo=5$extra"
     shift 3
     nx_rpc nexus_create "{\"name\": \"$n\", \"size\": $NX_SIZE,
@@ -211,13 +218,19 @@ nexus_cell() {
     nx_rpc nvmf_subsystem_add_ns "{\"nqn\": \"$NQN_NX\", \"namespace\": {\"bdev_name\": \"$n\", \"nsid\": $ns}}"
     st=$(nexus_state "$n")
     [[ $st == "online online,online" ]] || { echo "nexus $n: $st"; return 1; }
-    v=$(shoal_perf "nexus-$n" "trtype:TCP adrfam:IPv4 traddr:$NX_ADDR trsvcid:$NX_PORT subnqn:$NQN_NX ns:$ns" "$@") ||
-        { echo "$v"; return 1; }
+    local trid="trtype:TCP adrfam:IPv4 traddr:$NX_ADDR trsvcid:$NX_PORT subnqn:$NQN_NX ns:$ns"
+    v=$(shoal_perf "nexus-$n" "$trid" "$@") || { echo "$v"; return 1; }
     st=$(nexus_state "$n")
     [[ $st == "online online,online" ]] || { echo "nexus $n after shoal-perf: $st"; return 1; }
+    # The nexus reads from its local child: remove it, so that reads come from nvmf_tgt.
+    nx_rpc nexus_remove_child "{\"name\": \"$n\", \"uri\": \"bdev:///local_$n\"}" >/dev/null ||
+        { echo "nexus_remove_child $n failed"; return 1; }
+    r=$(WL=randread shoal_perf "nexus-$n-reads" "$trid" "$@") || { echo "$r"; return 1; }
+    st=$(nexus_state "$n")
+    [[ $st == "online online" ]] || { echo "nexus $n (the remote child alone) after reads: $st"; return 1; }
     errs=$(nx_rpc bdev_get_iostat "{\"name\": \"$n\"}" | jsq "d['bdevs'][0]['num_errors']")
     [[ $errs -eq 0 ]] || { echo "nexus $n counted $errs I/O errors"; return 1; }
-    echo "through the nexus: $v; both children online, 0 errors"
+    echo "through the nexus: $v; local child removed, reads from nvmf_tgt: $r; 0 errors"
 }
 # compare NAME: the remote child's data region equals the local child's, not all zeroes.
 compare() {
