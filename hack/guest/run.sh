@@ -24,6 +24,10 @@
 #       --loglevel N      kernel console log level while SCRIPT runs (default 7: info lines
 #                         such as nvme's "new ctrl"; 5: warnings and errors only)
 #       --smp N           vCPUs (default 2)      --mem SIZE  guest memory (default 2G)
+#       --hostfwd RULE    forward a host port to the guest (QEMU user networking's hostfwd,
+#                         e.g. tcp:127.0.0.1:4821-:4420: the host's 127.0.0.1:4821 reaches the
+#                         guest's 10.0.2.15:4420; a guest service must listen on 10.0.2.15 or
+#                         0.0.0.0, not 127.0.0.1); repeatable; needs --net static or dhcp
 #       --qemu-arg ARG    extra qemu argument (repeatable)
 #       --no-build        do not run build.sh first (it is a quick no-op when up to date)
 #       --bzimage         boot vmlinuz through the firmware instead of vmlinux through PVH
@@ -54,6 +58,7 @@ mem=2G
 envs=()
 files=()
 qemu_extra=()
+hostfwds=()
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -67,6 +72,7 @@ while [[ $# -gt 0 ]]; do
         --loglevel) need_arg "$@"; loglevel=$2; shift 2 ;;
         --smp) need_arg "$@"; smp=$2; shift 2 ;;
         --mem) need_arg "$@"; mem=$2; shift 2 ;;
+        --hostfwd) need_arg "$@"; hostfwds+=("$2"); shift 2 ;;
         --qemu-arg) need_arg "$@"; qemu_extra+=("$2"); shift 2 ;;
         --no-build) build=0; shift ;;
         --bzimage) bzimage=1; shift ;;
@@ -85,6 +91,14 @@ shift
 [[ $host_uuid =~ ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$ ]] ||
     die "bad --host-uuid (lower-case UUID expected): $host_uuid"
 [[ $loglevel =~ ^[0-8]$ ]] || die "bad --loglevel: $loglevel"
+netdev=user,id=n0
+for f in ${hostfwds[@]+"${hostfwds[@]}"}; do
+    # [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT, as QEMU's -netdev user,hostfwd= takes it.
+    [[ $f =~ ^(tcp|udp):[0-9.]*:[0-9]+-[0-9.]*:[0-9]+$ ]] ||
+        die "bad --hostfwd (expected tcp:HOSTADDR:HOSTPORT-[GUESTADDR]:GUESTPORT): $f"
+    [[ $net != none ]] || die "--hostfwd needs a guest network (--net static or dhcp)"
+    netdev+=",hostfwd=$f"
+done
 
 if [[ $build -eq 1 ]]; then
     "$here/build.sh"
@@ -185,7 +199,7 @@ qemu=(
     -nodefaults -display none -no-reboot -serial stdio
     -kernel "$kernel" -initrd "$work/initrd"
     -append "console=ttyS0 panic=-1 quiet"
-    -netdev user,id=n0 -device virtio-net-pci,netdev=n0
+    -netdev "$netdev" -device virtio-net-pci,netdev=n0
     ${qemu_extra[@]+"${qemu_extra[@]}"}
 )
 start=$(date +%s.%N)
