@@ -315,7 +315,14 @@ setup_nexus() {
     done
     for n in 2 3 1; do start_node "$n"; done
     log "nodes up: node1 $(sock 1), replicas on $REPLICA_NET{2,3}:$NX_PORT"
+    export_nexus
+    [[ $(nexus_state) == online ]] || die "new nexus is $(nexus_state)"
+    log "nexus nx0 online with 3 children, exported as $NQN_NX on 127.0.0.1:$NX_PORT"
+}
 
+# export_nexus: on node1, create the nexus nx0 over its three children (new ones, or the same
+# ones again after a restart of node1) and export it as NQN_NX on 127.0.0.1:NX_PORT.
+export_nexus() {
     rpc 1 nexus_create "{\"name\": \"nx0\", \"size\": $NX_SIZE, \"io_timeout_ms\": $IO_TIMEOUT_MS,
         \"children\": [\"bdev:///local\", \"$(uri 2)\", \"$(uri 3)\"]}" >/dev/null
     rpc 1 nexus_set_rebuild_rate "{\"name\": \"nx0\", \"mib_per_sec\": $REBUILD_MIB}" >/dev/null
@@ -324,8 +331,6 @@ setup_nexus() {
     rpc 1 nvmf_subsystem_add_ns "{\"nqn\": \"$NQN_NX\", \"namespace\": {\"bdev_name\": \"nx0\"}}" >/dev/null
     rpc 1 nvmf_subsystem_add_listener "{\"nqn\": \"$NQN_NX\", \"listen_address\": {\"trtype\": \"TCP\",
         \"adrfam\": \"IPv4\", \"traddr\": \"127.0.0.1\", \"trsvcid\": \"$NX_PORT\"}}" >/dev/null
-    [[ $(nexus_state) == online ]] || die "new nexus is $(nexus_state)"
-    log "nexus nx0 online with 3 children, exported as $NQN_NX on 127.0.0.1:$NX_PORT"
 }
 
 # start_guest SCRIPT [NAME=VAL...]: the guest runs SCRIPT (with NX_NQN, NX_PORT, NX_SIZE,
