@@ -68,6 +68,7 @@ fn controllers_qpairs_and_stats() {
         .collect();
     assert_eq!(qids, [0, 1, 2]);
     assert_eq!(qpairs[0]["state"], "enabled");
+    assert_eq!(qpairs[0]["thread"], "nvmf_tgt_poll_group_000");
     assert_eq!(qpairs[0]["cntlid"], cntlid);
     assert_eq!(qpairs[0]["hostnqn"], HOST_A);
     assert_eq!(qpairs[0]["listen_address"]["traddr"], "127.0.0.1");

@@ -13,7 +13,8 @@
 //! * `nvmf_subsystem_get_controllers`: `[{"cntlid", "cntrltype": "io"|"discovery", "hostnqn",
 //!   "hostid", "num_io_qpairs"}]` (`num_io_qpairs` counts I/O queues only);
 //! * `nvmf_subsystem_get_qpairs`: `[{"cntlid", "qid", "state": "enabled"|"deactivating",
-//!   "hostnqn", "listen_address", "peer_address"}]`;
+//!   "thread", "hostnqn", "listen_address", "peer_address"}]`, `thread` naming the poll group
+//!   (reactor) that serves the queue pair, as in `nvmf_get_stats`;
 //! * `nvmf_get_stats`: `{"tick_rate", "poll_groups": [{"name": "nvmf_tgt_poll_group_NNN",
 //!   "current_qpairs", "transports": [{"trtype": "TCP"}], ...}]}`, one poll group per reactor.
 //!   `current_qpairs` counts the TCP connections on that reactor, and `admin_qpairs`,
@@ -267,7 +268,7 @@ fn get_qpairs(daemon: &Daemon, p: NvmfSubsystemGetQpairs) -> Result<Value, RpcEr
     check_tgt(p.tgt_name.as_deref())?;
     let sub = find_subsystem(daemon, &p.nqn)?;
     let mut list = Vec::new();
-    for r in &daemon.reactors {
+    for (i, r) in daemon.reactors.iter().enumerate() {
         for q in r.call(tcp::qpairs).unwrap_or_default() {
             if q.subnqn.as_deref() != Some(sub.nqn.as_str()) {
                 continue;
@@ -280,6 +281,7 @@ fn get_qpairs(daemon: &Daemon, p: NvmfSubsystemGetQpairs) -> Result<Value, RpcEr
                 "cntlid": q.cntlid,
                 "qid": q.qid,
                 "state": if failed { "deactivating" } else { "enabled" },
+                "thread": poll_group_name(i),
                 "hostnqn": q.hostnqn,
                 "listen_address": address_json(&q.listen),
                 "peer_address": q.peer.map(|a| json!({
@@ -295,6 +297,11 @@ fn get_qpairs(daemon: &Daemon, p: NvmfSubsystemGetQpairs) -> Result<Value, RpcEr
     Ok(Value::Array(list))
 }
 
+/// The name of reactor `i`'s poll group, as SPDK's `nvmf_tgt` names its poll-group threads.
+fn poll_group_name(i: usize) -> String {
+    format!("nvmf_tgt_poll_group_{i:03}")
+}
+
 fn get_stats(daemon: &Daemon, p: NvmfGetStats) -> Result<Value, RpcError> {
     check_tgt(p.tgt_name.as_deref())?;
     let mut groups = Vec::new();
@@ -308,7 +315,7 @@ fn get_stats(daemon: &Daemon, p: NvmfGetStats) -> Result<Value, RpcError> {
             .filter(|q| q.qid.is_some_and(|x| x > 0))
             .count();
         let mut g = Map::new();
-        g.insert("name".into(), json!(format!("nvmf_tgt_poll_group_{i:03}")));
+        g.insert("name".into(), json!(poll_group_name(i)));
         // Live counts: Shoal keeps no cumulative ones.
         g.insert("admin_qpairs".into(), json!(admin));
         g.insert("io_qpairs".into(), json!(io));
