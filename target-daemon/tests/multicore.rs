@@ -1,0 +1,165 @@
+//! `shoald -m 0x3` as a multi-core target (issue 14, "More than one core"): real daemons with
+//! two reactors, real sockets, and Shoal's own NVMe/TCP host driving verified I/O from two
+//! reactors of the test process.
+//!
+//! - `connections_spread_over_both_reactors`: two controllers with two I/O queues each land
+//!   on both poll groups, each controller on both, and every queue carries verified I/O at
+//!   depth 16 at once;
+//! - `killed_connections_on_one_reactor_leave_the_other_serving`: the connections of one
+//!   poll group are dropped with writes in flight while the other keeps serving.
+
+mod multicore_common;
+mod shoalctl_common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use multicore_common::worker::{Kind, LANE_BYTES, LaneSpec, Worker};
+use multicore_common::{Node, admin_reactor, connect};
+use shoal_bdev::reactor::ReactorSet;
+
+const NQN: &str = "nqn.2016-06.io.shoal:mc";
+
+/// A node exporting [`NQN`] over a 64 MiB RAM namespace, and two controllers, each with one
+/// I/O queue on each of two workers.
+struct Setup {
+    node: Node,
+    workers: Vec<Worker>,
+    /// (cntlid, qid) of each worker's queues.
+    queues: Vec<Vec<(u16, u16)>>,
+    /// The host's admin reactor: dropped after the workers.
+    _admin: ReactorSet,
+}
+
+/// [`Setup`], the queues opened one controller at a time so that the listener's round robin
+/// alone decides where each lands.
+fn two_controllers_two_workers(tag: &str) -> Setup {
+    let mut node = Node::start(tag);
+    node.malloc("M0", 16384, 4096);
+    node.export(NQN, &["M0"]);
+    let admin = admin_reactor();
+    let removed = Arc::new(AtomicBool::new(false));
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|w| Worker::start(&format!("io{w}"), removed.clone()))
+        .collect();
+    let mut queues = vec![Vec::new(); 2];
+    let mut lane = 0u64;
+    for _ in 0..2 {
+        let ctrl = connect(&admin, node.port, NQN, 4);
+        for (w, worker) in workers.iter_mut().enumerate() {
+            let q = worker.open(LaneSpec {
+                ctrl: ctrl.clone(),
+                nsid: 1,
+                base: lane * LANE_BYTES,
+                kind: Kind::Verified,
+            });
+            queues[w].push(q);
+            lane += 1;
+        }
+    }
+    Setup {
+        node,
+        workers,
+        queues,
+        _admin: admin,
+    }
+}
+
+#[test]
+fn connections_spread_over_both_reactors() {
+    let Setup {
+        mut node,
+        mut workers,
+        queues,
+        _admin,
+    } = two_controllers_two_workers("mc-spread");
+    // Round robin over two reactors: admin A, A's two I/O queues, admin B, B's two.
+    assert_eq!(node.admin_qpairs_per_group(), [1, 1]);
+    assert_eq!(node.io_qpairs_per_group(), [2, 2]);
+    let groups = node.io_queue_groups(NQN);
+    assert_eq!(groups.len(), 4, "{groups:?}");
+    let cntlids: BTreeSet<u16> = groups.keys().map(|k| k.0).collect();
+    assert_eq!(cntlids.len(), 2, "{groups:?}");
+    for c in cntlids {
+        let on: BTreeSet<&String> = groups
+            .iter()
+            .filter(|(k, _)| k.0 == c)
+            .map(|(_, g)| g)
+            .collect();
+        assert_eq!(
+            on.len(),
+            2,
+            "controller {c}'s I/O queues on both poll groups: {groups:?}"
+        );
+    }
+    for w in &workers {
+        w.run();
+    }
+    for w in &mut workers {
+        w.wait_rounds(20);
+    }
+    for (w, worker) in workers.iter_mut().enumerate() {
+        let r = worker.stop();
+        assert!(r.errors.is_empty(), "worker {w}: {:?}", r.errors);
+        assert!(r.rounds >= 20);
+        // Two lanes, 16 writes and 16 verified reads each per round.
+        assert_eq!(r.ios, r.rounds * 2 * 2 * 16, "worker {w} ({queues:?})");
+    }
+    node.assert_alive();
+}
+
+#[test]
+fn killed_connections_on_one_reactor_leave_the_other_serving() {
+    let Setup {
+        mut node,
+        mut workers,
+        queues,
+        _admin,
+    } = two_controllers_two_workers("mc-kill");
+    let groups = node.io_queue_groups(NQN);
+    let doomed = "nvmf_tgt_poll_group_001";
+    for w in &workers {
+        w.run();
+    }
+    for w in &mut workers {
+        w.wait_rounds(5);
+    }
+    // Each worker drops its queue served by poll group 1, with 16 writes in flight on it.
+    let mut outstanding = 0;
+    for (w, worker) in workers.iter_mut().enumerate() {
+        let kill: Vec<(u16, u16)> = queues[w]
+            .iter()
+            .copied()
+            .filter(|q| groups[q] == doomed)
+            .collect();
+        assert_eq!(kill.len(), 1, "worker {w}: {queues:?} on {groups:?}");
+        let (out, _closed) = worker.kill(kill);
+        outstanding += out;
+    }
+    assert!(outstanding > 0, "the connections were dropped mid-I/O");
+    // Poll group 1 loses its connections; poll group 0 keeps serving.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while node.io_qpairs_per_group() != [2, 0] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "I/O queues per poll group: {:?}",
+            node.io_qpairs_per_group()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for w in &mut workers {
+        w.wait_rounds(10);
+    }
+    for (w, worker) in workers.iter_mut().enumerate() {
+        let r = worker.stop();
+        assert!(r.errors.is_empty(), "worker {w}: {:?}", r.errors);
+        assert!(r.rounds >= 15);
+    }
+    assert_eq!(
+        node.admin_qpairs_per_group(),
+        [1, 1],
+        "the controllers stay"
+    );
+    node.assert_alive();
+}
