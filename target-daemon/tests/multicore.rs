@@ -6,7 +6,10 @@
 //!   on both poll groups, each controller on both, and every queue carries verified I/O at
 //!   depth 16 at once;
 //! - `killed_connections_on_one_reactor_leave_the_other_serving`: the connections of one
-//!   poll group are dropped with writes in flight while the other keeps serving.
+//!   poll group are dropped with writes in flight while the other keeps serving;
+//! - `namespace_hot_add_and_remove_under_io`: a namespace added and another removed while
+//!   both reactors serve verified I/O on a third; I/O to the removed one fails with Invalid
+//!   Namespace or Format, a new controller sees the new one.
 
 mod multicore_common;
 mod shoalctl_common;
@@ -17,6 +20,7 @@ use std::sync::atomic::AtomicBool;
 
 use multicore_common::worker::{Kind, LANE_BYTES, LaneSpec, Worker};
 use multicore_common::{Node, admin_reactor, connect};
+use serde_json::json;
 use shoal_bdev::reactor::ReactorSet;
 
 const NQN: &str = "nqn.2016-06.io.shoal:mc";
@@ -161,5 +165,87 @@ fn killed_connections_on_one_reactor_leave_the_other_serving() {
         [1, 1],
         "the controllers stay"
     );
+    node.assert_alive();
+}
+
+#[test]
+fn namespace_hot_add_and_remove_under_io() {
+    let mut node = Node::start("mc-ns");
+    node.malloc("M0", 8192, 4096);
+    node.malloc("M1", 8192, 4096);
+    node.malloc("M2", 8192, 512);
+    node.export(NQN, &["M0", "M1"]);
+    let admin = admin_reactor();
+    let removed = Arc::new(AtomicBool::new(false));
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|w| Worker::start(&format!("ns{w}"), removed.clone()))
+        .collect();
+    let ctrl = connect(&admin, node.port, NQN, 4);
+    // Each worker: a verified lane on namespace 1 and a doomed one on namespace 2, each on
+    // its own queue (four queues: both poll groups serve both namespaces).
+    for (w, worker) in workers.iter_mut().enumerate() {
+        for (nsid, kind) in [(1, Kind::Verified), (2, Kind::Doomed)] {
+            worker.open(LaneSpec {
+                ctrl: ctrl.clone(),
+                nsid,
+                base: w as u64 * LANE_BYTES,
+                kind,
+            });
+        }
+    }
+    assert_eq!(node.io_qpairs_per_group(), [2, 2]);
+    for w in &workers {
+        w.run();
+    }
+    for w in &mut workers {
+        w.wait_rounds(3);
+    }
+    // Hot add while both reactors serve both namespaces.
+    let nsid = node.call(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "M2"}}),
+    );
+    assert_eq!(nsid, 3);
+    for w in &mut workers {
+        w.wait_rounds(3);
+    }
+    // Hot remove of namespace 2 under the doomed lanes' I/O.
+    node.call("nvmf_subsystem_remove_ns", json!({"nqn": NQN, "nsid": 2}));
+    removed.store(true, std::sync::atomic::Ordering::SeqCst);
+    node.call("bdev_malloc_delete", json!({"name": "M1"}));
+    for w in &mut workers {
+        w.wait_rounds(5);
+    }
+    for (w, worker) in workers.iter_mut().enumerate() {
+        let r = worker.stop();
+        assert!(r.errors.is_empty(), "worker {w}: {:?}", r.errors);
+        assert!(
+            r.doomed_ok > 0,
+            "worker {w}: namespace 2 served before: {r:?}"
+        );
+        // Five rounds after the removal: 16 writes and 16 reads each, per doomed lane.
+        assert!(r.doomed_invalid_ns >= 5 * 32, "worker {w}: {r:?}");
+    }
+    // The controller's host sees the change on a new controller: namespaces 1 and 3.
+    let ctrl2 = connect(&admin, node.port, NQN, 2);
+    let nsids: Vec<u32> = ctrl2.namespaces().iter().map(|n| n.nsid).collect();
+    assert_eq!(nsids, [1, 3]);
+    assert_eq!(ctrl2.namespace(3).map(|n| n.block_size), Some(512));
+    // The new namespace takes verified I/O from both reactors (the doomed lanes keep failing
+    // cleanly alongside).
+    for (w, worker) in workers.iter_mut().enumerate() {
+        worker.open(LaneSpec {
+            ctrl: ctrl2.clone(),
+            nsid: 3,
+            base: w as u64 * LANE_BYTES,
+            kind: Kind::Verified,
+        });
+        let r = worker.rounds(3);
+        assert!(r.errors.is_empty(), "worker {w}: {:?}", r.errors);
+        assert_eq!(r.ios, 3 * 2 * 2 * 16, "worker {w}: {r:?}");
+    }
+    drop(workers);
+    drop((ctrl, ctrl2));
+    drop(admin);
     node.assert_alive();
 }
