@@ -9,17 +9,25 @@
 //!   poll group are dropped with writes in flight while the other keeps serving;
 //! - `namespace_hot_add_and_remove_under_io`: a namespace added and another removed while
 //!   both reactors serve verified I/O on a third; I/O to the removed one fails with Invalid
-//!   Namespace or Format, a new controller sees the new one.
+//!   Namespace or Format, a new controller sees the new one;
+//! - `nexus_over_children_on_different_reactors`: a nexus on one `shoald -m 0x3` over two
+//!   replicas exported by another, whose queues are served by both of its poll groups;
+//!   verified I/O through the nexus from two reactors, then the replicas, read directly,
+//!   are identical and hold the last data written.
+
+#![allow(clippy::cast_possible_truncation)]
 
 mod multicore_common;
 mod shoalctl_common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use multicore_common::worker::{Kind, LANE_BYTES, LaneSpec, Worker};
-use multicore_common::{Node, admin_reactor, connect};
+use multicore_common::worker::{
+    DEPTH, Kind, LANE_BYTES, LaneSpec, SLOT_BYTES, Worker, pattern, slot_len,
+};
+use multicore_common::{NEXUS_META_BYTES, Node, admin_reactor, connect};
 use serde_json::json;
 use shoal_bdev::reactor::ReactorSet;
 
@@ -248,4 +256,96 @@ fn namespace_hot_add_and_remove_under_io() {
     drop((ctrl, ctrl2));
     drop(admin);
     node.assert_alive();
+}
+
+#[test]
+fn nexus_over_children_on_different_reactors() {
+    const R0: &str = "nqn.2016-06.io.shoal:replica0";
+    const R1: &str = "nqn.2016-06.io.shoal:replica1";
+    const SIZE: u64 = 16 << 20;
+    let mut replicas = Node::start("mc-replicas");
+    let blocks = (SIZE + NEXUS_META_BYTES) / 4096;
+    replicas.malloc("R0", blocks, 4096);
+    replicas.malloc("R1", blocks, 4096);
+    replicas.export(R0, &["R0"]);
+    replicas.export(R1, &["R1"]);
+    let mut nexus = Node::start("mc-nexus");
+    let uri = |nqn: &str| format!("nvmf://127.0.0.1:{}/{nqn}", replicas.port);
+    nexus.call(
+        "nexus_create",
+        json!({"name": "nx0", "size": SIZE, "io_timeout_ms": 10000,
+            "children": [uri(R0), uri(R1)]}),
+    );
+    nexus.export(NQN, &["nx0"]);
+
+    let admin = admin_reactor();
+    let removed = Arc::new(AtomicBool::new(false));
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|w| Worker::start(&format!("nx{w}"), removed.clone()))
+        .collect();
+    let ctrl = connect(&admin, nexus.port, NQN, 2);
+    for (w, worker) in workers.iter_mut().enumerate() {
+        worker.open(LaneSpec {
+            ctrl: ctrl.clone(),
+            nsid: 1,
+            base: w as u64 * LANE_BYTES,
+            kind: Kind::Verified,
+        });
+    }
+    // The host's two queues sit on both reactors of the nexus node.
+    assert_eq!(nexus.io_qpairs_per_group(), [1, 1]);
+    for w in &workers {
+        w.run();
+    }
+    for w in &mut workers {
+        w.wait_rounds(10);
+    }
+    let reports: Vec<_> = workers.iter_mut().map(Worker::stop).collect();
+    for (w, r) in reports.iter().enumerate() {
+        assert!(r.errors.is_empty(), "worker {w}: {:?}", r.errors);
+        assert_eq!(r.ios, r.rounds * 2 * 16, "worker {w}: {r:?}");
+    }
+    // On the replica node, the children's I/O queues (one per reactor of the nexus node that
+    // opened a channel, each child its own controller) are served by both poll groups: the
+    // two children's queues do not all sit on one reactor.
+    let per_group = replicas.io_qpairs_per_group();
+    assert!(per_group.iter().all(|&n| n > 0), "{per_group:?}");
+    let on = |q: BTreeMap<(u16, u16), String>| -> BTreeSet<String> { q.into_values().collect() };
+    let (g0, g1) = (
+        on(replicas.io_queue_groups(R0)),
+        on(replicas.io_queue_groups(R1)),
+    );
+    assert!(!g0.is_empty() && !g1.is_empty(), "{g0:?} {g1:?}");
+    assert_eq!(
+        g0.union(&g1).count(),
+        2,
+        "children's queues: {g0:?} and {g1:?}"
+    );
+
+    // Both replicas hold what the host wrote last, read directly from the replica node.
+    let direct: Vec<_> = [R0, R1]
+        .iter()
+        .map(|nqn| connect(&admin, replicas.port, nqn, 1))
+        .collect();
+    let len = 2 * LANE_BYTES as usize;
+    let copies: Vec<Vec<u8>> = direct
+        .iter()
+        .map(|c| workers[0].read(c, 1, NEXUS_META_BYTES, len))
+        .collect();
+    assert!(copies[0] == copies[1], "the replicas differ");
+    for (w, r) in reports.iter().enumerate() {
+        for s in 0..DEPTH {
+            let at = (w as u64 * LANE_BYTES + s * SLOT_BYTES) as usize;
+            let want = pattern(slot_len(s), r.last_seed, 0, s);
+            assert!(
+                copies[0][at..at + want.len()] == want[..],
+                "worker {w} slot {s}: the replicas hold the last round"
+            );
+        }
+    }
+    drop(workers);
+    drop((ctrl, direct));
+    drop(admin);
+    nexus.assert_alive();
+    replicas.assert_alive();
 }

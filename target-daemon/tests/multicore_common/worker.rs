@@ -48,6 +48,7 @@ pub struct LaneSpec {
 
 enum Cmd {
     Open(LaneSpec),
+    Read(Arc<Controller>, u32, u64, usize),
     Rounds(u64),
     Run,
     Kill(Vec<(u16, u16)>),
@@ -60,6 +61,7 @@ pub enum Reply {
     Opened { cntlid: u16, qid: u16 },
     Done(Report),
     Killed { outstanding: usize, closed: usize },
+    Data(Vec<u8>),
 }
 
 /// What rounds of I/O found.
@@ -151,6 +153,16 @@ impl Worker {
         self.send(Cmd::Open(lane));
         match self.reply() {
             Reply::Opened { cntlid, qid } => (cntlid, qid),
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    /// Reads `len` bytes at byte `offset` of namespace `nsid` of `ctrl` on a queue pair of
+    /// its own (closed afterwards).
+    pub fn read(&mut self, ctrl: &Arc<Controller>, nsid: u32, offset: u64, len: usize) -> Vec<u8> {
+        self.send(Cmd::Read(ctrl.clone(), nsid, offset, len));
+        match self.reply() {
+            Reply::Data(d) => d,
             r => panic!("unexpected {r:?}"),
         }
     }
@@ -264,6 +276,18 @@ fn run(rx: &Receiver<Cmd>, tx: &Sender<Reply>, progress: &AtomicU64, removed: &A
                     id: lanes.len() as u32,
                 });
                 let _ = tx.send(Reply::Opened { cntlid, qid });
+            }
+            Cmd::Read(ctrl, nsid, offset, len) => {
+                let qp = IoQueuePair::open(&ctrl).expect("open an I/O queue");
+                let ns = ctrl.namespace(nsid).expect("the namespace");
+                let bs = u64::from(ns.block_size);
+                let buf: SgList = [IoBuf::zeroed(len)].into_iter().collect();
+                let io = BdevIo::read(offset / bs, len as u64 / bs, buf);
+                qp.submit(&ns, io, sink.clone(), 0);
+                let (_, io, r) = collect(&reactor, &sink, 1).pop().expect("a completion");
+                r.expect("a direct read");
+                let data = io.bufs.iter().flat_map(|b| b.as_slice().iter().copied());
+                let _ = tx.send(Reply::Data(data.collect()));
             }
             Cmd::Rounds(n) => {
                 let mut rep = Report::default();
