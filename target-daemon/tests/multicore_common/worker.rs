@@ -471,6 +471,9 @@ fn check(l: &Lane, what: &str, r: Result<(), BdevError>, gone: bool, rep: &mut R
                 .push(format!("lane {} {what} succeeded after the removal", l.id));
             true
         }
+        // A command that found the namespace before its removal and was still at the device
+        // when the device was deleted: Namespace Not Ready (the host's `Closed`), also clean.
+        (Kind::Doomed, Err(BdevError::Closed)) if !gone => false,
         (Kind::Doomed, Err(e)) => {
             // NVMe Base 2.0 section 3.3.1 / Figure 101: a command to an inactive NSID
             // completes with Invalid Namespace or Format.
