@@ -4,9 +4,10 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 # etcd-server: the control plane's store (its tests start their own etcd on loopback);
-# protobuf-compiler: the etcd-client crate generates its gRPC code with protoc at build time.
+# protobuf-compiler, libprotobuf-dev (protobuf's own .proto files): the etcd-client crate
+# generates its gRPC code with protoc at build time.
 pkgs=(fio qemu-system-x86 busybox-static nvme-cli cpio kmod iproute2 python3 procps
-    etcd-server protobuf-compiler)
+    etcd-server protobuf-compiler libprotobuf-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
