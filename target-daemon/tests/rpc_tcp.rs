@@ -40,6 +40,7 @@ fn tcp_addr(d: &Shoald) -> SocketAddr {
 
 /// Sends `bytes`, then reads every JSON value until the server closes (or `wait` passes).
 fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (Vec<Value>, bool) {
+    let t0 = Instant::now();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(wait)).unwrap();
     s.write_all(bytes).unwrap();
@@ -50,7 +51,11 @@ fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (Vec<Value>, bool
             Ok(0) => break true,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => break true,
-            Err(_) => break false,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("read after {:?}: {e}", t0.elapsed());
+                break false;
+            }
         }
     };
     let values = serde_json::Deserializer::from_slice(&buf)
