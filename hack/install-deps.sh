@@ -3,7 +3,11 @@
 # Idempotent: what is already there is left alone.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(fio qemu-system-x86 busybox-static nvme-cli cpio kmod iproute2 python3 procps)
+# etcd-server: the control plane's store (its tests start their own etcd on loopback);
+# protobuf-compiler, libprotobuf-dev (protobuf's own .proto files): the etcd-client crate
+# generates its gRPC code with protoc at build time.
+pkgs=(fio qemu-system-x86 busybox-static nvme-cli cpio kmod iproute2 python3 procps
+    etcd-server protobuf-compiler libprotobuf-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -22,6 +22,9 @@ if [[ -n "${CI:-}" ]]; then
     python3 -c 'import spdk.spdk_rpc' || { echo "SPDK's rpc.py library is missing (hack/install-deps.sh)"; exit 1; }
 fi
 
+# The control plane's tests start their own etcd (Debian's etcd-server).
+command -v etcd >/dev/null || { echo "etcd is missing (hack/install-deps.sh installs etcd-server)"; exit 1; }
+
 step "cargo test"
 cargo test --workspace 2>&1 | tee /tmp/shoal-cargo-test.log
 grep -E "^test result:" /tmp/shoal-cargo-test.log | awk '{p+=$4; f+=$6} END {print "unit/loopback tests:", p, "passed,", f, "failed"}'

@@ -10,7 +10,7 @@ use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet, parse_core_mask};
 use shoal_target::config::ConfigDocument;
 use shoal_target::daemon::Daemon;
 use shoal_target::methods;
-use shoal_target::rpc::{RpcServer, ServerConfig};
+use shoal_target::rpc::{AuthToken, RpcServer, ServerConfig, TcpRpcServer, TcpServerConfig};
 
 /// The configuration `shoald` runs when started without `-c`: a 64 MiB RAM namespace on
 /// 127.0.0.1:4420 with discovery on 127.0.0.1:8009.
@@ -36,6 +36,14 @@ struct Args {
         default_value = "/var/tmp/shoal.sock"
     )]
     rpc_socket: PathBuf,
+    /// Also serve JSON-RPC over TCP on HOST:PORT (for the control plane). A non-loopback
+    /// address needs --rpc-token-file.
+    #[arg(long = "rpc-listen", value_name = "HOST:PORT")]
+    rpc_listen: Option<std::net::SocketAddr>,
+    /// File holding the token TCP clients must send (`rpc_auth`) before anything else; mode
+    /// 0600 or stricter.
+    #[arg(long = "rpc-token-file", value_name = "PATH", requires = "rpc_listen")]
+    rpc_token_file: Option<PathBuf>,
     /// Microseconds a reactor spins without work before sleeping in the kernel.
     #[arg(long, default_value_t = 100)]
     idle_spin_us: u64,
@@ -64,6 +72,17 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let cores = parse_core_mask(&args.cpumask)?;
+    // Checked before anything starts: a daemon that would be open to the network never runs.
+    let token = args
+        .rpc_token_file
+        .as_deref()
+        .map(AuthToken::from_file)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    if let Some(addr) = args.rpc_listen {
+        shoal_target::rpc::auth::check_listen_address(addr, token.as_ref())
+            .map_err(|e| e.to_string())?;
+    }
     let document = match (&args.config, args.empty) {
         (_, true) => None,
         (Some(p), _) => Some(ConfigDocument::load(p).map_err(|e| e.to_string())?),
@@ -90,6 +109,7 @@ fn run(args: Args) -> Result<(), String> {
         return Err(format!("configuration: {e}"));
     }
     methods::finish_init(&registry);
+    let registry_for_tcp = Arc::clone(&registry);
     let server = RpcServer::bind(
         ServerConfig::with_path(&args.rpc_socket),
         registry,
@@ -101,6 +121,31 @@ fn run(args: Args) -> Result<(), String> {
         .name("rpc".into())
         .spawn(move || server.run())
         .map_err(|e| e.to_string())?;
+    let tcp = match args.rpc_listen {
+        None => None,
+        Some(addr) => {
+            let server = match TcpRpcServer::bind(
+                TcpServerConfig::new(addr, token),
+                Arc::clone(&registry_for_tcp),
+                daemon.clone(),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    stop.shutdown();
+                    let _ = rpc_thread.join();
+                    set.shutdown();
+                    return Err(format!("RPC on {addr}: {e}"));
+                }
+            };
+            tracing::info!("JSON-RPC on tcp {}", server.local_addr());
+            let handle = server.shutdown_handle();
+            let thread = std::thread::Builder::new()
+                .name("rpc-tcp".into())
+                .spawn(move || server.run())
+                .map_err(|e| e.to_string())?;
+            Some((handle, thread))
+        }
+    };
     tracing::info!("shoald ready; JSON-RPC on {}", args.rpc_socket.display());
 
     let mut signals = signals;
@@ -109,6 +154,10 @@ fn run(args: Args) -> Result<(), String> {
     }
     stop.shutdown();
     let _ = rpc_thread.join();
+    if let Some((handle, thread)) = tcp {
+        handle.shutdown();
+        let _ = thread.join();
+    }
     daemon.quiesce();
     // Close every nexus cleanly (its replicas' labels say so, and its connections to remote
     // replicas close), let in-flight I/O drain, then flush every bdev.

@@ -43,6 +43,10 @@ pub const INTERNAL_ERROR: i32 = -32603;
 /// (`SPDK_JSONRPC_ERROR_INVALID_STATE` in `include/spdk/jsonrpc.h`).
 pub const INVALID_STATE: i32 = -1;
 
+/// Shoal's code (in JSON-RPC's range for server errors): a TCP client did not authenticate
+/// (see [`super::tcp`]). SPDK has no authentication and so no code for it.
+pub const AUTH_FAILED: i32 = -32001;
+
 /// `EPERM`.
 pub const EPERM: i32 = 1;
 /// `ENOENT`.
@@ -119,6 +123,11 @@ impl RpcError {
     /// `-32600`: the JSON value is not a valid JSON-RPC 2.0 request.
     pub fn invalid_request(detail: impl fmt::Display) -> Self {
         Self::new(INVALID_REQUEST, format!("Invalid request: {detail}"))
+    }
+
+    /// [`AUTH_FAILED`]: a TCP client sent something other than a valid `rpc_auth` first.
+    pub fn auth_failed(detail: impl fmt::Display) -> Self {
+        Self::new(AUTH_FAILED, format!("Authentication failed: {detail}"))
     }
 
     /// `-32601`: no method of that name is registered.

@@ -79,6 +79,12 @@ impl Deframer {
         }
     }
 
+    /// Changes the size limit, e.g. once a TCP client has authenticated (bytes already
+    /// received are kept).
+    pub fn set_max_value_bytes(&mut self, max_value_bytes: usize) {
+        self.max_value_bytes = max_value_bytes;
+    }
+
     /// Appends received bytes. Call [`Deframer::next_value`] until it returns `Ok(None)`.
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);

@@ -1,5 +1,7 @@
 //! The JSON-RPC 2.0 control plane, wire-compatible with SPDK's `scripts/rpc.py`.
 //!
+//! * [`tcp`]: the same over TCP for the control plane, with a token ([`auth`]) required off
+//!   loopback.
 //! * [`server`]: a Unix-socket server (default [`server::DEFAULT_SOCKET_PATH`], mode 0600),
 //!   one thread per client, bare JSON values on the stream (no newline framing).
 //! * [`dispatch`]: the method [`Registry`], generic over the daemon context, with typed params.
@@ -26,14 +28,18 @@
 //! # Ok::<(), shoal_target::rpc::ServerError>(())
 //! ```
 
+pub mod auth;
 pub mod client;
 pub mod dispatch;
 pub mod error;
 pub mod framing;
 pub mod params;
 pub mod server;
+pub mod tcp;
 
+pub use auth::{AuthError, AuthToken};
 pub use client::{ClientError, RpcClient};
 pub use dispatch::{Registry, RpcParams, RpcState, StateCell, StateMask, decode_params};
 pub use error::RpcError;
 pub use server::{RpcServer, RunningServer, ServerConfig, ServerError, ShutdownHandle};
+pub use tcp::{TcpRpcServer, TcpServerConfig, TcpServerError, TcpShutdownHandle};

@@ -294,7 +294,7 @@ fn bind_private(path: &Path) -> Result<UnixListener, ServerError> {
 }
 
 /// Waits until the listener or the wake socket is readable.
-fn wait_readable(listener: &UnixListener, wake: &UnixStream) -> io::Result<()> {
+pub(super) fn wait_readable(listener: &impl AsRawFd, wake: &impl AsRawFd) -> io::Result<()> {
     let mut fds = [
         libc::pollfd {
             fd: listener.as_raw_fd(),
@@ -309,7 +309,8 @@ fn wait_readable(listener: &UnixListener, wake: &UnixStream) -> io::Result<()> {
     ];
     loop {
         // SAFETY: `fds` is an initialised array of exactly 2 `pollfd` that outlives the call
-        // and the count passed is its length; both descriptors belong to `listener` and `wake`,
+        // and the count passed is its length; both descriptors belong to `listener` and `wake`
+        // (socket objects that own their descriptors),
         // which are borrowed for the whole call and so stay open.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         if rc >= 0 {
@@ -476,7 +477,7 @@ impl<C: Send + Sync + 'static> RpcServer<C> {
         let spawned = std::thread::Builder::new()
             .name("rpc-conn".to_owned())
             .spawn(move || {
-                serve_connection(&stream, &registry, &ctx, max);
+                serve_connection(&stream, &registry, &ctx, Deframer::new(max));
                 shared
                     .conns
                     .lock()
@@ -498,27 +499,29 @@ impl<C: Send + Sync + 'static> RpcServer<C> {
 }
 
 /// Writes one response followed by `"\n"`.
-fn write_response(mut stream: &UnixStream, response: &Value) -> io::Result<()> {
+pub(super) fn write_response<S>(stream: &S, response: &Value) -> io::Result<()>
+where
+    for<'a> &'a S: Write,
+{
     let mut bytes = serde_json::to_vec(response).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    stream.write_all(&bytes)
+    let mut w = stream;
+    w.write_all(&bytes)
 }
 
 /// Serves one client until it closes, breaks the framing, or the server shuts down.
-fn serve_connection<C>(mut stream: &UnixStream, registry: &Registry<C>, ctx: &C, max: usize) {
-    let mut deframer = Deframer::new(max);
+/// `deframer` may already hold bytes received (after a TCP client's authentication).
+pub(super) fn serve_connection<C, S>(
+    stream: &S,
+    registry: &Registry<C>,
+    ctx: &C,
+    mut deframer: Deframer,
+) where
+    for<'a> &'a S: Read + Write,
+{
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut reader = stream;
     loop {
-        let n = match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::debug!(error = %e, "RPC connection read failed");
-                return;
-            }
-        };
-        deframer.push(chunk.get(..n).unwrap_or_default());
         loop {
             let fatal = match deframer.next_value() {
                 Ok(Some(message)) => {
@@ -538,6 +541,16 @@ fn serve_connection<C>(mut stream: &UnixStream, registry: &Registry<C>, ctx: &C,
             let _ = write_response(stream, &error_response(Value::Null, &fatal));
             return;
         }
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "RPC connection read failed");
+                return;
+            }
+        };
+        deframer.push(chunk.get(..n).unwrap_or_default());
     }
     if deframer.has_partial_value() {
         tracing::debug!("RPC client closed the connection in the middle of a request");

@@ -1,0 +1,205 @@
+//! `shoal-control`: the control-plane service (`serve`) and its command-line client.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shoal_control::api::{ApiState, router};
+use shoal_control::model::InstanceInfo;
+use shoal_control::store::Store;
+use shoal_control::{cli, leader};
+use tokio::sync::watch;
+
+/// Shoal's control plane.
+#[derive(Parser, Debug)]
+#[command(name = "shoal-control", version, about)]
+struct Args {
+    /// The API to talk to (client commands).
+    #[arg(
+        long,
+        env = "SHOAL_API",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    api: String,
+    /// Print JSON instead of tables (client commands).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, env = "SHOAL_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service: join the leader election and serve the API.
+    Serve(ServeArgs),
+    /// Nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Which instance leads.
+    Leader,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// etcd endpoint(s), `http://host:port`.
+    #[arg(long, required = true, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Where the API listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Serve the API (which has no authentication yet) on a non-loopback address anyway.
+    #[arg(long)]
+    allow_unauthenticated_api: bool,
+    /// This instance's id (default: host name and PID).
+    #[arg(long)]
+    id: Option<String>,
+    /// Seconds of the leader lease: how long a dead leader holds on.
+    #[arg(long, default_value_t = 5)]
+    lease_ttl: i64,
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Every registered node with its status.
+    List,
+    /// One node.
+    Get {
+        /// The node id.
+        id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shoal-control: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shoal-control: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    match args.command {
+        Command::Serve(s) => serve(s).await,
+        Command::Node(NodeCommand::List) => {
+            let body = cli::get(&args.api, "/v1/nodes")
+                .await
+                .map_err(|e| e.to_string())?;
+            if args.json {
+                println!("{body:#}");
+            } else {
+                print!("{}", cli::node_table(&body).map_err(|e| e.to_string())?);
+            }
+            Ok(())
+        }
+        Command::Node(NodeCommand::Get { id }) => {
+            let body = cli::get(&args.api, &format!("/v1/nodes/{id}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{body:#}");
+            Ok(())
+        }
+        Command::Leader => {
+            let body = cli::get(&args.api, "/v1/leader")
+                .await
+                .map_err(|e| e.to_string())?;
+            if args.json {
+                println!("{body:#}");
+            } else {
+                match body["leader"]["id"].as_str() {
+                    Some(id) => println!("{id} ({})", body["leader"]["api"].as_str().unwrap_or("")),
+                    None => println!("no leader"),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(s: ServeArgs) -> Result<(), String> {
+    if !s.listen.ip().is_loopback() && !s.allow_unauthenticated_api {
+        return Err(format!(
+            "refusing to serve the API on {} without authentication; use a loopback address or --allow-unauthenticated-api",
+            s.listen
+        ));
+    }
+    if !(2..=3600).contains(&s.lease_ttl) {
+        return Err(format!("--lease-ttl {}: 2 to 3600 seconds", s.lease_ttl));
+    }
+    let store = Store::connect(&s.etcd, Duration::from_secs(3))
+        .await
+        .map_err(|e| format!("etcd {:?}: {e}", s.etcd))?;
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let info = InstanceInfo {
+        id: s
+            .id
+            .unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
+        api: format!("http://{local}"),
+    };
+    let (state_tx, state_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let election = tokio::spawn(leader::run(
+        store.clone(),
+        info.clone(),
+        s.lease_ttl,
+        state_tx,
+        stop_rx.clone(),
+    ));
+    let app = router(ApiState {
+        store,
+        instance: info.clone(),
+        leading: state_rx,
+    });
+    tracing::info!(id = %info.id, api = %info.api, "shoal-control serving");
+    let mut stop_api = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_api.wait_for(|s| *s).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    wait_for_signal().await;
+    tracing::info!("stopping: resigning leadership");
+    stop_tx.send_replace(true);
+    let _ = election.await;
+    let _ = server.await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

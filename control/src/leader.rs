@@ -1,0 +1,197 @@
+//! Leader election: one `shoal-control` acts, the others wait.
+//!
+//! Each instance takes an etcd lease of `ttl` seconds, keeps it alive every `ttl / 3` and
+//! campaigns in the etcd election [`keys::election`] with its [`InstanceInfo`]. etcd makes
+//! the candidate with the oldest key the leader; the others' campaigns block. When the
+//! leader dies its lease expires after at most `ttl` and the next candidate's campaign
+//! returns: that is the failover time (a leader that stops cleanly resigns and revokes its
+//! lease, so the next one takes over at once).
+//!
+//! A leader that cannot renew its lease for `ttl` (etcd unreachable, its process stalled)
+//! cannot know whether it still leads, so it steps down at once and campaigns again with a
+//! new lease; every write it makes is fenced on its election key as well
+//! ([`crate::store::Store::fenced_put`]), so the window where two instances think they lead
+//! never lets both write.
+//!
+//! While it leads, an instance runs [`lead`]: today it records each node's online/offline
+//! transitions with the time they were seen (the clock healing will start from) and logs them
+//! as events; volume placement and healing will run here.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use etcd_client::LeaderKey;
+use tokio::sync::watch;
+
+use crate::model::{InstanceInfo, NodeState, Status};
+use crate::store::Store;
+use crate::{Error, Result, keys, now_ms};
+
+/// Whether this instance leads, and with which election key.
+pub type LeaderState = watch::Receiver<Option<Vec<u8>>>;
+
+/// Runs the election until `shutdown` turns true; publishes the leadership on `state`.
+pub async fn run(
+    store: Store,
+    info: InstanceInfo,
+    ttl_secs: i64,
+    state: watch::Sender<Option<Vec<u8>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let value = serde_json::to_vec(&info).unwrap_or_default();
+    while !*shutdown.borrow() {
+        match term(&store, &value, ttl_secs, &state, &mut shutdown).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "election: retrying");
+                state.send_replace(None);
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// One lease: campaign, lead until the lease is lost or shutdown, then give it up.
+async fn term(
+    store: &Store,
+    value: &[u8],
+    ttl_secs: i64,
+    state: &watch::Sender<Option<Vec<u8>>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let mut lease_client = store.client().lease_client();
+    let lease = store
+        .deadline(lease_client.grant(ttl_secs, None))
+        .await?
+        .id();
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let keeper = tokio::spawn(keep_alive(store.clone(), lease, ttl_secs, lost_tx));
+    let result = async {
+        let mut election = store.client().election_client();
+        let campaign = election.campaign(keys::election(), value.to_vec(), lease);
+        let leader_key: LeaderKey = tokio::select! {
+            r = campaign => r?.take_leader().ok_or_else(|| Error::BadValue {
+                key: keys::election(),
+                detail: "campaign answered without a leader key".into(),
+            })?,
+            _ = lost_rx.wait_for(|lost| *lost) => return Err(lease_lost()),
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        };
+        let key = leader_key.key().to_vec();
+        tracing::info!(key = %String::from_utf8_lossy(&key), "event: leader elected (this instance)");
+        state.send_replace(Some(key.clone()));
+        let outcome = tokio::select! {
+            r = lead(store, &key) => r,
+            _ = lost_rx.wait_for(|lost| *lost) => Err(lease_lost()),
+            _ = shutdown.wait_for(|s| *s) => Ok(()),
+        };
+        state.send_replace(None);
+        tracing::info!("event: leadership ended (this instance)");
+        if outcome.is_ok() {
+            let _ = store.deadline(election.resign(Some(etcd_client::ResignOptions::new().with_leader(leader_key)))).await;
+        }
+        outcome
+    }
+    .await;
+    keeper.abort();
+    let _ = store.deadline(lease_client.revoke(lease)).await;
+    result
+}
+
+fn lease_lost() -> Error {
+    Error::Etcd(etcd_client::Error::LeaseKeepAliveError(
+        "lease not renewed within its TTL; stepping down".into(),
+    ))
+}
+
+/// Renews `lease` every ttl/3; signals `lost` when it expired or could not be renewed for a
+/// whole TTL.
+async fn keep_alive(store: Store, lease: i64, ttl_secs: i64, lost: watch::Sender<bool>) {
+    let ttl = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(1));
+    let period = ttl / 3;
+    let mut last_ok = Instant::now();
+    let mut stream = None;
+    loop {
+        if last_ok.elapsed() >= ttl {
+            lost.send_replace(true);
+            return;
+        }
+        if stream.is_none() {
+            let mut lc = store.client().lease_client();
+            stream = store.deadline(lc.keep_alive(lease)).await.ok();
+        }
+        if let Some((keeper, responses)) = stream.as_mut() {
+            let renewed = async {
+                keeper.keep_alive().await?;
+                responses.message().await
+            };
+            match tokio::time::timeout(period.max(Duration::from_millis(200)), renewed).await {
+                Ok(Ok(Some(resp))) if resp.ttl() > 0 => last_ok = Instant::now(),
+                Ok(Ok(Some(_))) => {
+                    // TTL 0: the lease is gone (expired while we could not reach etcd).
+                    lost.send_replace(true);
+                    return;
+                }
+                _ => stream = None,
+            }
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// The leader's work: records nodes going offline and online (fenced on `leader_key`).
+///
+/// # Errors
+/// [`Error::NotLeader`] once the fence fails; etcd errors end the term too.
+pub async fn lead(store: &Store, leader_key: &[u8]) -> Result<()> {
+    let mut known: HashMap<String, Status> = store
+        .node_states()
+        .await?
+        .into_iter()
+        .map(|(id, s)| (id, s.status))
+        .collect();
+    loop {
+        for node in store.list_nodes().await? {
+            let id = &node.record.id;
+            if known.get(id) == Some(&node.status) {
+                continue;
+            }
+            let state = NodeState {
+                status: node.status,
+                since_ms: now_ms(),
+            };
+            store
+                .fenced_put(leader_key, &keys::node_state(id), &state)
+                .await?;
+            match node.status {
+                Status::Offline => tracing::warn!(node = %id, "event: node offline"),
+                Status::Online => tracing::info!(node = %id, "event: node online"),
+            }
+            known.insert(id.clone(), node.status);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The current leader, as etcd's election says (`None` when nobody leads).
+///
+/// # Errors
+/// etcd errors other than "no leader".
+pub async fn current(store: &Store) -> Result<Option<InstanceInfo>> {
+    let mut election = store.client().election_client();
+    match store.deadline(election.leader(keys::election())).await {
+        Ok(resp) => match resp.kv() {
+            Some(kv) => Ok(serde_json::from_slice(kv.value()).ok()),
+            None => Ok(None),
+        },
+        Err(Error::Etcd(etcd_client::Error::GRpcStatus(s)))
+            if s.message().contains("no leader") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
