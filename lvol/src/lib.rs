@@ -16,3 +16,9 @@ pub mod format;
 pub mod table;
 
 pub use error::LvolError;
+mod channel;
+pub mod lvol;
+pub mod store;
+
+pub use lvol::LvolBdev;
+pub use store::{LvolOptions, Lvs, LvsInfo};
