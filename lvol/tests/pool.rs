@@ -3,6 +3,9 @@
 //! back on whole-cluster deallocate, a full pool fails the write with NoSpace, and corrupt or
 //! newer metadata is refused.
 
+// Test arithmetic on small constants (block counts, sizes).
+#![allow(clippy::cast_possible_truncation)]
+
 #[path = "../../bdev/tests/common/mod.rs"]
 mod common;
 mod lvs_common;
