@@ -79,7 +79,8 @@ fn cut(pf: &Arc<PfailBdev>, keep: Keep) {
 
 fn round(seed: u64, keep: Keep) {
     let mut s = seed;
-    let ram: Arc<dyn Bdev> = MallocBdev::create("ram", None, (6 << 20) / u64::from(BS), BS).unwrap();
+    let ram: Arc<dyn Bdev> =
+        MallocBdev::create("ram", None, (6 << 20) / u64::from(BS), BS).unwrap();
     let pf = PfailBdev::create("pf", ram.clone()).unwrap();
     let pfb: Arc<dyn Bdev> = pf.clone();
     let home = HomeReactor::start();
@@ -103,7 +104,7 @@ fn round(seed: u64, keep: Keep) {
         let v = lvs.create_lvol(o).unwrap();
         model.vols.insert(v.uuid(), (name, BTreeMap::new()));
         vols.push(v);
-        if vols.len() > 2 && rng(&mut s) % 3 == 0 {
+        if vols.len() > 2 && rng(&mut s).is_multiple_of(3) {
             let i = (rng(&mut s) as usize) % vols.len();
             let v = vols.remove(i);
             let u = v.info().uuid;
@@ -121,7 +122,7 @@ fn round(seed: u64, keep: Keep) {
             let t = batch.len() as u64;
             let vi = (rng(&mut s) as usize) % vols.len();
             let blk = rng(&mut s) % VOL_BLOCKS;
-            let fua = rng(&mut s) % 3 == 0;
+            let fua = rng(&mut s).is_multiple_of(3);
             let val = next_val;
             next_val += 1;
             let u = vols[vi].info().uuid;
@@ -169,7 +170,7 @@ fn round(seed: u64, keep: Keep) {
                 b.completed.push(val);
             }
         }
-        if rng(&mut s) % 2 == 0 {
+        if rng(&mut s).is_multiple_of(2) {
             // A flush of every volume makes every completed write durable.
             for c in &chans {
                 let f = Rc::new(Collector::default());
@@ -197,7 +198,10 @@ fn round(seed: u64, keep: Keep) {
         "seed {seed}: clusters counted twice"
     );
     for u in &model.deleted {
-        assert!(lvs.lvol(&u.to_string()).is_none(), "seed {seed}: deleted {u} is back");
+        assert!(
+            lvs.lvol(&u.to_string()).is_none(),
+            "seed {seed}: deleted {u} is back"
+        );
     }
     for (u, (name, blocks)) in &model.vols {
         let v = lvs
@@ -210,7 +214,11 @@ fn round(seed: u64, keep: Keep) {
         for blk in 0..VOL_BLOCKS {
             let got = &all[(blk * u64::from(BS)) as usize..((blk + 1) * u64::from(BS)) as usize];
             let word = u64::from_le_bytes(got[..8].try_into().unwrap());
-            assert_eq!(got, &block(word)[..], "seed {seed}: block {blk} of {name} is torn");
+            assert_eq!(
+                got,
+                &block(word)[..],
+                "seed {seed}: block {blk} of {name} is torn"
+            );
             let b = blocks.get(&blk).cloned().unwrap_or_default();
             let ok = word == b.durable || b.later.contains(&word);
             assert!(
