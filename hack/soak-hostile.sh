@@ -16,7 +16,10 @@
 # never-written memory.
 #
 # Env: SOAK_ADDR (127.0.0.31), SOAK_PORT (4620), SOAK_BASELINE (30), SOAK_CORES: shoald's and
-#      shoal-perf's core masks ("0x1 0x2"). The hostile hosts are Python threads on any core.
+#      shoal-perf's core masks ("0x1 0x2"), SOAK_HOSTILE_NICE (10). The hostile hosts are Python
+#      threads on any core, at that nice level. SOAK_CYCLE=N (0: off): the hostile hosts run in
+#      cycles of N seconds with SOAK_QUIET (30) seconds without them in between, and each cycle
+#      is compared with the quiet windows around it (for a machine whose speed drifts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +27,8 @@ secs=${1:-600}
 addr=${SOAK_ADDR:-127.0.0.31}
 port=${SOAK_PORT:-4620}
 base=${SOAK_BASELINE:-30}
+cycle=${SOAK_CYCLE:-0}
+quiet=${SOAK_QUIET:-30}
 read -r tmask pmask <<<"${SOAK_CORES:-0x1 0x2}"
 nqn=nqn.2016-06.io.shoal:soak
 
@@ -95,14 +100,50 @@ printf '%5ds %-8s RSS %7s MiB  fds %5s\n' 0 start "$(rss_mib)" "$(fds)"
 end=$(($(date +%s) + base))
 while (($(date +%s) < end)); do sample baseline; done
 
-python3 hack/soak/hostile.py "$addr" "$port" "$nqn" "$secs" >"$work/hostile.out" 2>&1 &
-hpid=$!
-pids+=("$hpid")
-while kill -0 "$hpid" 2>/dev/null; do sample hostile; done
-wait "$hpid" || true
+# The hostile hosts stand in for other machines: their own CPU time (Python threads) would not be
+# taken from this node's cores in a cluster, so they run at a lower priority (SOAK_HOSTILE_NICE,
+# 10) than shoald and the healthy load; what they make shoald do is still done by shoald.
+hostile() { # SECONDS
+    nice -n "${SOAK_HOSTILE_NICE:-10}" python3 hack/soak/hostile.py "$addr" "$port" "$nqn" "$1" \
+        >>"$work/hostile.out" 2>&1 &
+    hpid=$!
+    pids+=("$hpid")
+    while kill -0 "$hpid" 2>/dev/null; do sample hostile; done
+    wait "$hpid" || true
+}
+if ((cycle == 0)); then
+    hostile "$secs"
+else
+    # Cycles: the hostile hosts for `cycle` seconds, then `quiet` seconds without them, until
+    # they have run for SECONDS in all; each cycle's hostile samples are compared with the
+    # quiet samples on both sides of it, so that the machine's drift cancels out.
+    left=$secs
+    while ((left > 0)); do
+        c=$((left < cycle ? left : cycle))
+        hostile "$c"
+        left=$((left - c))
+        end=$(($(date +%s) + quiet))
+        while (($(date +%s) < end)); do sample quiet; done
+    done
+fi
 cat "$work/hostile.out"
 sample after
 
+if ((cycle > 0)); then
+    # Per cycle: mean healthy IOPS beside the hostile hosts / the mean of the windows without
+    # them just before and just after it; the median of those ratios.
+    python3 - "$work/samples" <<'PY'
+import itertools, statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+segs = [(k, statistics.mean(float(r[3]) for r in g))
+        for k, g in itertools.groupby(rows, key=lambda r: r[0] == "hostile")]
+ratios = [h / ((segs[i - 1][1] + segs[i + 1][1]) / 2)
+          for i, (hostile, h) in enumerate(segs) if hostile and 0 < i < len(segs) - 1]
+print("per cycle, healthy IOPS beside the hostile hosts / without them (windows around it): "
+      + " ".join("%.1f%%" % (100 * r) for r in ratios)
+      + ("; median %.1f%%" % (100 * statistics.median(ratios)) if ratios else " none"))
+PY
+fi
 awk '
     $1 == "baseline" { b += $4; nb++ }
     $1 == "hostile" { h += $4; nh++; if (!rmin || $2 < rmin) rmin = $2; if ($2 > rmax) rmax = $2
