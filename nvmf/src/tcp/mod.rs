@@ -77,6 +77,11 @@ thread_local! {
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// A connection number unique in the process (the key of a controller's hooks).
+pub(crate) fn next_conn_id() -> u64 {
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn open_rc(bdev: &Arc<dyn Bdev>) -> Result<Rc<IoChannel>, BdevError> {
     open_channel(bdev).map(Rc::new)
 }
@@ -92,7 +97,7 @@ pub fn start_conn(target: Arc<Target>, accepted: limits::Accepted) {
     let _ = sock.set_nodelay(true);
     let transport = target.transport();
     install_flusher(&reactor);
-    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = next_conn_id();
     let handle = reactor.handle();
     let cfg = QueuePairConfig {
         id,

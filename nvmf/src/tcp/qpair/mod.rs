@@ -33,6 +33,8 @@ mod admin;
 mod fabrics;
 mod io;
 mod rx;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod sim;
 mod slots;
 #[cfg(test)]
 mod tests;
@@ -413,6 +415,10 @@ impl<C: Clone> QueuePair<C> {
         self.phase = Phase::Closing;
         self.ic_deadline = None;
         self.keep_alive_check = None;
+        // Commands that wait for host data or an event end here, and their buffers go back
+        // to the pool at once; those on a device end when their I/O comes back.
+        self.slots.release_waiting();
+        self.aers.clear();
         if let (Some(ctrl), Some(qid)) = (self.ctrl.take(), self.qid) {
             ctrl.remove_hook(self.id);
             if let Some(c) = self.counters.take() {

@@ -137,6 +137,20 @@ impl<C> Slots<C> {
             .filter(|s| s.state != SlotState::Free)
     }
 
+    /// Releases every slot whose command waits for host data (the connection is closing: that
+    /// data will not come). Slots whose I/O runs stay until it completes.
+    pub(super) fn release_waiting(&mut self) {
+        for idx in 0..self.slots.len() {
+            let waiting = self
+                .slots
+                .get(idx)
+                .is_some_and(|s| s.state == SlotState::AwaitData);
+            if waiting && let Ok(idx) = u16::try_from(idx) {
+                self.release(idx);
+            }
+        }
+    }
+
     /// Releases a slot (its channel and data buffers go with it).
     pub(super) fn release(&mut self, idx: u16) {
         let Some(s) = self.slots.get_mut(usize::from(idx)) else {
