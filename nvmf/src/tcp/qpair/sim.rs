@@ -26,6 +26,12 @@ pub fn listen_address() -> ListenAddress {
     ListenAddress::tcp("127.0.0.1", "4420")
 }
 
+/// The 1024-byte Connect data (NVMe-oF 1.1 section 3.3.1) for controller `cntlid`.
+pub fn connect_data(cntlid: u16, subnqn: &str, hostnqn: &str) -> Vec<u8> {
+    let cd = crate::spec::fabrics::ConnectData::new([7; 16], cntlid, subnqn, hostnqn);
+    zerocopy::IntoBytes::as_bytes(&cd).to_vec()
+}
+
 /// A namespace channel in the simulation: the device itself.
 #[derive(Clone)]
 pub struct SimChan(pub Arc<dyn Bdev>);

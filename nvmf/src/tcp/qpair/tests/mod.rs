@@ -20,7 +20,6 @@ use shoal_bdev::malloc::MallocBdev;
 
 use super::sim::{Sim, listen_address};
 use crate::pdu::{DataHeader, PduHeader};
-use crate::spec::fabrics::ConnectData;
 use crate::spec::opcode::admin;
 use crate::spec::{Cqe, FabricsType, Opcode, SglDescriptor, Sqe, Status};
 use crate::subsystem::{SubsystemOptions, Target, TransportConfig};
@@ -67,8 +66,7 @@ pub(super) fn connect_sqe(cid: u16, qid: u16, sqsize: u16, no_flow: bool) -> Sqe
 
 /// The Connect data for controller `cntlid` of [`NQN`].
 pub(super) fn connect_data(cntlid: u16) -> Vec<u8> {
-    let cd = ConnectData::new([7; 16], cntlid, NQN, HOSTNQN);
-    zerocopy::IntoBytes::as_bytes(&cd).to_vec()
+    super::sim::connect_data(cntlid, NQN, HOSTNQN)
 }
 
 /// Sends Connect and returns its response.
