@@ -84,9 +84,9 @@ impl<C: Clone> QueuePair<C> {
         Ok(())
     }
 
-    /// A capsule or H2CData whose data digest is wrong (NVMe/TCP 1.0a section 3.6.2.6 / 3.6.2.8
-    /// with the digest rules of NVMe-oF 1.1 section 7.4.6.1): the command fails with Transient
-    /// Transport Error and the connection carries on.
+    /// A capsule or H2CData whose data digest (DDGST, NVMe/TCP 1.0a sections 3.6.2.6 and
+    /// 3.6.2.8) is wrong: the command fails with Transient Transport Error and the connection
+    /// carries on.
     fn on_data_digest_error(&mut self, cid: u16, ttag: Option<u16>) -> Result<(), wire::Fatal> {
         match ttag {
             None => self.respond(cid, Status::TRANSIENT_TRANSPORT_ERROR, 0),

@@ -1,5 +1,5 @@
-//! Header and data digests (NVMe/TCP 1.0a sections 3.6.2.2-3.6.2.3 negotiate them; NVMe-oF
-//! 1.1 section 7.4.6.1 says what an error means).
+//! Header and data digests (negotiated by NVMe/TCP 1.0a sections 3.6.2.2-3.6.2.3): a bad
+//! header digest ends the connection, a bad data digest ends its command.
 
 use super::*;
 use crate::pdu::CapsuleCmd;
