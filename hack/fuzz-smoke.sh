@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../nvmf/fuzz"
 secs=${1:-20}
 cargo +nightly fuzz build
-for t in deframe command_parse; do
+for t in deframe command_parse qpair_seq; do
     corpus=$(mktemp -d /tmp/shoal-fuzz-$t.XXXXXX)
     seeds=()
     [[ -d seeds/$t ]] && seeds=(seeds/$t)

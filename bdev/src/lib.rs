@@ -31,7 +31,7 @@ pub mod registry;
 pub mod uring;
 
 pub use buf::{IoBuf, SgList};
-pub use channel::{IoChannel, IoStats, IoStatsSnapshot, open_channel};
+pub use channel::{IoChannel, IoStats, IoStatsSnapshot, check_io, open_channel};
 pub use error::{BdevError, ErrorKind};
 
 use std::sync::atomic::{AtomicBool, Ordering};

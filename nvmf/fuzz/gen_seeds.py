@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes a small seed corpus of valid NVMe/TCP PDU streams for the `deframe` target.
-
-Each seed is two configuration bytes (see fuzz_targets/deframe.rs) followed by PDUs.
+"""Writes small seed corpora: valid NVMe/TCP PDU streams for the `deframe` target (two
+configuration bytes, see fuzz_targets/deframe.rs, then PDUs), and step programs for the
+`qpair_seq` target (one configuration byte, then steps, see fuzz_targets/qpair_seq.rs).
 """
 import os
 import struct
@@ -76,5 +76,46 @@ here = os.path.dirname(os.path.abspath(__file__))
 out = os.path.join(here, "seeds", "deframe")
 os.makedirs(out, exist_ok=True)
 for name, blob in seeds():
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(blob)
+
+
+def qpair_seeds():
+    """Step programs for qpair_seq: set up an admin and an I/O queue, then do I/O."""
+    ADMIN, IO = 0, 1
+
+    def ic(q, flags):
+        return bytes([q, 0, 1, flags])
+
+    def connect(q, cid):
+        return bytes([q, 1, cid, 3, 1, 0])
+
+    def cc(q, cid, en):
+        return bytes([q, 2, cid, en])
+
+    def io(cid, opsel, nlb, length, in_capsule=False):
+        # opsel indexes [read, write, compare, flush, write zeroes, dsm, read, write]
+        mode = 1 if in_capsule else 0
+        head = bytes([IO, 5, cid, opsel, 1, 0, 0, 0, nlb - 1, 0]) + struct.pack("<H", length)
+        return head + bytes([mode]) + (b"\xAB" * length if in_capsule else b"")
+
+    def complete(i=0, ok=1):
+        return bytes([IO, 13, 0, i, ok])
+
+    def h2c(i=0, skew=0):
+        return bytes([IO, 9, 0, i, skew])
+
+    for name, flags in (("plain", 0), ("digests", 3)):
+        setup = ic(ADMIN, flags) + connect(ADMIN, 1) + cc(ADMIN, 2, 1) + ic(IO, flags) + connect(IO, 1)
+        rw = (io(3, 0, 8, 4096) + complete() + io(4, 1, 8, 4096) + h2c() + complete()
+              + io(5, 1, 2, 1024, True) + complete() + io(6, 2, 2, 1024) + h2c() + complete())
+        yield f"rw_{name}", bytes([0x51]) + setup + rw
+        yield f"small_h2c_{name}", bytes([0x40]) + setup + io(7, 1, 64, 32768) + h2c() + h2c() + h2c() + h2c() + complete()
+        yield f"admin_{name}", bytes([0x51]) + setup + bytes([ADMIN, 8, 9, 0, 0, 1, 0, 0, 0, 0, 0, 0x10, 0, 0])
+
+
+out = os.path.join(here, "seeds", "qpair_seq")
+os.makedirs(out, exist_ok=True)
+for name, blob in qpair_seeds():
     with open(os.path.join(out, name), "wb") as f:
         f.write(blob)

@@ -1,7 +1,9 @@
 //! NVMe over TCP: PDUs, commands, controllers, subsystems, discovery and the host side.
 //!
 //! The protocol logic is sans-IO and safe Rust: it takes bytes and produces PDUs and block
-//! device requests. Sockets and rings belong to the reactors of `shoal-bdev`.
+//! device requests. Sockets and rings belong to the reactors of `shoal-bdev`. The target's
+//! queue pair is [`tcp::qpair::QueuePair`] (the glue to a reactor is the rest of [`tcp`]);
+//! the host's is `host::queue::QueueCore`.
 //!
 //! # The wire layer
 //!

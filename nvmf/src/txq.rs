@@ -24,8 +24,6 @@ pub(crate) struct TxQueue {
     skip: usize,
     /// A `sendmsg` is in flight.
     pub(crate) in_flight: bool,
-    /// The connection is on this pass's flush list (the target's flusher uses it).
-    pub(crate) dirty: bool,
     /// Bytes of memory the queue holds: the capacity of every buffer queued, being filled or
     /// in flight. A target connection stops reading commands while it is at its bound.
     held: usize,
@@ -41,7 +39,6 @@ impl TxQueue {
             spare: Vec::new(),
             skip: 0,
             in_flight: false,
-            dirty: false,
             held: 0,
         }
     }

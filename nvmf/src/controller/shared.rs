@@ -250,12 +250,16 @@ impl ControllerShared {
     /// Whether the keep-alive timer expired: nothing was heard from the host for KATO
     /// (NVMe Base 2.0, section 3.9.1: the controller shall then treat it as a fatal error).
     pub fn keep_alive_expired(&self) -> bool {
+        self.keep_alive_expired_at(Instant::now())
+    }
+
+    /// [`ControllerShared::keep_alive_expired`] at `now` (the caller's clock: a sans-IO queue
+    /// pair is handed the time).
+    pub fn keep_alive_expired_at(&self, now: Instant) -> bool {
         let kato = u64::from(self.kato_ms.load(Ordering::Relaxed));
-        kato != 0
-            && self
-                .now_ms()
-                .saturating_sub(self.last_keep_alive_ms.load(Ordering::Relaxed))
-                > kato
+        let now_ms = u64::try_from(now.saturating_duration_since(self.created).as_millis())
+            .unwrap_or(u64::MAX);
+        kato != 0 && now_ms.saturating_sub(self.last_keep_alive_ms.load(Ordering::Relaxed)) > kato
     }
 
     /// CSTS.RDY: the host enabled the controller (CC.EN = 1) and has not reset it since.

@@ -38,14 +38,15 @@ pub(super) enum Incoming<'a> {
         fes: u16,
     },
     /// A capsule or H2CData whose data digest is wrong: the command fails with Transient
-    /// Transport Error and the connection carries on (NVMe/TCP 1.0, section 3.6.2.9 / 7.4.9).
+    /// Transport Error and the connection carries on (the DDGST of NVMe/TCP 1.0a sections 3.6.2.6
+    /// and 3.6.2.8).
     DataDigestError {
         cid: u16,
         ttag: Option<u16>,
     },
 }
 
-/// A fatal error: the connection ends with a C2HTermReq (NVMe/TCP 1.0, section 3.6.2.9).
+/// A fatal error: the connection ends with a C2HTermReq (NVMe/TCP 1.0a, section 3.6.2.5).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Fatal(TermOrClose);
 
@@ -109,7 +110,7 @@ impl Deframer {
                 header_digest: false,
                 data_digest: false,
                 rx_pda: 0,
-                // The admin queue takes 8 KiB in-capsule (NVMe/TCP 1.0, section 3.2); the
+                // The admin queue takes 8 KiB in-capsule (NVMe/TCP 1.0a, section 3.2); the
                 // queue type is unknown until Connect, so accept the larger of the two.
                 max_in_capsule_data: t.in_capsule_data_size.max(8192),
                 max_h2c_data: t.io_unit_size,

@@ -1,27 +1,34 @@
 //! Commands in progress on one queue pair, indexed by a slot number that doubles as the R2T
-//! transfer tag (TTAG).
+//! transfer tag (TTAG, NVMe/TCP 1.0a section 3.6.2.10). A slot holds the command as it was
+//! parsed on arrival and the namespace channel it was looked up with: neither is done twice.
 
 use shoal_bdev::SgList;
 
-use crate::spec::{Sqe, Status};
+use crate::command::IoCommand;
+use crate::spec::Status;
 
 /// Where a command is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SlotState {
     /// Unused.
     Free,
-    /// Waiting for H2CData after R2T (NVMe/TCP 1.0, section 3.3.4).
+    /// Waiting for H2CData after R2T (NVMe/TCP 1.0a section 3.6.2.10).
     AwaitData,
-    /// Running on the device (or parked, for an AER).
+    /// Running on the device.
     Executing,
 }
 
-/// One command in progress.
-pub(super) struct Slot {
+/// One command in progress, on namespace channel `C`.
+pub(super) struct Slot<C> {
     pub(super) state: SlotState,
     pub(super) cid: u16,
-    pub(super) sqe: Sqe,
-    /// Host data (writes, compares, dataset management) or read data.
+    /// The command, parsed once when its capsule arrived.
+    pub(super) cmd: IoCommand,
+    /// Its namespace's channel, looked up once when its capsule arrived.
+    pub(super) chan: Option<C>,
+    /// Its namespace's block size.
+    pub(super) block_size: u32,
+    /// Host data (writes, compares, dataset management).
     pub(super) data: SgList,
     /// Bytes the command transfers.
     pub(super) data_len: u32,
@@ -35,12 +42,14 @@ pub(super) struct Slot {
     pub(super) status: Status,
 }
 
-impl Slot {
-    fn new() -> Slot {
+impl<C> Slot<C> {
+    fn new() -> Slot<C> {
         Slot {
             state: SlotState::Free,
             cid: 0,
-            sqe: Sqe::new_zeroed_sqe(),
+            cmd: IoCommand::Flush,
+            chan: None,
+            block_size: 0,
             data: SgList::new(),
             data_len: 0,
             received: 0,
@@ -52,20 +61,29 @@ impl Slot {
 }
 
 /// The slots of a queue pair and the set of command IDs in use.
-#[derive(Default)]
-pub(super) struct Slots {
-    slots: Vec<Slot>,
+pub(super) struct Slots<C> {
+    slots: Vec<Slot<C>>,
     free: Vec<u16>,
     /// One bit per CID in use; allocated at Connect (a connection that never connects holds
     /// nothing here).
     cids: Box<[u64]>,
 }
 
+impl<C> Default for Slots<C> {
+    fn default() -> Self {
+        Slots {
+            slots: Vec::new(),
+            free: Vec::new(),
+            cids: Box::default(),
+        }
+    }
+}
+
 fn bit(cid: u16) -> (usize, u64) {
     (usize::from(cid >> 6), 1u64 << (cid & 63))
 }
 
-impl Slots {
+impl<C> Slots<C> {
     /// Sizes the table for a queue of `depth` entries (at Connect).
     pub(super) fn resize(&mut self, depth: u16) {
         self.slots = (0..depth).map(|_| Slot::new()).collect();
@@ -79,10 +97,20 @@ impl Slots {
         self.cids.get(w).is_some_and(|x| x & b != 0)
     }
 
-    /// Takes a slot for `sqe`; `None` when the queue is full.
-    pub(super) fn alloc(&mut self, sqe: &Sqe) -> Option<u16> {
+    /// Slots in use.
+    pub(super) fn in_use(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Takes a slot for command `cid`; `None` when the queue is full.
+    pub(super) fn alloc(
+        &mut self,
+        cid: u16,
+        cmd: IoCommand,
+        chan: C,
+        block_size: u32,
+    ) -> Option<u16> {
         let idx = self.free.pop()?;
-        let cid = sqe.cid();
         let (w, b) = bit(cid);
         if let Some(x) = self.cids.get_mut(w) {
             *x |= b;
@@ -90,7 +118,9 @@ impl Slots {
         let s = self.slots.get_mut(usize::from(idx))?;
         s.state = SlotState::Executing;
         s.cid = cid;
-        s.sqe = *sqe;
+        s.cmd = cmd;
+        s.chan = Some(chan);
+        s.block_size = block_size;
         s.data.clear();
         s.data_len = 0;
         s.received = 0;
@@ -101,24 +131,41 @@ impl Slots {
     }
 
     /// The slot `idx`, if it is in use.
-    pub(super) fn get(&mut self, idx: u16) -> Option<&mut Slot> {
+    pub(super) fn get(&mut self, idx: u16) -> Option<&mut Slot<C>> {
         self.slots
             .get_mut(usize::from(idx))
             .filter(|s| s.state != SlotState::Free)
     }
 
-    /// Releases a slot; returns its data buffers to the caller.
-    pub(super) fn release(&mut self, idx: u16) -> Option<SgList> {
-        let s = self.slots.get_mut(usize::from(idx))?;
+    /// Releases every slot whose command waits for host data (the connection is closing: that
+    /// data will not come). Slots whose I/O runs stay until it completes.
+    pub(super) fn release_waiting(&mut self) {
+        for idx in 0..self.slots.len() {
+            let waiting = self
+                .slots
+                .get(idx)
+                .is_some_and(|s| s.state == SlotState::AwaitData);
+            if waiting && let Ok(idx) = u16::try_from(idx) {
+                self.release(idx);
+            }
+        }
+    }
+
+    /// Releases a slot (its channel and data buffers go with it).
+    pub(super) fn release(&mut self, idx: u16) {
+        let Some(s) = self.slots.get_mut(usize::from(idx)) else {
+            return;
+        };
         if s.state == SlotState::Free {
-            return None;
+            return;
         }
         s.state = SlotState::Free;
+        s.chan = None;
+        s.data.clear();
         let (w, b) = bit(s.cid);
         if let Some(x) = self.cids.get_mut(w) {
             *x &= !b;
         }
         self.free.push(idx);
-        Some(std::mem::take(&mut s.data))
     }
 }
