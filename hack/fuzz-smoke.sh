@@ -14,4 +14,12 @@ for t in deframe command_parse; do
     cargo +nightly fuzz run "$t" "$corpus" "${seeds[@]}" -- -max_total_time="$secs" 2>&1 | tail -n 3
     rm -rf "$corpus"
 done
+cd ../../lvol/fuzz
+cargo +nightly fuzz build
+for t in metadata; do
+    corpus=$(mktemp -d /tmp/shoal-fuzz-$t.XXXXXX)
+    echo "fuzz: $t for ${secs}s"
+    cargo +nightly fuzz run "$t" "$corpus" -- -max_total_time="$secs" 2>&1 | tail -n 3
+    rm -rf "$corpus"
+done
 echo "fuzz: no crash"

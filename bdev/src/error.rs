@@ -58,6 +58,12 @@ pub enum BdevError {
     /// A channel was requested on a thread that has no reactor.
     #[error("not on a reactor thread")]
     NoReactor,
+    /// A thin-provisioned device needs space its pool no longer has.
+    #[error("out of space: {0}")]
+    NoSpace(String),
+    /// The device is read-only.
+    #[error("the device is read-only")]
+    ReadOnly,
 }
 
 /// The broad class of a [`BdevError`], for mapping to protocol status codes in one place.
@@ -75,6 +81,10 @@ pub enum ErrorKind {
     Io,
     /// No answer in time.
     TimedOut,
+    /// No space left to allocate (a thin volume's full pool).
+    NoSpace,
+    /// Write to a read-only device.
+    ReadOnly,
 }
 
 impl BdevError {
@@ -89,6 +99,8 @@ impl BdevError {
             BdevError::Closed | BdevError::NoReactor => ErrorKind::Closed,
             BdevError::TimedOut => ErrorKind::TimedOut,
             BdevError::ShortIo { .. } | BdevError::Os(_) | BdevError::Injected => ErrorKind::Io,
+            BdevError::NoSpace(_) => ErrorKind::NoSpace,
+            BdevError::ReadOnly => ErrorKind::ReadOnly,
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Daemon {
     /// disconnect them once the nexuses are closed (a namespace may still hold a nexus, and
     /// with it its children, until the process ends).
     pub remotes: Mutex<Vec<Weak<RemoteBdev>>>,
+    /// Pools (lvstores), each claiming its base bdev.
+    pub pools: Mutex<Vec<Arc<shoal_lvol::Lvs>>>,
 }
 
 impl Daemon {
@@ -55,6 +57,7 @@ impl Daemon {
             stacked: Mutex::new(crate::methods::Stacked::default()),
             listeners: Mutex::new(BTreeMap::new()),
             remotes: Mutex::new(Vec::new()),
+            pools: Mutex::new(Vec::new()),
         }
     }
 

@@ -43,6 +43,9 @@ use crate::spec::Status;
 /// - TimedOut: Internal Error, DNR clear, so the host retries (nothing more precise fits:
 ///   Command Interrupted needs the host to have enabled retries, and Transient Transport Error
 ///   blames the network).
+/// - NoSpace: Capacity Exceeded, DNR (NVMe Base 2.0, Figure 102, 81h: "the command would
+///   cause the capacity of the namespace to be exceeded"; a thin volume's pool is full).
+/// - ReadOnly: Namespace is Write Protected, DNR (NVMe Base 2.0, Figure 101, 20h).
 pub fn nvme_status_for(err: &BdevError, io_type: IoType) -> Status {
     match err.kind() {
         ErrorKind::OutOfRange => Status::LBA_OUT_OF_RANGE.with_dnr(),
@@ -56,5 +59,7 @@ pub fn nvme_status_for(err: &BdevError, io_type: IoType) -> Status {
             }
         },
         ErrorKind::TimedOut => Status::INTERNAL_ERROR,
+        ErrorKind::NoSpace => Status::CAPACITY_EXCEEDED.with_dnr(),
+        ErrorKind::ReadOnly => Status::NAMESPACE_WRITE_PROTECTED.with_dnr(),
     }
 }

@@ -108,6 +108,10 @@ pub fn add_bdev(
         .map_err(|_| RpcError::already_exists(format!("bdev {name} already exists")))?;
     daemon.record_bdev(&name, method, recipe);
     tracing::info!(bdev = %name, method, "bdev created");
+    // As SPDK's examine: a device that holds a pool brings it back with its volumes.
+    if let Some(b) = daemon.bdevs.get(&name) {
+        super::lvol::examine(daemon, &b);
+    }
     Ok(())
 }
 
@@ -115,6 +119,9 @@ pub fn add_bdev(
 pub fn claimed_by(daemon: &Daemon, stacked: &Stacked, name: &str) -> Option<String> {
     if let Some(user) = stacked.user_of(name) {
         return Some(format!("bdev {user}"));
+    }
+    if let Some(lvs) = super::lvol::pool_on(daemon, name) {
+        return Some(format!("lvstore {}", lvs.name()));
     }
     daemon.target.subsystems().iter().find_map(|sub| {
         sub.with_config(|c| {
@@ -280,7 +287,11 @@ fn describe(daemon: &Daemon, stacked: &Stacked, bdev: &Arc<dyn Bdev>) -> Value {
     let info = bdev.info();
     let mut m = Map::new();
     m.insert("name".into(), json!(info.name));
-    m.insert("aliases".into(), json!([info.uuid.to_string()]));
+    let lvol = super::lvol::describe(daemon, &info.name);
+    match &lvol {
+        Some((_, aliases)) => m.insert("aliases".into(), json!(aliases)),
+        None => m.insert("aliases".into(), json!([info.uuid.to_string()])),
+    };
     m.insert("product_name".into(), json!(info.product_name));
     m.insert("block_size".into(), json!(info.block_size));
     m.insert("num_blocks".into(), json!(info.num_blocks));
@@ -309,6 +320,7 @@ fn describe(daemon: &Daemon, stacked: &Stacked, bdev: &Arc<dyn Bdev>) -> Value {
         }
         _ => stacked
             .driver_specific(&info.name)
+            .or(lvol.map(|(d, _)| d))
             .unwrap_or_else(|| json!({})),
     };
     m.insert("driver_specific".into(), driver);

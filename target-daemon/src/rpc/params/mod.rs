@@ -23,6 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 pub mod bdev;
+pub mod lvol;
 pub mod misc;
 pub mod nvmf;
 

@@ -1,0 +1,169 @@
+//! A logical volume as a bdev: its identity (named by its UUID, with the alias
+//! `lvs_name/lvol_name`), its cluster map as the I/O path reads it, and the counters by which
+//! the pool knows when no I/O can still use a cluster it freed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use shoal_bdev::reactor::Reactor;
+use shoal_bdev::{Bdev, BdevChannel, BdevError, BdevInfo, IoFlags, IoType};
+use uuid::Uuid;
+
+use crate::store::Lvs;
+
+/// SPDK's product name for a logical volume.
+pub const PRODUCT_NAME: &str = "Logical Volume";
+/// A map entry of a cluster with no data cluster.
+pub const UNMAPPED: u64 = u64::MAX;
+
+/// I/O counters of one channel of a volume: the pool takes a snapshot of `started` when it
+/// frees a cluster, and reuses the cluster only once every channel's `finished` has caught up
+/// (no I/O that could have seen the old mapping is still out). Each is written by its
+/// channel's reactor only.
+#[derive(Debug, Default)]
+pub struct ChanCounters {
+    /// I/Os started.
+    pub started: AtomicU64,
+    /// I/Os finished.
+    pub finished: AtomicU64,
+}
+
+/// What every reactor's channel of a volume shares.
+pub struct LvolShared {
+    /// The pool.
+    pub lvs: Weak<Lvs>,
+    /// Data cluster of each cluster index, or [`UNMAPPED`]. Set by the pool's home reactor
+    /// only once the mapping is durable; cleared when a cluster is freed.
+    pub map: Box<[AtomicU64]>,
+    /// The parent's shared state (a clone reads unallocated clusters from it).
+    pub parent: Option<Arc<LvolShared>>,
+    /// Thin provisioned.
+    pub thin: bool,
+    /// Read-only (set by `bdev_lvol_set_read_only`, or a snapshot).
+    pub read_only: AtomicBool,
+    /// Counters of every channel opened on the volume.
+    pub chans: Mutex<Vec<Arc<ChanCounters>>>,
+    /// Blocks per cluster.
+    pub cluster_blocks: u64,
+    /// The first block of the data area on the base bdev.
+    pub data_block: u64,
+    /// Writes refused because the pool was full.
+    pub nospace_errors: AtomicU64,
+}
+
+impl LvolShared {
+    /// The data cluster of cluster `index`, if allocated.
+    #[inline]
+    pub fn phys(&self, index: u64) -> Option<u64> {
+        let i = usize::try_from(index).ok()?;
+        let p = self.map.get(i)?.load(Ordering::Acquire);
+        (p != UNMAPPED).then_some(p)
+    }
+
+    /// Allocated clusters.
+    pub fn allocated(&self) -> u64 {
+        self.map
+            .iter()
+            .filter(|p| p.load(Ordering::Relaxed) != UNMAPPED)
+            .count() as u64
+    }
+
+    /// A snapshot of every channel's `started`, for a cluster freed now.
+    pub fn quiesce_point(&self) -> Vec<(Arc<ChanCounters>, u64)> {
+        let chans = self.chans.lock().unwrap_or_else(|e| e.into_inner());
+        chans
+            .iter()
+            .map(|c| (c.clone(), c.started.load(Ordering::Acquire)))
+            .collect()
+    }
+}
+
+/// A logical volume's bdev.
+pub struct LvolBdev {
+    pub(crate) info: BdevInfo,
+    pub(crate) shared: Arc<LvolShared>,
+    /// Its name in the pool (the alias is `lvs_name/name`).
+    pub(crate) name: Mutex<String>,
+    pub(crate) fua: bool,
+}
+
+impl std::fmt::Debug for LvolBdev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LvolBdev")
+            .field("uuid", &self.info.uuid)
+            .finish()
+    }
+}
+
+impl LvolBdev {
+    /// The volume's UUID.
+    pub fn uuid(&self) -> Uuid {
+        self.info.uuid
+    }
+
+    /// Its name in the pool.
+    pub fn lvol_name(&self) -> String {
+        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The pool, unless it was closed.
+    pub fn lvs(&self) -> Option<Arc<Lvs>> {
+        self.shared.lvs.upgrade()
+    }
+
+    /// `lvs_name/lvol_name`.
+    pub fn alias(&self) -> String {
+        let lvs = self.lvs().map(|l| l.name()).unwrap_or_default();
+        format!("{lvs}/{}", self.lvol_name())
+    }
+
+    /// The shared state (map, counters).
+    pub fn shared(&self) -> &Arc<LvolShared> {
+        &self.shared
+    }
+
+    /// Thin provisioned.
+    pub fn is_thin(&self) -> bool {
+        self.shared.thin
+    }
+
+    /// Read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.shared.read_only.load(Ordering::Acquire)
+    }
+
+    /// Allocated clusters.
+    pub fn num_allocated_clusters(&self) -> u64 {
+        self.shared.allocated()
+    }
+
+    /// Writes refused because the pool was full.
+    pub fn nospace_errors(&self) -> u64 {
+        self.shared.nospace_errors.load(Ordering::Relaxed)
+    }
+}
+
+impl Bdev for LvolBdev {
+    fn info(&self) -> &BdevInfo {
+        &self.info
+    }
+
+    fn supports(&self, _io_type: IoType) -> bool {
+        true
+    }
+
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        // FUA goes to the base (which honours it, checked when the pool opens); a cluster
+        // allocated for a write is durable before the write is sent.
+        self.fua
+            && flags == IoFlags::FUA
+            && matches!(io_type, IoType::Read | IoType::Write | IoType::WriteZeroes)
+    }
+
+    fn create_channel(
+        self: Arc<Self>,
+        reactor: &Reactor,
+    ) -> Result<Box<dyn BdevChannel>, BdevError> {
+        crate::channel::LvolChannel::open(self, reactor)
+    }
+}

@@ -1,0 +1,396 @@
+//! Cluster allocation and freeing on the home reactor.
+//!
+//! **Allocation** of cluster `index` of a volume, for a write: take the lowest free data
+//! cluster; write it whole, durably (Force Unit Access), with zeroes or, for a clone, the data
+//! its nearest ancestor holds there; only then append the `Map` record; once the record is
+//! durable, publish the mapping in the volume's map and answer every write waiting for it.
+//! A crash before the record is durable leaves the cluster free and its contents unreferenced;
+//! after it, the cluster holds zeroes (or the parent's data) and whatever was written since.
+//!
+//! **Freeing** (write zeroes or deallocate over a whole cluster of a thin volume, a deleted
+//! volume, a shrink): the mapping leaves the volume's map at once and an `Unmap` record is
+//! appended; the cluster goes into quarantine and back to the free set only when that record
+//! is durable (a crash cannot give it back to its old volume after another took it) and every
+//! I/O that might have read the old mapping has completed.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use shoal_bdev::{BdevError, BdevIo, IoBuf, IoFlags, IoType, SgList};
+use uuid::Uuid;
+
+use super::home::{Done, Home, arm_quarantine_timer, kick, submit};
+use crate::LvolError;
+use crate::format::record::Record;
+use crate::lvol::{ChanCounters, LvolShared, UNMAPPED};
+
+/// Writes waiting for one cluster's allocation.
+pub(crate) struct Allocating {
+    waiters: Vec<Done>,
+}
+
+/// Clusters freed but not yet reusable.
+pub(crate) struct Quarantined {
+    pub clusters: Vec<u64>,
+    pub rno: u64,
+    pub quiesce: Vec<(Arc<ChanCounters>, u64)>,
+}
+
+/// What a freeing request asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeKind {
+    /// Deallocate or write zeroes over whole clusters of a thin volume without a parent.
+    Unmap,
+    /// The same on a clone: the clusters are unmapped; those the clone does not own must
+    /// still read zeroes, not the parent's data, so they are allocated zeroed.
+    CloneZero,
+}
+
+pub(crate) fn to_bdev(e: LvolError) -> BdevError {
+    match e {
+        LvolError::NoSpace(m) => BdevError::NoSpace(m),
+        LvolError::Io { source, .. } => source,
+        LvolError::NotFound(_) => BdevError::Closed,
+        other => BdevError::Os(std::io::Error::other(other.to_string())),
+    }
+}
+
+/// Answers left, the caller's callback, and the first error.
+type Gather = Rc<RefCell<(usize, Option<Done>, Result<(), LvolError>)>>;
+
+/// Allocates clusters `idx` of volume `lvol` (those not yet allocated); `done` once all are.
+pub(crate) fn alloc(h: &Rc<RefCell<Home>>, lvol: Uuid, idx: Vec<u64>, done: Done) {
+    let gather: Gather = Rc::new(RefCell::new((idx.len(), Some(done), Ok(()))));
+    let one = |g: &Gather| {
+        let g = g.clone();
+        Box::new(move |r: Result<(), LvolError>| {
+            let fire = {
+                let mut s = g.borrow_mut();
+                if let Err(e) = r
+                    && s.2.is_ok()
+                {
+                    s.2 = Err(e);
+                }
+                s.0 -= 1;
+                if s.0 == 0 {
+                    let r = std::mem::replace(&mut s.2, Ok(()));
+                    s.1.take().map(|f| (f, r))
+                } else {
+                    None
+                }
+            };
+            if let Some((f, r)) = fire {
+                f(r);
+            }
+        }) as Done
+    };
+    if idx.is_empty() {
+        let f = gather.borrow_mut().1.take();
+        if let Some(f) = f {
+            h.borrow().reactor.defer(move || f(Ok(())));
+        }
+        return;
+    }
+    for i in idx {
+        alloc_one(h, lvol, i, one(&gather));
+    }
+}
+
+fn alloc_one(h: &Rc<RefCell<Home>>, lvol: Uuid, index: u64, done: Done) {
+    let mut hm = h.borrow_mut();
+    let reactor = hm.reactor.clone();
+    if let Some(why) = hm.j.failed.clone() {
+        reactor.defer(move || done(Err(LvolError::Unavailable(why))));
+        return;
+    }
+    let Some(meta) = hm.table.lvols.get(&lvol) else {
+        let e = LvolError::NotFound(format!("volume {lvol} was deleted"));
+        reactor.defer(move || done(Err(e)));
+        return;
+    };
+    if index >= meta.header.num_clusters {
+        let e = LvolError::Invalid(format!("cluster {index} is past the volume's end"));
+        reactor.defer(move || done(Err(e)));
+        return;
+    }
+    if meta.map.contains_key(&index) {
+        // Allocated, perhaps not yet durable: wait for the journal.
+        let rno = hm.j.next_rno;
+        hm.when_durable(rno, done);
+        drop(hm);
+        kick(h);
+        return;
+    }
+    if let Some(a) = hm.allocating.get_mut(&(lvol, index)) {
+        a.waiters.push(done);
+        return;
+    }
+    let Some(phys) = hm.free.pop_first() else {
+        let name = hm.lvs.name();
+        let total = hm.lvs.sb.total_clusters;
+        tracing::warn!(lvs = %name, lvol = %lvol, "pool full: a write needs a new cluster");
+        let e = LvolError::NoSpace(format!(
+            "pool {name} has no free cluster left (all {total} are allocated)"
+        ));
+        reactor.defer(move || done(Err(e)));
+        return;
+    };
+    hm.free_count_changed();
+    hm.allocating.insert(
+        (lvol, index),
+        Allocating {
+            waiters: vec![done],
+        },
+    );
+    let src = hm.lvs.lvol_shared(&lvol).and_then(|s| ancestor(&s, index));
+    let sb = hm.lvs.sb;
+    let bs = u64::from(sb.block_size);
+    let cb = sb.cluster_size / bs;
+    let dst = sb.data_offset / bs + phys * cb;
+    let chan = hm.chan.clone();
+    drop(hm);
+    let hc = h.clone();
+    let filled = move |r: Result<(), BdevError>| fill_done(&hc, lvol, index, phys, r);
+    match src {
+        None => {
+            let io = if chan
+                .bdev()
+                .supports_flags(IoType::WriteZeroes, IoFlags::FUA)
+            {
+                BdevIo::write_zeroes(dst, cb).with_flags(IoFlags::FUA)
+            } else {
+                let len = usize::try_from(sb.cluster_size).unwrap_or(0);
+                BdevIo::write(dst, cb, SgList::from_buf([IoBuf::zeroed(len)]))
+                    .with_flags(IoFlags::FUA)
+            };
+            submit(&chan, io, move |_io, r| filled(r));
+        }
+        Some(from) => {
+            // Copy-on-write: the parent's cluster, whole, then durably to the new one.
+            let len = usize::try_from(sb.cluster_size).unwrap_or(0);
+            let src_blk = sb.data_offset / bs + from * cb;
+            let read = BdevIo::read(src_blk, cb, SgList::from_buf([IoBuf::zeroed(len)]));
+            let c2 = chan.clone();
+            submit(&chan, read, move |io, r| match r {
+                Err(e) => filled(Err(e)),
+                Ok(()) => {
+                    let w = BdevIo::write(dst, cb, io.bufs).with_flags(IoFlags::FUA);
+                    submit(&c2, w, move |_io, r| filled(r));
+                }
+            });
+        }
+    }
+}
+
+/// The data cluster holding `index` in the nearest ancestor of a volume, if any.
+fn ancestor(sh: &Arc<LvolShared>, index: u64) -> Option<u64> {
+    let mut cur = sh.parent.as_deref();
+    while let Some(p) = cur {
+        if let Some(x) = p.phys(index) {
+            return Some(x);
+        }
+        cur = p.parent.as_deref();
+    }
+    None
+}
+
+fn fill_done(h: &Rc<RefCell<Home>>, lvol: Uuid, index: u64, phys: u64, r: Result<(), BdevError>) {
+    let mut hm = h.borrow_mut();
+    let gone = !hm.table.lvols.contains_key(&lvol);
+    if r.is_err() || gone {
+        hm.free.insert(phys);
+        hm.free_count_changed();
+        let waiters = hm
+            .allocating
+            .remove(&(lvol, index))
+            .map(|a| a.waiters)
+            .unwrap_or_default();
+        drop(hm);
+        for w in waiters {
+            let e = match &r {
+                Err(e) => LvolError::Io {
+                    context: format!("filling cluster {phys}"),
+                    source: clone_err(e),
+                },
+                Ok(()) => LvolError::NotFound(format!("volume {lvol} was deleted")),
+            };
+            w(Err(e));
+        }
+        return;
+    }
+    let rno = hm.append(Record::Map { lvol, index, phys });
+    let hc = h.clone();
+    hm.when_durable(
+        rno,
+        Box::new(move |r| {
+            let waiters = {
+                let mut hm = hc.borrow_mut();
+                if r.is_ok()
+                    && let Some(sh) = hm.lvs.lvol_shared(&lvol)
+                    && let Some(slot) = usize::try_from(index).ok().and_then(|i| sh.map.get(i))
+                {
+                    slot.store(phys, Ordering::Release);
+                }
+                hm.allocating
+                    .remove(&(lvol, index))
+                    .map(|a| a.waiters)
+                    .unwrap_or_default()
+            };
+            for w in waiters {
+                w(r.as_ref().map(|_| ()).map_err(clone_lvol_err));
+            }
+        }),
+    );
+    drop(hm);
+    kick(h);
+}
+
+fn clone_err(e: &BdevError) -> BdevError {
+    match e {
+        BdevError::NoSpace(m) => BdevError::NoSpace(m.clone()),
+        BdevError::Closed => BdevError::Closed,
+        other => BdevError::Os(std::io::Error::other(other.to_string())),
+    }
+}
+
+fn clone_lvol_err(e: &LvolError) -> LvolError {
+    match e {
+        LvolError::NoSpace(m) => LvolError::NoSpace(m.clone()),
+        LvolError::NotFound(m) => LvolError::NotFound(m.clone()),
+        other => LvolError::Unavailable(other.to_string()),
+    }
+}
+
+/// Unmaps clusters `idx` of `lvol` (whole-cluster deallocate or write zeroes on a thin
+/// volume); `done` once the records are durable.
+pub(crate) fn free(h: &Rc<RefCell<Home>>, lvol: Uuid, idx: Vec<u64>, kind: FreeKind, done: Done) {
+    let mut hm = h.borrow_mut();
+    let Some(sh) = hm.lvs.lvol_shared(&lvol) else {
+        let e = LvolError::NotFound(format!("volume {lvol} was deleted"));
+        hm.reactor.defer(move || done(Err(e)));
+        return;
+    };
+    let mut freed = Vec::new();
+    let mut rno = hm.j.next_rno;
+    let mut unowned = Vec::new();
+    for i in idx {
+        let phys = hm
+            .table
+            .lvols
+            .get(&lvol)
+            .and_then(|m| m.map.get(&i).copied());
+        match phys {
+            Some(p) => {
+                if let Some(slot) = usize::try_from(i).ok().and_then(|i| sh.map.get(i)) {
+                    slot.store(UNMAPPED, Ordering::Release);
+                }
+                rno = hm.append(Record::Unmap { lvol, index: i });
+                freed.push(p);
+            }
+            None if kind == FreeKind::CloneZero && ancestor(&sh, i).is_some() => unowned.push(i),
+            None => {}
+        }
+    }
+    quarantine(&mut hm, &sh, freed, rno);
+    drop(hm);
+    if unowned.is_empty() {
+        h.borrow_mut().when_durable(rno, done);
+        kick(h);
+        return;
+    }
+    // A clone's cluster that only its parent holds: it must read zeroes now. Allocate it
+    // (a copy of the parent), then zero it on the base.
+    let hc = h.clone();
+    alloc(
+        h,
+        lvol,
+        unowned.clone(),
+        Box::new(move |r| {
+            if let Err(e) = r {
+                return done(Err(e));
+            }
+            let hm = hc.borrow();
+            let sb = hm.lvs.sb;
+            let bs = u64::from(sb.block_size);
+            let cb = sb.cluster_size / bs;
+            let mut left = unowned.len();
+            let shared = Rc::new(RefCell::new((left, Some(done))));
+            for i in unowned {
+                let Some(p) = hm
+                    .table
+                    .lvols
+                    .get(&lvol)
+                    .and_then(|m| m.map.get(&i).copied())
+                else {
+                    left -= 1;
+                    continue;
+                };
+                let io =
+                    BdevIo::write_zeroes(sb.data_offset / bs + p * cb, cb).with_flags(IoFlags::FUA);
+                let s = shared.clone();
+                submit(&hm.chan, io, move |_io, r| {
+                    let f = {
+                        let mut st = s.borrow_mut();
+                        st.0 -= 1;
+                        if r.is_err() || st.0 == 0 {
+                            st.1.take()
+                        } else {
+                            None
+                        }
+                    };
+                    if let Some(f) = f {
+                        f(r.map_err(|e| LvolError::Io {
+                            context: "zeroing a clone's cluster".into(),
+                            source: e,
+                        }));
+                    }
+                });
+            }
+            let _ = left;
+        }),
+    );
+}
+
+/// Puts freed clusters in quarantine until record `rno` is durable and every channel of the
+/// volume has finished the I/Os it had started.
+pub(crate) fn quarantine(hm: &mut Home, sh: &LvolShared, clusters: Vec<u64>, rno: u64) {
+    if clusters.is_empty() {
+        return;
+    }
+    // The map entries were cleared: after this barrier, any I/O that has not counted itself
+    // started yet will see them cleared.
+    if !shoal_bdev::reactor::process_barrier() {
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+    hm.quarantine.push(Quarantined {
+        clusters,
+        rno,
+        quiesce: sh.quiesce_point(),
+    });
+}
+
+/// Returns to the free set the quarantined clusters that are safe to reuse.
+pub(crate) fn release_quarantine(h: &Rc<RefCell<Home>>) {
+    {
+        let mut hm = h.borrow_mut();
+        let durable = hm.j.durable_rno;
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut hm.quarantine)
+            .into_iter()
+            .partition(|q| {
+                q.rno <= durable
+                    && q.quiesce
+                        .iter()
+                        .all(|(c, s)| c.finished.load(Ordering::Acquire) >= *s)
+            });
+        hm.quarantine = wait;
+        if !ready.is_empty() {
+            for q in ready {
+                hm.free.extend(q.clusters);
+            }
+            hm.free_count_changed();
+        }
+    }
+    arm_quarantine_timer(h);
+}

@@ -1,0 +1,270 @@
+//! The pool's table in memory: its name, its volumes and their cluster maps. Built from a
+//! checkpoint and the journal records after it ([`Table::apply`]), checked as a whole before
+//! a pool opens ([`Table::validate`]), and written out whole by a checkpoint.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::format::FormatError;
+use crate::format::record::{LvolHeader, Record};
+
+/// A volume and its allocated clusters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LvolMeta {
+    /// Identity, size, flags, parent.
+    pub header: LvolHeader,
+    /// Allocated clusters: index in the volume -> data cluster of the pool.
+    pub map: BTreeMap<u64, u64>,
+}
+
+/// Everything the metadata describes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    /// The pool's name.
+    pub lvs_name: String,
+    /// Volumes by UUID.
+    pub lvols: BTreeMap<Uuid, LvolMeta>,
+}
+
+impl Table {
+    /// An empty table for a new pool.
+    pub fn new(lvs_name: &str) -> Table {
+        Table {
+            lvs_name: lvs_name.to_string(),
+            lvols: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one record. Records are assignments: one naming a missing volume, or a cluster
+    /// past a volume's end, changes nothing, so that a record applied twice (once in a
+    /// checkpoint, once replayed) leaves the same table.
+    pub fn apply(&mut self, rec: &Record) {
+        match rec {
+            Record::CreateLvol(h) => {
+                // A new volume starts empty (a thick one is mapped by the records after it).
+                let m = LvolMeta {
+                    header: h.clone(),
+                    map: BTreeMap::new(),
+                };
+                self.lvols.insert(h.uuid, m);
+            }
+            Record::DeleteLvol(u) => {
+                self.lvols.remove(u);
+            }
+            Record::RenameLvol(u, n) => {
+                if let Some(m) = self.lvols.get_mut(u) {
+                    m.header.name.clone_from(n);
+                }
+            }
+            Record::ResizeLvol(u, n) => {
+                if let Some(m) = self.lvols.get_mut(u) {
+                    m.header.num_clusters = *n;
+                    m.map.retain(|&i, _| i < *n);
+                }
+            }
+            Record::SetFlags(u, f) => {
+                if let Some(m) = self.lvols.get_mut(u) {
+                    m.header.flags = *f;
+                }
+            }
+            Record::Map { lvol, index, phys } => {
+                if let Some(m) = self.lvols.get_mut(lvol)
+                    && *index < m.header.num_clusters
+                {
+                    m.map.insert(*index, *phys);
+                }
+            }
+            Record::Unmap { lvol, index } => {
+                if let Some(m) = self.lvols.get_mut(lvol) {
+                    m.map.remove(index);
+                }
+            }
+            Record::RenameLvs(n) => self.lvs_name.clone_from(n),
+            Record::SetParent(u, p) => {
+                if let Some(m) = self.lvols.get_mut(u) {
+                    m.header.parent = *p;
+                }
+            }
+        }
+    }
+
+    /// Checks the table as a whole and returns which data clusters are in use.
+    ///
+    /// # Errors
+    /// [`FormatError::Invalid`] naming the fault: a cluster mapped twice or past the pool's
+    /// end, two volumes with one name, a parent that does not exist or a cycle of parents.
+    pub fn validate(&self, total_clusters: u64) -> Result<Vec<bool>, FormatError> {
+        let n = usize::try_from(total_clusters)
+            .map_err(|_| FormatError::Invalid("too many clusters".into()))?;
+        let mut used = vec![false; n];
+        let mut names = std::collections::BTreeSet::new();
+        for (u, m) in &self.lvols {
+            if !names.insert(m.header.name.as_str()) {
+                return Err(FormatError::Invalid(format!(
+                    "two volumes are named {}",
+                    m.header.name
+                )));
+            }
+            for (&i, &p) in &m.map {
+                let slot = usize::try_from(p)
+                    .ok()
+                    .and_then(|p| used.get_mut(p))
+                    .ok_or_else(|| {
+                        FormatError::Invalid(format!(
+                            "volume {u} maps cluster {i} to {p}, past the pool's \
+                             {total_clusters} clusters"
+                        ))
+                    })?;
+                if std::mem::replace(slot, true) {
+                    return Err(FormatError::Invalid(format!(
+                        "data cluster {p} is mapped twice (again by volume {u})"
+                    )));
+                }
+            }
+            // Walk the parents: each must exist, and the walk must end.
+            let mut cur = m.header.parent;
+            let mut steps = 0usize;
+            while let Some(p) = cur {
+                let pm = self.lvols.get(&p).ok_or_else(|| {
+                    FormatError::Invalid(format!("volume {u} has a missing parent {p}"))
+                })?;
+                steps += 1;
+                if steps > self.lvols.len() {
+                    return Err(FormatError::Invalid(format!(
+                        "volume {u} has a cycle of parents"
+                    )));
+                }
+                cur = pm.header.parent;
+            }
+        }
+        Ok(used)
+    }
+
+    /// The volume named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&LvolMeta> {
+        self.lvols.values().find(|m| m.header.name == name)
+    }
+
+    /// Allocated data clusters.
+    pub fn allocated(&self) -> u64 {
+        self.lvols.values().map(|m| m.map.len() as u64).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::record::{ClearMethod, FLAG_THIN};
+    use proptest::prelude::*;
+
+    fn header(u: Uuid, name: &str, n: u64) -> LvolHeader {
+        LvolHeader {
+            uuid: u,
+            name: name.into(),
+            num_clusters: n,
+            flags: FLAG_THIN,
+            clear: ClearMethod::Default,
+            parent: None,
+        }
+    }
+
+    fn arb_record(ids: Vec<Uuid>) -> impl Strategy<Value = Record> {
+        let pick = proptest::sample::select(ids);
+        prop_oneof![
+            (pick.clone(), 0u64..8).prop_map(|(u, n)| Record::CreateLvol(header(
+                u,
+                &u.to_string()[..8],
+                n
+            ))),
+            pick.clone().prop_map(Record::DeleteLvol),
+            (pick.clone(), 0u64..8).prop_map(|(u, n)| Record::ResizeLvol(u, n)),
+            (pick.clone(), 0u64..8, 0u64..32).prop_map(|(lvol, index, phys)| Record::Map {
+                lvol,
+                index,
+                phys
+            }),
+            (pick.clone(), 0u64..8).prop_map(|(lvol, index)| Record::Unmap { lvol, index }),
+            (pick.clone(), 0u32..4).prop_map(|(u, f)| Record::SetFlags(u, f)),
+            (pick.clone(), "[a-z]{1,4}").prop_map(|(u, n)| Record::RenameLvol(u, n)),
+            (pick, proptest::option::of(Just(Uuid::from_u128(7))))
+                .prop_map(|(u, p)| Record::SetParent(u, p)),
+        ]
+    }
+
+    /// Whether the pool would queue `r` on `t`: records are made only for what they change
+    /// (a create for a UUID never used, a map of a free cluster inside an existing volume,
+    /// anything else for an existing volume).
+    fn would_queue(t: &Table, used: &std::collections::BTreeSet<Uuid>, r: &Record) -> bool {
+        match r {
+            Record::CreateLvol(h) => !used.contains(&h.uuid),
+            Record::Map { lvol, index, phys } => t.lvols.get(lvol).is_some_and(|m| {
+                *index < m.header.num_clusters
+                    && !t.lvols.values().any(|o| o.map.values().any(|p| p == phys))
+            }),
+            Record::RenameLvs(_) => true,
+            Record::DeleteLvol(u)
+            | Record::RenameLvol(u, _)
+            | Record::ResizeLvol(u, _)
+            | Record::SetFlags(u, _)
+            | Record::Unmap { lvol: u, .. }
+            | Record::SetParent(u, _) => t.lvols.contains_key(u),
+        }
+    }
+
+    proptest! {
+        /// What lets a checkpoint include records queued after its journal position: replaying
+        /// any suffix of the records again leaves the table unchanged.
+        #[test]
+        fn replaying_applied_records_changes_nothing(
+            cands in proptest::collection::vec(
+                arb_record((1..5u128).map(Uuid::from_u128).collect()), 0..60),
+            split in 0usize..60,
+        ) {
+            let mut t = Table::new("p");
+            let mut used = std::collections::BTreeSet::new();
+            let mut recs = Vec::new();
+            for r in cands {
+                if would_queue(&t, &used, &r) {
+                    if let Record::CreateLvol(h) = &r { used.insert(h.uuid); }
+                    t.apply(&r);
+                    recs.push(r);
+                }
+            }
+            let once = t.clone();
+            let from = split.min(recs.len());
+            for r in &recs[from..] { t.apply(r); }
+            prop_assert_eq!(t, once);
+        }
+    }
+
+    #[test]
+    fn double_mapping_and_bad_parents_are_refused() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut t = Table::new("p");
+        t.apply(&Record::CreateLvol(header(a, "a", 4)));
+        t.apply(&Record::CreateLvol(header(b, "b", 4)));
+        t.apply(&Record::Map {
+            lvol: a,
+            index: 0,
+            phys: 3,
+        });
+        assert_eq!(t.validate(4).unwrap(), vec![false, false, false, true]);
+        assert!(t.validate(3).is_err(), "past the end");
+        t.apply(&Record::Map {
+            lvol: b,
+            index: 1,
+            phys: 3,
+        });
+        assert!(t.validate(4).is_err(), "mapped twice");
+        t.apply(&Record::Unmap { lvol: b, index: 1 });
+        t.apply(&Record::SetParent(a, Some(b)));
+        t.apply(&Record::SetParent(b, Some(a)));
+        assert!(t.validate(4).is_err(), "a cycle");
+        t.apply(&Record::SetParent(b, Some(Uuid::from_u128(9))));
+        assert!(t.validate(4).is_err(), "a missing parent");
+        t.apply(&Record::SetParent(b, None));
+        t.apply(&Record::RenameLvol(b, "a".into()));
+        assert!(t.validate(4).is_err(), "two names");
+    }
+}

@@ -1,0 +1,55 @@
+//! A pool for tests: its base, its home reactor (a thread of its own) and the pool.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use shoal_bdev::Bdev;
+use shoal_bdev::malloc::MallocBdev;
+use shoal_bdev::reactor::{ReactorConfig, ReactorHandle, ReactorSet};
+use shoal_lvol::Lvs;
+
+/// A reactor thread that stops when dropped.
+pub struct HomeReactor(Option<ReactorSet>);
+
+impl HomeReactor {
+    /// Starts one (unpinned in effect: core 0 is shared with the test threads).
+    pub fn start() -> HomeReactor {
+        let set = ReactorSet::start(&[0], ReactorConfig::default(), Arc::new(|_| {})).unwrap();
+        HomeReactor(Some(set))
+    }
+
+    /// Its handle.
+    pub fn handle(&self) -> ReactorHandle {
+        self.0.as_ref().unwrap().handles()[0].clone()
+    }
+}
+
+impl Drop for HomeReactor {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.shutdown();
+        }
+    }
+}
+
+/// A pool with what keeps it running. Fields drop in order: the pool, then its reactor.
+pub struct Pool {
+    pub lvs: Arc<Lvs>,
+    pub base: Arc<dyn Bdev>,
+    pub home: HomeReactor,
+}
+
+/// A pool on a RAM disk of `bytes` with `bs`-byte blocks and `cluster`-byte clusters.
+pub fn pool_on_malloc(bs: u32, bytes: u64, cluster: u64) -> Pool {
+    let base: Arc<dyn Bdev> =
+        MallocBdev::create("Malloc0", None, bytes / u64::from(bs), bs).unwrap();
+    pool_on(base, cluster)
+}
+
+/// A pool on `base`.
+pub fn pool_on(base: Arc<dyn Bdev>, cluster: u64) -> Pool {
+    let home = HomeReactor::start();
+    let lvs = Lvs::create(base.clone(), "lvs0", cluster, None, home.handle()).unwrap();
+    Pool { lvs, base, home }
+}

@@ -1,0 +1,404 @@
+//! Pools and logical volumes: SPDK's `bdev_lvol_*` methods over `shoal_lvol`, and examine.
+//!
+//! A pool claims its base bdev (`claimed_by` names it). A volume is a bdev named by its UUID,
+//! with the alias `lvs_name/lvol_name`; methods that take a volume accept either. When a bdev
+//! is created (`bdev_malloc_create`, `bdev_uring_create`, ...) it is examined: if it holds a
+//! pool, the pool and its volumes come back with their names and UUIDs, as SPDK's examine
+//! does. Volumes are not recorded for `save_config`: they come back by examine.
+//!
+//! Results follow SPDK's `vbdev_lvol_rpc.c`: `bdev_lvol_get_lvstores` answers `[{"uuid",
+//! "name", "base_bdev", "total_data_clusters", "free_clusters", "block_size",
+//! "cluster_size"}]`, `bdev_lvol_get_lvols` `[{"alias", "uuid", "name",
+//! "is_thin_provisioned", "is_snapshot", "is_clone", "is_esnap_clone", "is_degraded", "lvs":
+//! {"name", "uuid"}}]`.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use shoal_bdev::Bdev;
+use shoal_lvol::format::record::ClearMethod;
+use shoal_lvol::{LvolBdev, LvolError, LvolOptions, Lvs};
+
+use super::bdev::claimed_by_any;
+use super::lock;
+use crate::daemon::Daemon;
+use crate::rpc::params::lvol::{
+    BdevLvolClone, BdevLvolCreate, BdevLvolCreateLvstore, BdevLvolGetLvols, BdevLvolLvstoreSel,
+    BdevLvolName, BdevLvolRename, BdevLvolResize, BdevLvolSnapshot,
+};
+use crate::rpc::{Registry, RpcError, error};
+
+/// SPDK's default cluster size.
+const DEFAULT_CLUSTER: u64 = 4 << 20;
+
+/// Registers the lvol methods.
+pub fn register(r: &mut Registry<Daemon>) {
+    r.register("bdev_lvol_create_lvstore", create_lvstore);
+    r.register("bdev_lvol_get_lvstores", get_lvstores);
+    r.register("bdev_lvol_rename_lvstore", rename_lvstore);
+    r.register("bdev_lvol_delete_lvstore", delete_lvstore);
+    r.register("bdev_lvol_create", create);
+    r.register("bdev_lvol_get_lvols", get_lvols);
+    r.register("bdev_lvol_delete", delete);
+    r.register("bdev_lvol_rename", rename);
+    r.register("bdev_lvol_set_read_only", set_read_only);
+    r.register("bdev_lvol_resize", |_: &Daemon, p: BdevLvolResize| {
+        Err::<Value, _>(RpcError::not_supported(format!(
+            "bdev_lvol_resize {}: resizing a volume is not implemented yet",
+            p.name
+        )))
+    });
+    r.register("bdev_lvol_snapshot", |_: &Daemon, p: BdevLvolSnapshot| {
+        Err::<Value, _>(RpcError::not_supported(format!(
+            "bdev_lvol_snapshot {}: snapshots are not implemented yet",
+            p.lvol_name
+        )))
+    });
+    r.register("bdev_lvol_clone", |_: &Daemon, p: BdevLvolClone| {
+        Err::<Value, _>(RpcError::not_supported(format!(
+            "bdev_lvol_clone {}: clones are not implemented yet",
+            p.snapshot_name
+        )))
+    });
+    for m in ["bdev_lvol_inflate", "bdev_lvol_decouple_parent"] {
+        r.register(m, move |_: &Daemon, p: BdevLvolName| {
+            Err::<Value, _>(RpcError::not_supported(format!(
+                "{m} {}: volumes have no parent yet (snapshots are not implemented)",
+                p.name
+            )))
+        });
+    }
+}
+
+fn lvol_error(ctx: &str, e: LvolError) -> RpcError {
+    let msg = format!("{ctx}: {e}");
+    match e {
+        LvolError::Exists(_) => RpcError::already_exists(msg),
+        LvolError::NotFound(_) | LvolError::NotAPool(_) => RpcError::no_such_device(msg),
+        LvolError::Invalid(_) => RpcError::invalid_argument(msg),
+        LvolError::NoSpace(_) => RpcError::errno(28, msg), // ENOSPC
+        LvolError::Busy(_) => RpcError::busy(msg),
+        LvolError::Unsupported(_) => RpcError::not_supported(msg),
+        LvolError::Format { .. } => RpcError::errno(error::EINVAL, msg),
+        LvolError::Io { .. } => RpcError::errno(error::EIO, msg),
+        LvolError::Unavailable(_) => RpcError::internal(msg),
+    }
+}
+
+/// The pool built on bdev `base`, if any.
+pub fn pool_on(daemon: &Daemon, base: &str) -> Option<Arc<Lvs>> {
+    lock(&daemon.pools)
+        .iter()
+        .find(|p| p.base().info().name == base)
+        .cloned()
+}
+
+fn find_pool(
+    daemon: &Daemon,
+    uuid: Option<&str>,
+    name: Option<&str>,
+) -> Result<Arc<Lvs>, RpcError> {
+    let pools = lock(&daemon.pools);
+    let found = match (uuid, name) {
+        (Some(_), Some(_)) => {
+            return Err(RpcError::invalid_argument(
+                "give the pool's uuid or its lvs_name, not both",
+            ));
+        }
+        (Some(u), None) => pools.iter().find(|p| p.uuid().to_string() == u),
+        (None, Some(n)) => pools.iter().find(|p| p.name() == n),
+        (None, None) => {
+            return Err(RpcError::invalid_argument(
+                "give the pool's uuid or lvs_name",
+            ));
+        }
+    };
+    found
+        .cloned()
+        .ok_or_else(|| RpcError::no_such_device(format!("lvstore {}", uuid.or(name).unwrap_or(""))))
+}
+
+/// The volume named by UUID or `lvs/lvol` alias, with its pool.
+fn find_lvol(daemon: &Daemon, name: &str) -> Result<(Arc<Lvs>, Arc<LvolBdev>), RpcError> {
+    let pools = lock(&daemon.pools);
+    for p in pools.iter() {
+        let hit = match name.split_once('/') {
+            Some((lvs, lvol)) if lvs == p.name() => p.lvol(lvol).filter(|l| l.lvol_name() == lvol),
+            Some(_) => None,
+            None => p.lvol(name).filter(|l| l.uuid().to_string() == name),
+        };
+        if let Some(l) = hit {
+            return Ok((p.clone(), l));
+        }
+    }
+    Err(RpcError::no_such_device(format!("lvol {name}")))
+}
+
+fn clear_method(s: Option<&str>, pool: bool) -> Result<ClearMethod, RpcError> {
+    Ok(match s {
+        None => ClearMethod::Default,
+        Some("default") if !pool => ClearMethod::Default,
+        Some("none") => ClearMethod::None,
+        Some("unmap") => ClearMethod::Unmap,
+        Some("write_zeroes") => ClearMethod::WriteZeroes,
+        Some(other) => {
+            return Err(RpcError::invalid_argument(format!(
+                "clear_method `{other}`: expected none, unmap or write_zeroes"
+            )));
+        }
+    })
+}
+
+fn register_lvol(daemon: &Daemon, l: &Arc<LvolBdev>) {
+    let b: Arc<dyn Bdev> = l.clone();
+    if daemon.bdevs.insert(b).is_err() {
+        tracing::error!(lvol = %l.uuid(), "a bdev named like this volume exists already");
+    }
+}
+
+/// Examines a new bdev: if it holds a pool, opens it and registers its volumes. Errors are
+/// logged (a corrupt pool leaves the bdev as it is, unclaimed).
+pub fn examine(daemon: &Daemon, bdev: &Arc<dyn Bdev>) {
+    if bdev.info().product_name == shoal_lvol::lvol::PRODUCT_NAME {
+        return;
+    }
+    let name = bdev.info().name.clone();
+    match Lvs::probe(bdev) {
+        Ok(false) => {}
+        Ok(true) => {
+            let Some(home) = daemon.reactors.first() else {
+                return;
+            };
+            match Lvs::open(bdev.clone(), home.clone()) {
+                Ok(lvs) => {
+                    for l in lvs.lvols() {
+                        register_lvol(daemon, &l);
+                    }
+                    tracing::info!(bdev = %name, lvs = %lvs.name(), "examine: pool found");
+                    lock(&daemon.pools).push(lvs);
+                }
+                Err(e) => tracing::error!(bdev = %name, "examine: the pool does not open: {e}"),
+            }
+        }
+        Err(e) => tracing::error!(bdev = %name, "examine: {e}"),
+    }
+}
+
+fn create_lvstore(daemon: &Daemon, p: BdevLvolCreateLvstore) -> Result<Value, RpcError> {
+    let stacked = lock(&daemon.stacked);
+    let base = daemon
+        .bdevs
+        .get(&p.bdev_name)
+        .ok_or_else(|| RpcError::no_such_device(format!("bdev {}", p.bdev_name)))?;
+    let real = base.info().name.clone();
+    if let Some(holder) = claimed_by_any(daemon, &stacked, &real) {
+        return Err(RpcError::busy(format!(
+            "bdev {real} is already claimed by {holder}"
+        )));
+    }
+    if lock(&daemon.pools).iter().any(|l| l.name() == p.lvs_name) {
+        return Err(RpcError::already_exists(format!(
+            "lvstore {} already exists",
+            p.lvs_name
+        )));
+    }
+    let clear = match clear_method(p.clear_method.as_deref(), true)? {
+        ClearMethod::None => None,
+        ClearMethod::WriteZeroes => Some(true),
+        _ => Some(false),
+    };
+    let home = daemon
+        .reactors
+        .first()
+        .ok_or_else(|| RpcError::internal("no reactor"))?;
+    let ctx = format!("bdev_lvol_create_lvstore {}", p.lvs_name);
+    // A device that holds a pool (examined or not) is refused rather than overwritten.
+    if Lvs::probe(&base).map_err(|e| lvol_error(&ctx, e))? {
+        return Err(RpcError::already_exists(format!(
+            "{ctx}: bdev {real} already holds a pool"
+        )));
+    }
+    let lvs = Lvs::create(
+        base,
+        &p.lvs_name,
+        p.cluster_sz.unwrap_or(DEFAULT_CLUSTER),
+        clear,
+        home.clone(),
+    )
+    .map_err(|e| lvol_error(&ctx, e))?;
+    let uuid = lvs.uuid().to_string();
+    tracing::info!(lvs = %p.lvs_name, base = %real, "lvstore created");
+    lock(&daemon.pools).push(lvs);
+    Ok(Value::String(uuid))
+}
+
+fn lvs_json(l: &Lvs) -> Value {
+    let i = l.info();
+    json!({
+        "uuid": i.uuid.to_string(),
+        "name": i.name,
+        "base_bdev": i.base_bdev,
+        "total_data_clusters": i.total_data_clusters,
+        "free_clusters": i.free_clusters,
+        "block_size": i.block_size,
+        "cluster_size": i.cluster_size,
+    })
+}
+
+fn get_lvstores(daemon: &Daemon, p: BdevLvolLvstoreSel) -> Result<Value, RpcError> {
+    if p.uuid.is_none() && p.lvs_name.is_none() {
+        let all: Vec<Value> = lock(&daemon.pools).iter().map(|l| lvs_json(l)).collect();
+        return Ok(Value::Array(all));
+    }
+    let l = find_pool(daemon, p.uuid.as_deref(), p.lvs_name.as_deref())?;
+    Ok(json!([lvs_json(&l)]))
+}
+
+fn rename_lvstore(daemon: &Daemon, p: BdevLvolRename) -> Result<Value, RpcError> {
+    let _g = lock(&daemon.stacked);
+    let l = find_pool(daemon, None, Some(&p.old_name))?;
+    if lock(&daemon.pools).iter().any(|x| x.name() == p.new_name) {
+        return Err(RpcError::already_exists(format!(
+            "lvstore {} already exists",
+            p.new_name
+        )));
+    }
+    l.rename(&p.new_name)
+        .map_err(|e| lvol_error("bdev_lvol_rename_lvstore", e))?;
+    Ok(Value::Bool(true))
+}
+
+fn delete_lvstore(daemon: &Daemon, p: BdevLvolLvstoreSel) -> Result<Value, RpcError> {
+    let stacked = lock(&daemon.stacked);
+    let l = find_pool(daemon, p.uuid.as_deref(), p.lvs_name.as_deref())?;
+    for v in l.lvols() {
+        if let Some(holder) = claimed_by_any(daemon, &stacked, &v.info().name) {
+            return Err(RpcError::busy(format!(
+                "lvstore {}: volume {} is in use by {holder}; remove that first",
+                l.name(),
+                v.alias()
+            )));
+        }
+    }
+    let vols = l.lvols();
+    l.destroy()
+        .map_err(|e| lvol_error("bdev_lvol_delete_lvstore", e))?;
+    for v in vols {
+        daemon.bdevs.remove(&v.info().name);
+    }
+    lock(&daemon.pools).retain(|x| !Arc::ptr_eq(x, &l));
+    tracing::info!(lvs = %l.name(), "lvstore deleted");
+    Ok(Value::Bool(true))
+}
+
+fn create(daemon: &Daemon, p: BdevLvolCreate) -> Result<Value, RpcError> {
+    let _g = lock(&daemon.stacked);
+    let l = find_pool(daemon, p.uuid.as_deref(), p.lvs_name.as_deref())?;
+    let size_bytes = match (p.size_in_mib, p.size) {
+        (Some(m), None) => m
+            .checked_mul(1 << 20)
+            .ok_or_else(|| RpcError::invalid_argument("size_in_mib too large"))?,
+        (None, Some(b)) => b,
+        _ => {
+            return Err(RpcError::invalid_argument(
+                "give exactly one of size_in_mib and size",
+            ));
+        }
+    };
+    let o = LvolOptions {
+        name: p.lvol_name.clone(),
+        size_bytes,
+        thin: p.thin_provision.unwrap_or(false),
+        clear: clear_method(p.clear_method.as_deref(), false)?,
+    };
+    let v = l
+        .create_lvol(o)
+        .map_err(|e| lvol_error(&format!("bdev_lvol_create {}", p.lvol_name), e))?;
+    register_lvol(daemon, &v);
+    tracing::info!(lvol = %v.alias(), uuid = %v.uuid(), "lvol created");
+    Ok(Value::String(v.uuid().to_string()))
+}
+
+fn get_lvols(daemon: &Daemon, p: BdevLvolGetLvols) -> Result<Value, RpcError> {
+    let pools = if p.lvs_uuid.is_none() && p.lvs_name.is_none() {
+        lock(&daemon.pools).clone()
+    } else {
+        vec![find_pool(
+            daemon,
+            p.lvs_uuid.as_deref(),
+            p.lvs_name.as_deref(),
+        )?]
+    };
+    let mut out = Vec::new();
+    for l in pools {
+        for v in l.lvols() {
+            out.push(json!({
+                "alias": v.alias(),
+                "uuid": v.uuid().to_string(),
+                "name": v.lvol_name(),
+                "is_thin_provisioned": v.is_thin(),
+                "is_snapshot": false,
+                "is_clone": false,
+                "is_esnap_clone": false,
+                "is_degraded": false,
+                "lvs": {"name": l.name(), "uuid": l.uuid().to_string()},
+            }));
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+fn delete(daemon: &Daemon, p: BdevLvolName) -> Result<Value, RpcError> {
+    let stacked = lock(&daemon.stacked);
+    let (l, v) = find_lvol(daemon, &p.name)?;
+    let bname = v.info().name.clone();
+    if let Some(holder) = claimed_by_any(daemon, &stacked, &bname) {
+        return Err(RpcError::busy(format!(
+            "lvol {} is in use by {holder}; remove that first",
+            v.alias()
+        )));
+    }
+    l.delete_lvol(v.uuid())
+        .map_err(|e| lvol_error("bdev_lvol_delete", e))?;
+    daemon.bdevs.remove(&bname);
+    tracing::info!(lvol = %p.name, "lvol deleted");
+    Ok(Value::Bool(true))
+}
+
+fn rename(daemon: &Daemon, p: BdevLvolRename) -> Result<Value, RpcError> {
+    let _g = lock(&daemon.stacked);
+    let (l, v) = find_lvol(daemon, &p.old_name)?;
+    l.rename_lvol(v.uuid(), &p.new_name)
+        .map_err(|e| lvol_error("bdev_lvol_rename", e))?;
+    Ok(Value::Bool(true))
+}
+
+fn set_read_only(daemon: &Daemon, p: BdevLvolName) -> Result<Value, RpcError> {
+    let (l, v) = find_lvol(daemon, &p.name)?;
+    l.set_read_only(v.uuid())
+        .map_err(|e| lvol_error("bdev_lvol_set_read_only", e))?;
+    Ok(Value::Bool(true))
+}
+
+/// `driver_specific` and aliases of a volume's bdev for `bdev_get_bdevs` (SPDK's
+/// `driver_specific.lvol`, plus Shoal's `nospace_errors`: writes refused because the pool was
+/// full).
+pub fn describe(daemon: &Daemon, name: &str) -> Option<(Value, Vec<String>)> {
+    let pools = lock(&daemon.pools);
+    for l in pools.iter() {
+        if let Some(v) = l.lvol(name).filter(|v| v.info().name == name) {
+            let d = json!({"lvol": {
+                "lvol_store_uuid": l.uuid().to_string(),
+                "base_bdev": l.base().info().name,
+                "thin_provision": v.is_thin(),
+                "num_allocated_clusters": v.num_allocated_clusters(),
+                "snapshot": false,
+                "clone": false,
+                "esnap_clone": false,
+                "nospace_errors": v.nospace_errors(),
+            }});
+            return Some((d, vec![v.alias()]));
+        }
+    }
+    None
+}

@@ -1,0 +1,208 @@
+//! SPDK's own `rpc.py` driving pools and logical volumes in the real `shoald` (skipped, with a
+//! note, when the `spdk` Python package is missing; CI installs it).
+
+mod shoalctl_common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoalctl_common::{Shoald, TempDir};
+
+const NQN: &str = "nqn.2016-06.io.spdk:cnode9";
+
+fn python(args: &[&str], stdin: &[u8]) -> Output {
+    let mut cmd = Command::new("python3");
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Ok(p) = std::env::var("SHOAL_SPDK_PYTHONPATH") {
+        cmd.env("PYTHONPATH", p);
+    }
+    let Ok(mut child) = cmd.spawn() else {
+        return Output {
+            status: Command::new("false").status().expect("false"),
+            stdout: Vec::new(),
+            stderr: b"python3 is not installed".to_vec(),
+        };
+    };
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin).expect("stdin");
+    }
+    child.wait_with_output().expect("python3 output")
+}
+
+/// What rpc.py printed (its error report goes to either stream, by version).
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn spdk_available() -> bool {
+    python(&["-c", "import spdk.spdk_rpc"], b"")
+        .status
+        .success()
+}
+
+struct Rpc<'a>(&'a Path);
+
+impl Rpc<'_> {
+    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let sock = self.0.to_str().expect("utf-8");
+        let mut all = vec!["-m", "spdk.spdk_rpc", "-s", sock];
+        all.extend_from_slice(args);
+        python(&all, stdin)
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, b"");
+        assert!(
+            out.status.success(),
+            "rpc.py {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    #[track_caller]
+    fn json(&self, args: &[&str]) -> Value {
+        let text = self.ok(args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("rpc.py {args:?}: {e}: {text}"))
+    }
+}
+
+/// Pools and volumes driven by rpc.py: create, list, errors, claims, rename, read-only, then a
+/// restart: `bdev_uring_create` on the same file brings the pool and its volumes back.
+#[test]
+fn spdk_rpc_py_drives_pools_and_volumes() {
+    if !spdk_available() {
+        eprintln!("SPDK's rpc.py is not importable (pip install spdk==26.9); test skipped");
+        return;
+    }
+    let dir = TempDir::new("lvolpy");
+    let image = dir.path().join("pool.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("image");
+    let image = image.to_str().expect("utf-8").to_string();
+    let (uuid, ua, ub) = {
+        let mut d = Shoald::start_with(dir.path(), &["--empty"]);
+        let rpc = Rpc(&d.socket);
+        rpc.ok(&["bdev_uring_create", &image, "U0", "4096"]);
+        let uuid = rpc
+            .ok(&["bdev_lvol_create_lvstore", "U0", "lvs", "-c", "1048576"])
+            .trim()
+            .to_string();
+        let l = rpc.json(&["bdev_lvol_get_lvstores", "-l", "lvs"]);
+        assert_eq!(l[0]["uuid"], uuid.as_str());
+        assert_eq!(l[0]["base_bdev"], "U0");
+        assert_eq!(l[0]["cluster_size"], 1 << 20);
+        assert_eq!(l[0]["block_size"], 4096);
+        let total = l[0]["total_data_clusters"].as_u64().expect("total");
+        assert_eq!(l[0]["free_clusters"].as_u64(), Some(total));
+        // The base is claimed: no second pool, no deletion.
+        let again = rpc.run(&["bdev_lvol_create_lvstore", "U0", "lvs2"], b"");
+        assert!(!again.status.success());
+        let del = rpc.run(&["bdev_uring_delete", "U0"], b"");
+        assert!(!del.status.success(), "the pool claims its base");
+        let ua = rpc.ok(&["bdev_lvol_create", "-l", "lvs", "a", "8"]);
+        let ua = ua.trim().to_string();
+        let ub = rpc.ok(&["bdev_lvol_create", "-u", &uuid, "-t", "b", "200"]);
+        let ub = ub.trim().to_string();
+        let dup = rpc.run(&["bdev_lvol_create", "-l", "lvs", "a", "1"], b"");
+        assert!(!dup.status.success(), "a name in use");
+        assert!(text(&dup).contains("already exists"));
+        let big = rpc.run(&["bdev_lvol_create", "-l", "lvs", "c", "1000"], b"");
+        assert!(!big.status.success(), "a thick volume larger than the pool");
+        let l = rpc.json(&["bdev_lvol_get_lvstores"]);
+        assert_eq!(l[0]["free_clusters"].as_u64(), Some(total - 8));
+        let vols = rpc.json(&["bdev_lvol_get_lvols", "-l", "lvs"]);
+        assert_eq!(vols.as_array().map(Vec::len), Some(2), "{vols}");
+        let b = vols
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["name"] == "b"))
+            .expect("b");
+        assert_eq!(b["alias"], "lvs/b");
+        assert_eq!(b["uuid"], ub.as_str());
+        assert_eq!(b["is_thin_provisioned"], true);
+        assert_eq!(b["lvs"]["uuid"], uuid.as_str());
+        let bd = rpc.json(&["bdev_get_bdevs", "-b", &ub]);
+        assert_eq!(bd[0]["aliases"][0], "lvs/b");
+        assert_eq!(bd[0]["product_name"], "Logical Volume");
+        assert_eq!(bd[0]["num_blocks"], 200 * 256);
+        let lv = &bd[0]["driver_specific"]["lvol"];
+        assert_eq!(lv["lvol_store_uuid"], uuid.as_str());
+        assert_eq!(lv["base_bdev"], "U0");
+        assert_eq!(lv["thin_provision"], true);
+        assert_eq!(lv["num_allocated_clusters"], 0);
+        let bd = rpc.json(&["bdev_get_bdevs"]);
+        let u0 = bd
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["name"] == "U0"))
+            .expect("U0");
+        assert_eq!(u0["claimed"], true);
+        rpc.ok(&["bdev_lvol_rename", "lvs/b", "b2"]);
+        rpc.ok(&["bdev_lvol_set_read_only", &ua]);
+        rpc.ok(&["bdev_lvol_rename_lvstore", "lvs", "pool"]);
+        let resize = rpc.run(&["bdev_lvol_resize", "pool/b2", "300"], b"");
+        assert!(!resize.status.success(), "resize is not implemented yet");
+        // An exported volume keeps its pool and itself from deletion.
+        rpc.ok(&["nvmf_create_transport", "-t", "TCP"]);
+        rpc.ok(&["nvmf_create_subsystem", NQN, "-a"]);
+        rpc.ok(&["nvmf_subsystem_add_ns", NQN, &ua]);
+        for args in [
+            &["bdev_lvol_delete_lvstore", "-l", "pool"][..],
+            &["bdev_lvol_delete", "pool/a"][..],
+        ] {
+            let out = rpc.run(args, b"");
+            assert!(!out.status.success(), "{args:?}");
+            assert!(text(&out).contains("in use"), "{args:?}");
+        }
+        rpc.ok(&["nvmf_delete_subsystem", NQN]);
+        d.signal(libc::SIGTERM);
+        assert!(d.wait(Duration::from_secs(20)).success());
+        (uuid, ua, ub)
+    };
+    // A new daemon: the same file, examined.
+    let d = Shoald::start_with(dir.path(), &["--empty"]);
+    let rpc = Rpc(&d.socket);
+    rpc.ok(&["bdev_uring_create", &image, "U1", "4096"]);
+    let l = rpc.json(&["bdev_lvol_get_lvstores", "-u", &uuid]);
+    assert_eq!(l[0]["name"], "pool");
+    assert_eq!(l[0]["base_bdev"], "U1");
+    let vols = rpc.json(&["bdev_lvol_get_lvols"]);
+    let mut names: Vec<(String, String)> = vols
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| {
+            (
+                v["alias"].as_str().unwrap_or("").to_string(),
+                v["uuid"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            ("pool/a".to_string(), ua.clone()),
+            ("pool/b2".to_string(), ub.clone())
+        ]
+    );
+    rpc.ok(&["bdev_get_bdevs", "-b", &ub]);
+    rpc.ok(&["bdev_lvol_delete", "pool/b2"]);
+    let gone = rpc.run(&["bdev_get_bdevs", "-b", &ub], b"");
+    assert!(!gone.status.success());
+    rpc.ok(&["bdev_lvol_delete_lvstore", "-l", "pool"]);
+    assert_eq!(rpc.json(&["bdev_lvol_get_lvstores"]), json!([]));
+    rpc.ok(&["bdev_uring_delete", "U1"]);
+}
