@@ -14,10 +14,11 @@ use serde_json::{Value, json};
 const TTL: u32 = 2;
 
 struct Cluster {
+    slice: Slice,
     dir: TempDir,
     _etcd: Proc,
     etcd: String,
-    _control: Proc,
+    control: Proc,
     api: String,
     nodes: Vec<Node>,
 }
@@ -44,10 +45,11 @@ fn cluster(tag: &str, zones: &[&str]) -> Cluster {
     let refs: Vec<&Node> = nodes.iter().collect();
     add_pools(&api, &dir.0, &refs, 256);
     Cluster {
+        slice,
         dir,
         _etcd: etcd_p,
         etcd,
-        _control: control,
+        control,
         api,
         nodes,
     }
@@ -186,7 +188,8 @@ fn pools_are_declared_created_and_checked() {
 
 #[test]
 fn volumes_are_placed_published_and_deleted_without_leftovers() {
-    let c = cluster("volumes", &["a", "b", "c", "c"]);
+    // The two nodes of zone c come first by free space and id: zones spread the replicas anyway.
+    let c = cluster("volumes", &["c", "c", "a", "b"]);
     let api = &c.api;
     let url = format!("{api}/v1/volumes");
     let spec = json!({"name": "vol-a", "size_bytes": 64 << 20, "replicas": 3});
@@ -198,11 +201,9 @@ fn volumes_are_placed_published_and_deleted_without_leftovers() {
     assert_eq!(reps.len(), 3);
     let nodes: BTreeSet<&str> = reps.iter().map(|r| r["node"].as_str().unwrap()).collect();
     assert_eq!(nodes.len(), 3, "distinct nodes: {v}");
-    // Zones a, b, c, c: three replicas land in three distinct zones.
-    assert!(
-        nodes.contains("node-11") && nodes.contains("node-12"),
-        "{v}"
-    );
+    // Zones c, c, a, b: three replicas land in three distinct zones.
+    let want: BTreeSet<&str> = ["node-11", "node-13", "node-14"].into();
+    assert_eq!(nodes, want, "{v}");
     for r in reps {
         assert_eq!(r["state"], "online");
         assert_eq!(r["lvol_uuid"].as_str().unwrap().len(), 36);
@@ -391,4 +392,142 @@ fn volumes_are_placed_published_and_deleted_without_leftovers() {
     assert_eq!(cap["available_bytes"].as_u64().unwrap(), total);
     let (_, cap_c) = http("GET", &format!("{api}/v1/capacity?zone=c"), None);
     assert_eq!(cap_c["available_bytes"].as_u64().unwrap(), total / 2);
+}
+
+/// Waits until `f` holds for the volume `id` as the API shows it.
+fn wait_volume(api: &str, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    wait_for(what, Duration::from_secs(20), || {
+        last = http("GET", &format!("{api}/v1/volumes/{id}"), None).1;
+        f(&last)
+    });
+    last
+}
+
+#[test]
+fn interrupted_operations_are_finished_by_the_leader_and_followers_forward() {
+    let c = cluster("reconcile", &["a", "b", "c"]);
+    let (mut control2, api2) = start_control(c.slice, 22, &c.etcd, &c.dir.0, TTL);
+    // control-21 leads (it started first); control-22 forwards changes to it.
+    let (_, inst) = http("GET", &format!("{api2}/v1/instance"), None);
+    assert_eq!(inst["leader"], false, "{inst}");
+    let (st, v) = http(
+        "POST",
+        &format!("{api2}/v1/volumes"),
+        Some(json!({"name": "fwd", "size_bytes": 8 << 20, "replicas": 2})),
+    );
+    assert_eq!(st, 201, "through the follower: {v}");
+    let fwd = v["id"].as_str().unwrap().to_owned();
+
+    // What a leader killed after writing an intent leaves in etcd, written the same way.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt
+        .block_on(shoal_control::store::Store::connect(
+            std::slice::from_ref(&c.etcd),
+            Duration::from_secs(3),
+        ))
+        .unwrap();
+    let put = |k: String, v: Value| {
+        let mut kv = store.client().kv_client();
+        rt.block_on(kv.put(k, serde_json::to_vec(&v).unwrap(), None))
+            .unwrap();
+    };
+    let prefix = shoal_control::keys::PREFIX;
+    // 1. create: the intent recorded, one replica made, then the crash.
+    let id = "6a1f3e56-0000-4000-8000-00000000c0de";
+    let lvol = node_call(
+        c.nodes[0].rpc,
+        "bdev_lvol_create",
+        json!({"lvs_name": "pool", "lvol_name": id, "size": 12 << 20}),
+    );
+    let intent = json!({"id": id, "name": "crashed", "size_bytes": 8 << 20, "replicas": 2,
+        "thin": false, "topology": null, "source": null, "state": "creating",
+        "replica_list": [
+            {"node": "node-11", "pool": "pool", "lvol_uuid": null, "state": "creating"},
+            {"node": "node-12", "pool": "pool", "lvol_uuid": null, "state": "creating"}],
+        "target": null, "created_ms": 1});
+    put(format!("{prefix}volumes/{id}"), intent);
+    put(format!("{prefix}volume-names/crashed"), json!(id));
+    let v = wait_volume(&c.api, id, "the interrupted create finished", |v| {
+        v["state"] == "online"
+    });
+    assert_eq!(
+        v["replica_list"][0]["lvol_uuid"], lvol,
+        "the lvol made before the crash is kept: {v}"
+    );
+    let on_nodes = lvols(&c);
+    assert_eq!(
+        on_nodes.iter().filter(|(_, n)| n == id).count(),
+        2,
+        "{on_nodes:?}"
+    );
+    // The same create from the client, retried: the same volume.
+    let (st, again) = http(
+        "POST",
+        &format!("{}/v1/volumes", c.api),
+        Some(json!({"name": "crashed", "size_bytes": 8 << 20, "replicas": 2})),
+    );
+    assert_eq!((st, again["id"].as_str()), (200, Some(id)), "{again}");
+
+    // 2. publish: the target recorded, then the crash.
+    let (_, mut rec) = http("GET", &format!("{}/v1/volumes/{fwd}", c.api), None);
+    let node = rec["replica_list"][0]["node"].as_str().unwrap().to_owned();
+    let n = c.nodes.iter().find(|n| n.id == node).unwrap();
+    let raw = rt
+        .block_on(store.get::<Value>(&format!("{prefix}volumes/{fwd}")))
+        .unwrap()
+        .unwrap()
+        .0;
+    rec = raw;
+    rec["target"] = json!({"node": node, "nqn": format!("nqn.2016-06.io.shoal:volume:{fwd}"),
+        "traddr": n.rpc.ip().to_string(), "trsvcid": "4420", "state": "publishing"});
+    put(format!("{prefix}volumes/{fwd}"), rec);
+    let v = wait_volume(&c.api, &fwd, "the interrupted publish finished", |v| {
+        !v["target"].is_null()
+    });
+    assert_eq!(v["target"]["node"], node.as_str());
+    let nx = node_call(n.rpc, "nexus_get", json!({"name": fwd}));
+    assert_eq!(nx[0]["children"].as_array().unwrap().len(), 2, "{nx}");
+
+    // 3. delete: marked deleting, then the crash.
+    let mut raw = rt
+        .block_on(store.get::<Value>(&format!("{prefix}volumes/{id}")))
+        .unwrap()
+        .unwrap()
+        .0;
+    raw["state"] = json!("deleting");
+    put(format!("{prefix}volumes/{id}"), raw);
+    wait_for(
+        "the interrupted delete finished",
+        Duration::from_secs(20),
+        || http("GET", &format!("{}/v1/volumes/{id}", c.api), None).0 == 404,
+    );
+    assert!(lvols(&c).iter().all(|(_, n)| n != id), "{:?}", lvols(&c));
+    let name = rt
+        .block_on(store.get::<Value>(&format!("{prefix}volume-names/crashed")))
+        .unwrap();
+    assert!(name.is_none());
+
+    // The leader dies: the follower takes over with the state intact and acts.
+    let mut c = c;
+    c.control.kill9();
+    wait_for("control-22 leads", Duration::from_secs(15), || {
+        http("GET", &format!("{api2}/v1/instance"), None).1["leader"] == true
+    });
+    let (_, list) = http("GET", &format!("{api2}/v1/volumes"), None);
+    assert_eq!(list["volumes"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        list["volumes"][0]["target"]["node"],
+        node.as_str(),
+        "{list}"
+    );
+    let (st, b) = http("POST", &format!("{api2}/v1/volumes/{fwd}/unpublish"), None);
+    assert_eq!(st, 204, "{b}");
+    let (st, b) = http("DELETE", &format!("{api2}/v1/volumes/{fwd}"), None);
+    assert_eq!(st, 204, "{b}");
+    assert!(lvols(&c).is_empty());
+    control2.assert_running();
 }
