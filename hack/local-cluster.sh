@@ -30,7 +30,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 if [[ -z ${SHOAL_BIN_DIR:-} ]]; then
-    cargo build --release -q -p shoal-target --bin shoald -p shoal-control
+    cargo build --release -q -p shoal-target -p shoal-control --bins
 fi
 # shellcheck source=hack/lib-cluster.sh
 . hack/lib-cluster.sh

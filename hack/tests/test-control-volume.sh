@@ -23,7 +23,7 @@ API_PORT=${API_PORT:-8085}
 . hack/lib-cluster.sh
 
 if [[ -z ${SHOAL_BIN_DIR:-} ]]; then
-    cargo build --release -q -p shoal-target --bin shoald --bin shoalctl -p shoal-control
+    cargo build --release -q -p shoal-target -p shoal-control --bins
 fi
 hack/guest/build.sh
 cluster_up
