@@ -53,9 +53,8 @@ pub async fn get(base: &str, path: &str) -> Result<Value, CliError> {
     if !status.is_success() {
         return Err(CliError::Api {
             status: status.as_u16(),
-            message: body
-                .get("error")
-                .and_then(Value::as_str)
+            message: body["error"]["message"]
+                .as_str()
                 .unwrap_or("(no message)")
                 .to_owned(),
         });

@@ -7,9 +7,15 @@
 //! | `alive/<id>` | [`crate::model::Liveness`] | the node's agent | bound to the agent's lease |
 //! | `node-state/<id>` | [`crate::model::NodeState`] | the leader (fenced) | persistent |
 //! | `leader/<lease>` | [`crate::model::InstanceInfo`] | each `shoal-control` (etcd election) | bound to its lease |
+//! | `pools/<node>/<name>` | [`crate::pool::PoolRecord`] | the leader (fenced) | until the pool is removed |
+//! | `volumes/<uuid>` | [`crate::volume::VolumeRecord`] | the leader (fenced) | until the volume is deleted |
+//! | `volume-names/<name>` | the volume's UUID (JSON string) | the leader (fenced) | as its volume |
 //!
 //! Per node that means one write at registration, one lease keep-alive every TTL/3 (no
-//! write), and one leader write per online/offline change.
+//! write), and one leader write per online/offline change. Per pool: one write when it is
+//! declared, one when it comes online, one per change of its free space (the leader reads
+//! the node's `bdev_lvol_get_lvstores` every reconcile pass and writes only differences).
+//! Per volume operation, see [`crate::volume_ops`].
 
 /// Root of Shoal's keys, with the layout version.
 pub const PREFIX: &str = "/shoal/v1/";
@@ -54,4 +60,34 @@ pub fn node_state(id: &str) -> String {
 #[must_use]
 pub fn election() -> String {
     format!("{PREFIX}leader")
+}
+
+/// Prefix of the pools.
+#[must_use]
+pub fn pools() -> String {
+    format!("{PREFIX}pools/")
+}
+
+/// A pool's record.
+#[must_use]
+pub fn pool(node: &str, name: &str) -> String {
+    format!("{PREFIX}pools/{node}/{name}")
+}
+
+/// Prefix of the volumes.
+#[must_use]
+pub fn volumes() -> String {
+    format!("{PREFIX}volumes/")
+}
+
+/// A volume's record.
+#[must_use]
+pub fn volume(id: &str) -> String {
+    format!("{PREFIX}volumes/{id}")
+}
+
+/// A volume's name index.
+#[must_use]
+pub fn volume_name(name: &str) -> String {
+    format!("{PREFIX}volume-names/{name}")
 }

@@ -13,16 +13,19 @@
 //! ([`crate::store::Store::fenced_put`]), so the window where two instances think they lead
 //! never lets both write.
 //!
-//! While it leads, an instance runs [`lead`]: today it records each node's online/offline
-//! transitions with the time they were seen (the clock healing will start from) and logs them
-//! as events; volume placement and healing will run here.
+//! While it leads, an instance runs [`lead`]: it records each node's online/offline
+//! transitions with the time they were seen (the clock healing starts from) and logs them as
+//! events, brings pools online ([`crate::pool::reconcile`]) and finishes interrupted volume
+//! operations ([`crate::volume_ops::reconcile`]); the API's changes run on the leader too.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::LeaderKey;
 use tokio::sync::watch;
 
+use crate::ctx::Ctx;
 use crate::model::{InstanceInfo, NodeState, Status};
 use crate::store::Store;
 use crate::{Error, Result, keys, now_ms};
@@ -32,7 +35,7 @@ pub type LeaderState = watch::Receiver<Option<Vec<u8>>>;
 
 /// Runs the election until `shutdown` turns true; publishes the leadership on `state`.
 pub async fn run(
-    store: Store,
+    ctx: Arc<Ctx>,
     info: InstanceInfo,
     ttl_secs: i64,
     state: watch::Sender<Option<Vec<u8>>>,
@@ -40,7 +43,7 @@ pub async fn run(
 ) {
     let value = serde_json::to_vec(&info).unwrap_or_default();
     while !*shutdown.borrow() {
-        match term(&store, &value, ttl_secs, &state, &mut shutdown).await {
+        match term(&ctx, &value, ttl_secs, &state, &mut shutdown).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "election: retrying");
@@ -56,12 +59,13 @@ pub async fn run(
 
 /// One lease: campaign, lead until the lease is lost or shutdown, then give it up.
 async fn term(
-    store: &Store,
+    ctx: &Ctx,
     value: &[u8],
     ttl_secs: i64,
     state: &watch::Sender<Option<Vec<u8>>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
+    let store = &ctx.store;
     let mut lease_client = store.client().lease_client();
     let lease = store
         .deadline(lease_client.grant(ttl_secs, None))
@@ -84,7 +88,7 @@ async fn term(
         tracing::info!(key = %String::from_utf8_lossy(&key), "event: leader elected (this instance)");
         state.send_replace(Some(key.clone()));
         let outcome = tokio::select! {
-            r = lead(store, &key) => r,
+            r = lead(ctx, &key) => r,
             _ = lost_rx.wait_for(|lost| *lost) => Err(lease_lost()),
             _ = shutdown.wait_for(|s| *s) => Ok(()),
         };
@@ -142,11 +146,15 @@ async fn keep_alive(store: Store, lease: i64, ttl_secs: i64, lost: watch::Sender
     }
 }
 
-/// The leader's work: records nodes going offline and online (fenced on `leader_key`).
+/// The leader's work, every half second: records nodes going offline and online (fenced on
+/// `leader_key`), brings declared pools online and refreshes their free space (every other
+/// pass), and finishes the volume operations a crash interrupted.
 ///
 /// # Errors
 /// [`Error::NotLeader`] once the fence fails; etcd errors end the term too.
-pub async fn lead(store: &Store, leader_key: &[u8]) -> Result<()> {
+pub async fn lead(ctx: &Ctx, leader_key: &[u8]) -> Result<()> {
+    let store = &ctx.store;
+    let mut pass = 0u64;
     let mut known: HashMap<String, Status> = store
         .node_states()
         .await?
@@ -172,6 +180,12 @@ pub async fn lead(store: &Store, leader_key: &[u8]) -> Result<()> {
             }
             known.insert(id.clone(), node.status);
         }
+        let nodes = store.list_nodes().await?;
+        if pass.is_multiple_of(2) {
+            crate::pool::reconcile(ctx, &nodes).await?;
+        }
+        crate::volume_ops::reconcile(ctx, &nodes).await?;
+        pass += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -22,12 +22,18 @@
 
 pub mod agent;
 pub mod api;
+mod api_volumes;
 pub mod cli;
+pub mod ctx;
 pub mod keys;
 pub mod leader;
 pub mod model;
+pub mod node_ops;
 pub mod node_rpc;
+pub mod pool;
 pub mod store;
+pub mod volume;
+pub mod volume_ops;
 
 /// Why a control-plane operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,24 @@ pub enum Error {
     /// A node's JSON-RPC failed.
     #[error("node RPC: {0}")]
     NodeRpc(#[from] node_rpc::NodeRpcError),
+    /// What was asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The name exists with other parameters.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request cannot be carried out in the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A size or index out of the acceptable range.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// Not enough nodes or space.
+    #[error("{0}")]
+    Exhausted(String),
+    /// Something needed is unreachable (a node, the leader).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The crate's result type.

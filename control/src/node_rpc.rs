@@ -119,6 +119,12 @@ impl NodeClient {
         Ok(client)
     }
 
+    /// The node's endpoint.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Calls `method` with `params` (`null` for none) and returns its result.
     ///
     /// # Errors

@@ -29,7 +29,9 @@ fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
     })
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// Our own types as the JSON stored in etcd.
+#[must_use]
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Our own types always serialise.
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -197,6 +199,115 @@ impl Store {
                 decode(&k, &v).ok().map(|s| (id, s))
             })
             .collect())
+    }
+
+    /// The value at `key` and its modification revision, `None` if absent.
+    ///
+    /// # Errors
+    /// [`Error::BadValue`] if it does not decode; etcd errors.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, i64)>> {
+        let mut kv = self.client.kv_client();
+        let resp = self.deadline(kv.get(key, None)).await?;
+        match resp.kvs().first() {
+            Some(kv) => Ok(Some((decode(kv.key(), kv.value())?, kv.mod_revision()))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every value under `prefix` that decodes (the others are skipped with a warning).
+    ///
+    /// # Errors
+    /// etcd errors.
+    pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
+        Ok(self
+            .get_prefix(prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| match decode(&k, &v) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a value that does not decode");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Up to `limit` values under `prefix` whose key comes after `prefix` + `after` (all from
+    /// the start when `after` is `None`), in key order, and whether more follow.
+    ///
+    /// # Errors
+    /// etcd errors.
+    pub async fn page<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<T>, bool)> {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1; // '/' + 1: the end of the prefix's range
+        }
+        let start = match after {
+            Some(a) => {
+                let mut k = format!("{prefix}{a}").into_bytes();
+                k.push(0);
+                k
+            }
+            None => prefix.as_bytes().to_vec(),
+        };
+        let mut kv = self.client.kv_client();
+        let opts = GetOptions::new()
+            .with_range(end)
+            .with_limit(limit.saturating_add(1));
+        let resp = self.deadline(kv.get(start, Some(opts))).await?;
+        let mut out = Vec::new();
+        for kv in resp.kvs() {
+            match decode(kv.key(), kv.value()) {
+                Ok(t) => out.push(t),
+                Err(e) => tracing::warn!(error = %e, "skipping a value that does not decode"),
+            }
+        }
+        let more = i64::try_from(resp.kvs().len()).unwrap_or(i64::MAX) > limit;
+        out.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok((out, more))
+    }
+
+    /// A transaction fenced on `leader_key` (and on `compares`): `puts` written and `deletes`
+    /// removed together, or nothing. [`Error::NotLeader`] when this instance no longer leads;
+    /// [`Error::FailedPrecondition`] when another compare failed (a concurrent change).
+    ///
+    /// # Errors
+    /// As above; etcd errors.
+    pub async fn fenced_txn(
+        &self,
+        leader_key: &[u8],
+        compares: Vec<Compare>,
+        puts: Vec<(String, Vec<u8>)>,
+        deletes: Vec<String>,
+    ) -> Result<()> {
+        let mut all = vec![Compare::version(leader_key.to_vec(), CompareOp::Greater, 0)];
+        all.extend(compares);
+        let mut ops: Vec<TxnOp> = puts
+            .into_iter()
+            .map(|(k, v)| TxnOp::put(k, v, None))
+            .collect();
+        ops.extend(deletes.into_iter().map(|k| TxnOp::delete(k, None)));
+        let txn = Txn::new().when(all).and_then(ops);
+        let mut kv = self.client.kv_client();
+        let resp = self.deadline(kv.txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        // Which compare failed: the fence or another one.
+        let resp = self.deadline(kv.get(leader_key.to_vec(), None)).await?;
+        if resp.kvs().is_empty() {
+            Err(Error::NotLeader)
+        } else {
+            Err(Error::FailedPrecondition(
+                "a concurrent change; retry".into(),
+            ))
+        }
     }
 
     /// Writes `value` at `key` only while `leader_key` (this instance's election key) exists:

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn doc() -> Value {
     serde_json::from_str(include_str!("../openapi.json")).unwrap()
@@ -79,21 +79,22 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str) {
     }
 }
 
-async fn fetch(url: &str) -> (u16, Value) {
-    let r = reqwest::get(url).await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
-}
-
-fn check_answer(doc: &Value, path: &str, status: u16, body: &Value) {
-    let op = &doc["paths"][path]["get"];
+fn check_answer(doc: &Value, path: &str, method: &str, status: u16, body: &Value) {
+    let op = &doc["paths"][path][method];
     let resp = resolve(doc, &op["responses"][status.to_string()]);
     assert!(
         resp.is_object(),
-        "{path}: status {status} is not documented"
+        "{method} {path}: status {status} is not documented"
     );
     let schema = &resp["content"]["application/json"]["schema"];
-    check(doc, schema, body, &format!("{path} {status}"));
+    if schema.is_null() {
+        assert!(
+            body.is_null(),
+            "{method} {path} {status}: undocumented body {body}"
+        );
+        return;
+    }
+    check(doc, schema, body, &format!("{method} {path} {status}"));
 }
 
 #[test]
@@ -102,7 +103,7 @@ fn the_server_answers_as_the_document_says() {
     let slice = Slice::new();
     let (_etcd, etcd) = start_etcd(slice, &dir.0);
     let (_control, api) = start_control(slice, 21, &etcd, &dir.0, 2);
-    let _node = start_node(slice, 11, "a", &etcd, &dir.0, 2);
+    let node = start_node(slice, 11, "a", &etcd, &dir.0, 2);
     wait_for("node-11 online", Duration::from_secs(20), || {
         ctl_json(&api, &["node", "list"])["nodes"][0]["status"] == "online"
     });
@@ -110,30 +111,303 @@ fn the_server_answers_as_the_document_says() {
         !ctl_json(&api, &["leader"])["leader"].is_null()
     });
     let doc = doc();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let cases = [
-            ("/v1/nodes", "/v1/nodes", 200),
-            ("/v1/nodes/{id}", "/v1/nodes/node-11", 200),
-            ("/v1/nodes/{id}", "/v1/nodes/nobody", 404),
-            ("/v1/nodes/{id}", "/v1/nodes/a%2Fb", 400),
-            ("/v1/leader", "/v1/leader", 200),
-            ("/v1/instance", "/v1/instance", 200),
-        ];
-        for (path, url, want) in cases {
-            let (status, body) = fetch(&format!("{api}{url}")).await;
-            assert_eq!(status, want, "{url}: {body}");
-            check_answer(&doc, path, status, &body);
+    let disk = disk_file(&dir.0, "d.img", 64);
+    let pool =
+        json!({"node": "node-11", "name": "pool", "disk": format!("uring://{}", disk.display())});
+    let vol = json!({"name": "v", "size_bytes": 8 << 20, "replicas": 1});
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    // (documented path, method, URL, body, expected status); the volume's id is filled in.
+    let cases: Vec<(&str, &str, String, Option<Value>, u16)> = vec![
+        ("/v1/nodes", "get", "/v1/nodes".into(), None, 200),
+        (
+            "/v1/nodes/{id}",
+            "get",
+            "/v1/nodes/node-11".into(),
+            None,
+            200,
+        ),
+        (
+            "/v1/nodes/{id}",
+            "get",
+            "/v1/nodes/nobody".into(),
+            None,
+            404,
+        ),
+        ("/v1/nodes/{id}", "get", "/v1/nodes/a%2Fb".into(), None, 400),
+        ("/v1/leader", "get", "/v1/leader".into(), None, 200),
+        ("/v1/instance", "get", "/v1/instance".into(), None, 200),
+        (
+            "/v1/pools",
+            "post",
+            "/v1/pools".into(),
+            Some(pool.clone()),
+            201,
+        ),
+        ("/v1/pools", "post", "/v1/pools".into(), Some(pool), 200),
+        (
+            "/v1/pools",
+            "post",
+            "/v1/pools".into(),
+            Some(json!({"node": "node-11", "name": "pool", "disk": "malloc:///?size_mib=64"})),
+            409,
+        ),
+        (
+            "/v1/pools",
+            "post",
+            "/v1/pools".into(),
+            Some(json!({"node": "nobody", "name": "p", "disk": "malloc:///?size_mib=64"})),
+            404,
+        ),
+        (
+            "/v1/pools",
+            "post",
+            "/v1/pools".into(),
+            Some(json!({"node": "node-11"})),
+            400,
+        ),
+        ("/v1/pools", "get", "/v1/pools".into(), None, 200),
+        (
+            "/v1/pools/{node}/{name}",
+            "get",
+            "/v1/pools/node-11/pool".into(),
+            None,
+            200,
+        ),
+        (
+            "/v1/pools/{node}/{name}",
+            "get",
+            "/v1/pools/node-11/nothing".into(),
+            None,
+            404,
+        ),
+        (
+            "/v1/volumes",
+            "post",
+            "/v1/volumes".into(),
+            Some(vol.clone()),
+            201,
+        ),
+        ("/v1/volumes", "post", "/v1/volumes".into(), Some(vol), 200),
+        (
+            "/v1/volumes",
+            "post",
+            "/v1/volumes".into(),
+            Some(json!({"name": "v", "size_bytes": 4096})),
+            409,
+        ),
+        (
+            "/v1/volumes",
+            "post",
+            "/v1/volumes".into(),
+            Some(json!({"name": "w", "size_bytes": 0})),
+            400,
+        ),
+        (
+            "/v1/volumes",
+            "post",
+            "/v1/volumes".into(),
+            Some(json!({"name": "w", "size_bytes": 4096, "replicas": 2})),
+            507,
+        ),
+        (
+            "/v1/volumes",
+            "post",
+            "/v1/volumes".into(),
+            Some(json!({"name": "w", "size_bytes": 4096, "source": {"volume_id": unknown}})),
+            412,
+        ),
+        (
+            "/v1/volumes",
+            "get",
+            "/v1/volumes?limit=1".into(),
+            None,
+            200,
+        ),
+        (
+            "/v1/volumes",
+            "get",
+            "/v1/volumes?limit=x".into(),
+            None,
+            400,
+        ),
+        (
+            "/v1/volumes/{id}",
+            "get",
+            "/v1/volumes/ID".into(),
+            None,
+            200,
+        ),
+        (
+            "/v1/volumes/{id}",
+            "get",
+            format!("/v1/volumes/{unknown}"),
+            None,
+            404,
+        ),
+        (
+            "/v1/volumes/{id}",
+            "get",
+            "/v1/volumes/not-a-uuid".into(),
+            None,
+            400,
+        ),
+        (
+            "/v1/volumes/{id}/publish",
+            "post",
+            "/v1/volumes/ID/publish".into(),
+            Some(json!({})),
+            200,
+        ),
+        (
+            "/v1/volumes/{id}/publish",
+            "post",
+            "/v1/volumes/ID/publish".into(),
+            Some(json!({"node": "node-12"})),
+            412,
+        ),
+        (
+            "/v1/volumes/{id}/publish",
+            "post",
+            format!("/v1/volumes/{unknown}/publish"),
+            None,
+            404,
+        ),
+        (
+            "/v1/volumes/{id}/resize",
+            "post",
+            "/v1/volumes/ID/resize".into(),
+            Some(json!({"size_bytes": 8 << 20})),
+            200,
+        ),
+        (
+            "/v1/volumes/{id}/resize",
+            "post",
+            "/v1/volumes/ID/resize".into(),
+            Some(json!({"size_bytes": 16 << 20})),
+            412,
+        ),
+        (
+            "/v1/volumes/{id}/resize",
+            "post",
+            "/v1/volumes/ID/resize".into(),
+            Some(json!({"size_bytes": 4096})),
+            416,
+        ),
+        (
+            "/v1/volumes/{id}/resize",
+            "post",
+            "/v1/volumes/ID/resize".into(),
+            Some(json!({})),
+            400,
+        ),
+        (
+            "/v1/volumes/{id}/unpublish",
+            "post",
+            "/v1/volumes/ID/unpublish".into(),
+            None,
+            204,
+        ),
+        (
+            "/v1/volumes/{id}/unpublish",
+            "post",
+            format!("/v1/volumes/{unknown}/unpublish"),
+            None,
+            404,
+        ),
+        (
+            "/v1/pools/{node}/{name}",
+            "delete",
+            "/v1/pools/node-11/pool".into(),
+            None,
+            412,
+        ),
+        ("/v1/snapshots", "get", "/v1/snapshots".into(), None, 200),
+        (
+            "/v1/snapshots",
+            "post",
+            "/v1/snapshots".into(),
+            Some(json!({"name": "s", "volume_id": "ID"})),
+            412,
+        ),
+        (
+            "/v1/snapshots",
+            "post",
+            "/v1/snapshots".into(),
+            Some(json!({"name": "s", "volume_id": unknown})),
+            404,
+        ),
+        (
+            "/v1/snapshots/{id}",
+            "get",
+            format!("/v1/snapshots/{unknown}"),
+            None,
+            404,
+        ),
+        (
+            "/v1/snapshots/{id}",
+            "delete",
+            format!("/v1/snapshots/{unknown}"),
+            None,
+            404,
+        ),
+        (
+            "/v1/capacity",
+            "get",
+            "/v1/capacity?zone=a".into(),
+            None,
+            200,
+        ),
+        (
+            "/v1/volumes/{id}",
+            "delete",
+            "/v1/volumes/ID".into(),
+            None,
+            204,
+        ),
+        (
+            "/v1/volumes/{id}",
+            "delete",
+            "/v1/volumes/ID".into(),
+            None,
+            404,
+        ),
+        (
+            "/v1/pools/{node}/{name}",
+            "delete",
+            "/v1/pools/node-11/pool".into(),
+            None,
+            204,
+        ),
+    ];
+    let mut id = String::new();
+    for (path, method, url, body, want) in &cases {
+        let url = url.replace("ID", &id);
+        let body = body
+            .as_ref()
+            .map(|b| serde_json::from_str::<Value>(&b.to_string().replace("ID", &id)).unwrap());
+        let (status, answer) = http(&method.to_uppercase(), &format!("{api}{url}"), body);
+        assert_eq!(status, *want, "{method} {url}: {answer}");
+        check_answer(&doc, path, method, status, &answer);
+        if *path == "/v1/volumes" && status == 201 {
+            id = answer["id"].as_str().unwrap().to_owned();
         }
-        // Every documented path was exercised.
-        for p in doc["paths"].as_object().unwrap().keys() {
-            assert!(cases.iter().any(|(c, _, _)| c == p), "{p} untested");
+    }
+    // Every documented operation was exercised.
+    for (p, ops) in doc["paths"].as_object().unwrap() {
+        for m in ops
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|m| *m != "parameters")
+        {
+            assert!(
+                cases.iter().any(|(c, cm, ..)| c == p && cm == m),
+                "{m} {p} untested"
+            );
         }
-        // And nothing undocumented is served.
-        let (status, body) = fetch(&format!("{api}/v1/volumes")).await;
-        assert_eq!(status, 404, "{body}");
-    });
+    }
+    // And nothing undocumented is served.
+    let (status, body) = http("GET", &format!("{api}/v1/events"), None);
+    assert_eq!(status, 404, "{body}");
+    drop(node);
 }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use shoal_control::api::{ApiState, router};
+use shoal_control::api::router;
+use shoal_control::ctx::Ctx;
 use shoal_control::model::InstanceInfo;
 use shoal_control::store::Store;
 use shoal_control::{cli, leader};
@@ -61,6 +62,15 @@ struct ServeArgs {
     /// Seconds of the leader lease: how long a dead leader holds on.
     #[arg(long, default_value_t = 5)]
     lease_ttl: i64,
+    /// The nodes' `shoald --rpc-token-file` (the same token on every node).
+    #[arg(long)]
+    rpc_token_file: Option<std::path::PathBuf>,
+    /// Seconds a node call may take.
+    #[arg(long, default_value_t = 30)]
+    rpc_timeout: u64,
+    /// Seconds a replica's node may stay offline before the replica is replaced.
+    #[arg(long, default_value_t = 300)]
+    heal_after: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,20 +172,31 @@ async fn serve(s: ServeArgs) -> Result<(), String> {
             .unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
         api: format!("http://{local}"),
     };
+    let token = s
+        .rpc_token_file
+        .as_deref()
+        .map(shoal_control::node_rpc::read_token)
+        .transpose()
+        .map_err(|e| format!("--rpc-token-file: {e}"))?;
     let (state_tx, state_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = std::sync::Arc::new(Ctx {
+        store,
+        instance: info.clone(),
+        leading: state_rx,
+        token,
+        rpc_timeout: Duration::from_secs(s.rpc_timeout.clamp(1, 3600)),
+        ops: tokio::sync::Mutex::new(()),
+        heal_after: Duration::from_secs(s.heal_after),
+    });
     let election = tokio::spawn(leader::run(
-        store.clone(),
+        ctx.clone(),
         info.clone(),
         s.lease_ttl,
         state_tx,
         stop_rx.clone(),
     ));
-    let app = router(ApiState {
-        store,
-        instance: info.clone(),
-        leading: state_rx,
-    });
+    let app = router(ctx);
     tracing::info!(id = %info.id, api = %info.api, "shoal-control serving");
     let mut stop_api = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

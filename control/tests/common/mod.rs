@@ -268,6 +268,8 @@ pub fn start_control(slice: Slice, n: u8, etcd: &str, dir: &Path, ttl: u32) -> (
         dir,
         Command::new(env!("CARGO_BIN_EXE_shoal-control"))
             .args(["serve", "--etcd", etcd, "--listen", &listen.to_string()])
+            .arg("--rpc-token-file")
+            .arg(token_file(dir))
             .args([
                 "--id",
                 &format!("control-{n}"),
@@ -312,4 +314,83 @@ pub fn ctl_text(api: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A blocking HTTP call to the API: (status, JSON body or null).
+pub fn http(method: &str, url: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = client.request(m, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        let v = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{method} {url}: {status}: not JSON ({e}): {bytes:?}"))
+        };
+        (status, v)
+    })
+}
+
+/// One JSON-RPC call to a node's `shoald` (with the cluster token).
+pub fn node_call(rpc: SocketAddr, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(shoal_control::node_rpc::call_once(
+        rpc,
+        Some(TOKEN),
+        Duration::from_secs(10),
+        method,
+        params,
+    ))
+    .unwrap_or_else(|e| panic!("{method} on {rpc}: {e}"))
+}
+
+/// A sparse file of `mib` MiB for a uring pool.
+pub fn disk_file(dir: &Path, name: &str, mib: u64) -> PathBuf {
+    let p = dir.join(name);
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(mib << 20).unwrap();
+    p
+}
+
+/// Declares a uring pool `pool` on each node (a file of `mib` MiB in `dir`) and waits until
+/// they are all online.
+pub fn add_pools(api: &str, dir: &Path, nodes: &[&Node], mib: u64) {
+    for n in nodes {
+        let disk = disk_file(dir, &format!("{}.img", n.id), mib);
+        let (st, body) = http(
+            "POST",
+            &format!("{api}/v1/pools"),
+            Some(
+                serde_json::json!({"node": n.id, "name": "pool", "disk": format!("uring://{}", disk.display())}),
+            ),
+        );
+        assert!(st == 201 || st == 200, "{st}: {body}");
+    }
+    wait_for("pools online", Duration::from_secs(20), || {
+        let (_, b) = http("GET", &format!("{api}/v1/pools"), None);
+        b["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["state"] == "online")
+            .count()
+            == nodes.len()
+    });
 }

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# System test of the control plane: etcd, four shoald nodes with their agents and
+# shoal-control (hack/lib-cluster.sh); a 3-replica volume is created and published through the
+# API, and the Linux host in the QEMU guest connects to it and runs fio rounds with crc32c
+# verify (nexus-fio-guest.sh); then it is unpublished and deleted, and no node holds anything of
+# it any more (lvols, nexus, subsystems asked of each node).
+#
+#   node1  127.0.0.1:NX_PORT  the nexus (published there: the guest reaches only the host's
+#                             127.0.0.1, as 10.0.2.2)
+#   node2-4 127.0.0.2-4       replicas where the control plane places them
+#
+# Env: NX_PORT [4425], CLUSTER_IP [127.0.0.5], ETCD_PORT [2385], API_PORT [8085]; KEEP=1
+# keeps the work directory; SHOAL_BIN_DIR=DIR runs the binaries found there.
+set -euo pipefail
+NAME=control-volume
+NX_PORT=${NX_PORT:-4425}
+GUEST_TIMEOUT=${GUEST_TIMEOUT:-240}
+# shellcheck source=hack/tests/lib-nexus.sh
+. "$(dirname "$0")/lib-nexus.sh"
+ETCD_PORT=${ETCD_PORT:-2385}
+API_PORT=${API_PORT:-8085}
+# shellcheck source=hack/lib-cluster.sh
+. hack/lib-cluster.sh
+
+if [[ -z ${SHOAL_BIN_DIR:-} ]]; then
+    cargo build --release -q -p shoal-target -p shoal-control --bins
+fi
+hack/guest/build.sh
+cluster_up
+note "cluster up: 4 nodes online with their pools"
+
+# --- create and publish -------------------------------------------------------------------
+t=$(elapsed)
+vol=$(api POST /v1/volumes "{\"name\": \"ci-vol\", \"size_bytes\": $NX_SIZE, \"replicas\": 3}") ||
+    die "create"
+VOL=$(jsq "d['id']" <<<"$vol")
+[[ $(jsq "d['state']" <<<"$vol") == online ]] || die "volume not online: $vol"
+placed=$(jsq "' '.join(sorted(r['node'] for r in d['replica_list']))" <<<"$vol")
+[[ $(wc -w <<<"$placed") -eq 3 && $(tr ' ' '\n' <<<"$placed" | sort -u | wc -l) -eq 3 ]] ||
+    die "replicas not on 3 distinct nodes: $placed"
+again=$(api POST /v1/volumes "{\"name\": \"ci-vol\", \"size_bytes\": $NX_SIZE, \"replicas\": 3}")
+[[ $(jsq "d['id']" <<<"$again") == "$VOL" ]] || die "the same create gave another volume"
+note "volume $VOL created in $(since "$t")s: replicas on $placed (the same request again: the same volume)"
+t=$(elapsed)
+target=$(api POST "/v1/volumes/$VOL/publish" '{"node": "node1"}') || die "publish"
+NQN_NX=$(jsq "d['nqn']" <<<"$target")
+[[ $(jsq "d['traddr'] + ':' + d['trsvcid']" <<<"$target") == "127.0.0.1:$NX_PORT" ]] ||
+    die "unexpected target: $target"
+[[ $(api POST "/v1/volumes/$VOL/publish" '{}') == "$target" ]] || die "publishing twice differs"
+# lib-nexus.sh's helpers, on this volume's nexus (named by the volume's id).
+nexus() { rpc 1 nexus_get "{\"name\": \"$VOL\"}"; }
+nx_errors() { rpc 1 bdev_get_iostat "{\"name\": \"$VOL\"}" | jsq "d['bdevs'][0]['num_errors']"; }
+[[ $(nexus_state) == online ]] || die "nexus $(nexus_state)"
+note "published on node1 in $(since "$t")s as $NQN_NX; nexus online with $(nexus | jsq "len(d[0]['children'])") children"
+
+# --- the Linux host ---------------------------------------------------------------------------
+start_guest "$here/nexus-fio-guest.sh"
+wait_rounds_after 0 150
+wait_rounds_after 1 60
+note "guest: fio rounds 1-$(rounds) with crc32c verify done"
+finish_guest
+
+# --- unpublish and delete: nothing left anywhere --------------------------------------------
+t=$(elapsed)
+api POST "/v1/volumes/$VOL/unpublish" '{}' >/dev/null || die "unpublish"
+api DELETE "/v1/volumes/$VOL" >/dev/null || die "delete"
+for n in 1 2 3 4; do
+    [[ $(rpc "$n" bdev_lvol_get_lvols | jsq "len(d)") -eq 0 ]] || die "node$n still has an lvol"
+    [[ $(rpc "$n" nexus_get | jsq "len(d)") -eq 0 ]] || die "node$n still has a nexus"
+    [[ $(rpc "$n" nvmf_get_subsystems | jsq "len([s for s in d if s['subtype'] != 'Discovery'])") -eq 0 ]] ||
+        die "node$n still exports something"
+done
+api GET "/v1/volumes/$VOL" >/dev/null 2>&1 && die "the volume is still listed"
+note "unpublished and deleted in $(since "$t")s: no lvol, nexus or subsystem left on the 4 nodes"
+result=PASS
