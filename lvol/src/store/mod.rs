@@ -247,6 +247,7 @@ impl Lvs {
                         writing: false,
                         ckpt_gen: l.ckpt_generation,
                         ckpt_seq: l.ckpt_seq,
+                        ckpt_area: l.ckpt_area,
                         ckpt_writing: false,
                         failed: None,
                         pages_written: 0,
