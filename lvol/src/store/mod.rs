@@ -11,6 +11,8 @@ pub(crate) mod alloc;
 pub(crate) mod home;
 pub mod load;
 mod ops;
+#[cfg(test)]
+mod race_tests;
 pub mod syncio;
 
 use std::cell::RefCell;
