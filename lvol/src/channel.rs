@@ -13,14 +13,16 @@
 //! cluster whose mapping a crash could lose. Write zeroes and deallocate over whole clusters of
 //! a thin volume free them the same way.
 //!
-//! Every I/O counts itself in the channel's `started` before it reads the map and in
-//! `finished` when it completes; the home reuses a freed cluster only once every channel's
-//! `finished` has passed the `started` it saw after unmapping it (with a process-wide barrier
-//! between, `shoal_bdev::reactor::process_barrier`, so that the I/O path needs no locked
-//! instruction).
+//! Every I/O counts itself in the channel's `started` before it reads the map (its number is
+//! the count before it), and `finished` is the number of I/Os, counted in the order they
+//! started, of which every one has completed (I/Os complete out of order: one slow I/O holds
+//! `finished` back until it is done). The home reuses a freed cluster only once every
+//! channel's `finished` has passed the `started` it saw after unmapping it (with a
+//! process-wide barrier between, `shoal_bdev::reactor::process_barrier`, so that the I/O path
+//! needs no locked instruction).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +61,8 @@ struct Slot {
     outstanding: u32,
     result: Result<(), BdevError>,
     alloc_rounds: u32,
+    /// The I/O's number in the channel's start order.
+    seq: u64,
 }
 
 struct Chan {
@@ -69,6 +73,10 @@ struct Chan {
     counters: Arc<ChanCounters>,
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
+    /// Whether each I/O from number `done_below` on has completed.
+    window: RefCell<VecDeque<bool>>,
+    /// Every I/O numbered below this has completed (published as `counters.finished`).
+    done_below: Cell<u64>,
     id: u64,
     me: Weak<Chan>,
     bs: u64,
@@ -121,6 +129,8 @@ impl LvolChannel {
             counters,
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
+            window: RefCell::new(VecDeque::new()),
+            done_below: Cell::new(0),
             id,
             me: me.clone(),
             bs,
@@ -147,7 +157,9 @@ impl Drop for LvolChannel {
 impl BdevChannel for LvolChannel {
     fn submit(&self, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
         let c = &self.chan;
+        let seq = c.counters.started.load(Ordering::Relaxed);
         bump(&c.counters.started);
+        c.window.borrow_mut().push_back(false);
         // Pairs with the home's barrier after it unmaps a cluster: either it sees this I/O
         // started, or this I/O sees the cluster unmapped.
         if c.asym {
@@ -155,13 +167,13 @@ impl BdevChannel for LvolChannel {
         } else {
             std::sync::atomic::fence(Ordering::SeqCst);
         }
-        let slot = c.take_slot(sink, tag, io.offset_blocks);
+        let slot = c.take_slot(sink, tag, io.offset_blocks, seq);
         c.dispatch(slot, io);
     }
 }
 
 impl Chan {
-    fn take_slot(&self, sink: Rc<dyn IoSink>, tag: u64, offset: u64) -> u32 {
+    fn take_slot(&self, sink: Rc<dyn IoSink>, tag: u64, offset: u64, seq: u64) -> u32 {
         let mut slots = self.slots.borrow_mut();
         let s = Slot {
             sink: Some(sink),
@@ -172,6 +184,7 @@ impl Chan {
             outstanding: 0,
             result: Ok(()),
             alloc_rounds: 0,
+            seq,
         };
         if let Some(i) = self.free.borrow_mut().pop()
             && let Some(x) = slots.get_mut(i as usize)
@@ -192,7 +205,7 @@ impl Chan {
 
     /// Completes slot `slot` with `io` to its user.
     fn finish(&self, slot: u32, mut io: BdevIo, result: Result<(), BdevError>) {
-        let (sink, tag) = {
+        let (sink, tag, seq) = {
             let mut slots = self.slots.borrow_mut();
             let Some(s) = slots.get_mut(slot as usize) else {
                 return;
@@ -200,13 +213,33 @@ impl Chan {
             io.offset_blocks = s.offset;
             s.io = None;
             s.parts.clear();
-            (s.sink.take(), s.tag)
+            (s.sink.take(), s.tag, s.seq)
         };
         self.free.borrow_mut().push(slot);
-        bump(&self.counters.finished);
+        self.count_finished(seq);
         if let Some(sink) = sink {
             sink.io_done(tag, io, result);
         }
+    }
+
+    /// Marks I/O number `seq` completed and publishes how many I/Os, in start order, have all
+    /// completed: a freed cluster must wait for the oldest I/O still out, not for as many
+    /// completions as there were I/Os started.
+    fn count_finished(&self, seq: u64) {
+        let mut w = self.window.borrow_mut();
+        let mut below = self.done_below.get();
+        if let Some(done) = usize::try_from(seq.wrapping_sub(below))
+            .ok()
+            .and_then(|i| w.get_mut(i))
+        {
+            *done = true;
+        }
+        while w.front() == Some(&true) {
+            w.pop_front();
+            below += 1;
+        }
+        self.done_below.set(below);
+        self.counters.finished.store(below, Ordering::Release);
     }
 
     /// Completes on a later pass (never from inside `submit`).

@@ -24,7 +24,9 @@ pub const UNMAPPED: u64 = u64::MAX;
 pub struct ChanCounters {
     /// I/Os started.
     pub started: AtomicU64,
-    /// I/Os finished.
+    /// I/Os finished, counted in start order: every I/O numbered below it (its `started`
+    /// count before it) has completed. I/Os complete out of order, so this is not the number
+    /// of completions: one I/O still out holds it back.
     pub finished: AtomicU64,
 }
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use crate::format::FormatError;
 use crate::format::record::{LvolHeader, Record};
+use crate::format::{FormatError, MAX_POOL_CLUSTERS};
 
 /// A volume and its allocated clusters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +99,15 @@ impl Table {
             .map_err(|_| FormatError::Invalid("too many clusters".into()))?;
         let mut used = vec![false; n];
         let mut names = std::collections::BTreeSet::new();
+        let sizes = self
+            .lvols
+            .values()
+            .try_fold(0u64, |t, m| t.checked_add(m.header.num_clusters));
+        if sizes.is_none_or(|t| t > MAX_POOL_CLUSTERS) {
+            return Err(FormatError::Invalid(format!(
+                "the volumes have more than {MAX_POOL_CLUSTERS} clusters together"
+            )));
+        }
         for (u, m) in &self.lvols {
             if !names.insert(m.header.name.as_str()) {
                 return Err(FormatError::Invalid(format!(
@@ -266,5 +275,12 @@ mod tests {
         t.apply(&Record::SetParent(b, None));
         t.apply(&Record::RenameLvol(b, "a".into()));
         assert!(t.validate(4).is_err(), "two names");
+        t.apply(&Record::RenameLvol(b, "b".into()));
+        assert!(t.validate(4).is_ok());
+        // Volumes whose maps could not be held in memory (from a hostile disk).
+        t.apply(&Record::ResizeLvol(b, MAX_POOL_CLUSTERS));
+        assert!(t.validate(4).is_err(), "too many clusters");
+        t.apply(&Record::ResizeLvol(b, u64::MAX));
+        assert!(t.validate(4).is_err(), "too many clusters, overflowing");
     }
 }

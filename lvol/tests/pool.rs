@@ -231,3 +231,26 @@ fn corrupt_or_newer_metadata_is_refused_not_a_panic() {
     ));
     let _ = pool_on;
 }
+
+/// A thin volume's map takes 8 bytes a cluster in memory, allocated or not: a size whose map
+/// could not be held (an RPC's `size_in_mib`, or a volume record on the disk) is refused
+/// with an error, and neither aborts the daemon nor leaves a pool that aborts it when opened.
+#[test]
+fn a_volume_too_large_to_map_is_refused() {
+    let p = pool_on_malloc(512, 4 << 20, 4096);
+    for bytes in [1u64 << 62, u64::MAX - 4095] {
+        let o = LvolOptions {
+            size_bytes: bytes,
+            ..opts("huge", 0, true)
+        };
+        match p.lvs.create_lvol(o) {
+            Err(LvolError::Invalid(m)) => assert!(m.contains("clusters"), "{m}"),
+            other => panic!("a volume of {bytes} bytes: expected a refusal, got {other:?}"),
+        }
+    }
+    let v = p.lvs.create_lvol(opts("v", 1, true)).unwrap();
+    assert_eq!(v.lvol_name(), "v");
+    p.lvs.close().unwrap();
+    let l = Lvs::open(p.base.clone(), p.home.handle()).unwrap();
+    assert!(l.lvol("v").is_some() && l.lvol("huge").is_none());
+}

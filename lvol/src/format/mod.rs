@@ -28,6 +28,11 @@ pub const JNL_MAGIC: &[u8; 8] = b"SHOALJNL";
 pub const NAME_MAX: usize = 63;
 /// Volumes a pool can hold.
 pub const MAX_LVOLS: usize = 1024;
+/// The clusters of all the volumes of a pool together, allocated or not: the I/O path holds
+/// a map of 8 bytes a cluster for each volume (at most 2 GiB for a pool). A volume that
+/// would pass it is refused, and a pool whose metadata passes it does not open, rather than
+/// the daemon running out of memory.
+pub const MAX_POOL_CLUSTERS: u64 = 1 << 28;
 
 /// Metadata that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -227,7 +227,16 @@ fn fill_done(h: &Rc<RefCell<Home>>, lvol: Uuid, index: u64, phys: u64, r: Result
         Box::new(move |r| {
             let waiters = {
                 let mut hm = hc.borrow_mut();
+                // A free of this cluster may have come while the record was on its way (the
+                // cluster is then in quarantine, bound for another volume): publish only
+                // what the table still maps. The waiters retry and see the cluster missing.
+                let still = hm
+                    .table
+                    .lvols
+                    .get(&lvol)
+                    .is_some_and(|m| m.map.get(&index) == Some(&phys));
                 if r.is_ok()
+                    && still
                     && let Some(sh) = hm.lvs.lvol_shared(&lvol)
                     && let Some(slot) = usize::try_from(index).ok().and_then(|i| sh.map.get(i))
                 {

@@ -85,6 +85,9 @@ pub(crate) struct Journal {
     pub ckpt_gen: u64,
     /// Journal position of the checkpoint in force (durable).
     pub ckpt_seq: u64,
+    /// The area (0 or 1) of the checkpoint in force; the next checkpoint goes to the other
+    /// one, so that a torn checkpoint never takes the one in force with it.
+    pub ckpt_area: usize,
     pub ckpt_writing: bool,
     pub failed: Option<String>,
     pub pages_written: u64,
@@ -261,7 +264,8 @@ fn start_checkpoint(h: Rc<RefCell<Home>>, home: &mut Home) {
     area.extend_from_slice(&payload);
     area.resize(area.len().div_ceil(PAGE) * PAGE, 0);
     let bs = u64::from(sb.block_size);
-    let off = sb.ckpt_offset[usize::try_from(generation % 2).unwrap_or(0)];
+    let to = 1 - home.j.ckpt_area.min(1);
+    let off = sb.ckpt_offset[to];
     let bufs: SgList = area.chunks(1 << 20).map(IoBuf::copy_from).collect();
     let io = BdevIo::write(off / bs, area.len() as u64 / bs, bufs).with_flags(IoFlags::FUA);
     home.j.ckpt_writing = true;
@@ -273,6 +277,7 @@ fn start_checkpoint(h: Rc<RefCell<Home>>, home: &mut Home) {
                 Ok(()) => {
                     hm.j.ckpt_gen = generation;
                     hm.j.ckpt_seq = seq;
+                    hm.j.ckpt_area = to;
                     hm.j.checkpoints_written += 1;
                 }
                 Err(e) => {

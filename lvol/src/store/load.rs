@@ -26,6 +26,8 @@ pub struct Loaded {
     pub ckpt_generation: u64,
     /// The journal position of the checkpoint in force.
     pub ckpt_seq: u64,
+    /// The area (0 or 1) holding the checkpoint in force: the next one goes to the other.
+    pub ckpt_area: usize,
     /// The next journal page to write.
     pub next_seq: u64,
     /// The CRC of the page before it.
@@ -142,19 +144,19 @@ pub fn read_superblock(io: &SyncIo, base: &dyn Bdev) -> Result<Superblock, LvolE
 pub fn load(io: &SyncIo, base: &dyn Bdev, sb: Superblock) -> Result<Loaded, LvolError> {
     let name = &base.info().name;
     let mut heads = Vec::new();
-    for area in sb.ckpt_offset {
+    for (i, area) in sb.ckpt_offset.into_iter().enumerate() {
         let page = io.read(area, PAGE64, "reading a checkpoint header")?;
         match CkptHeader::decode(&page) {
-            Ok(h) if h.lvs == sb.uuid => heads.push((h, area)),
+            Ok(h) if h.lvs == sb.uuid => heads.push((h, area, i)),
             Ok(_) => {}
             Err(e @ FormatError::FutureVersion { .. }) => return Err(fmt(name, e)),
             Err(_) => {}
         }
     }
-    heads.sort_by_key(|(h, _)| std::cmp::Reverse(h.generation));
+    heads.sort_by_key(|(h, ..)| std::cmp::Reverse(h.generation));
     let mut chosen = None;
     let mut why = String::from("no checkpoint header is valid");
-    for (h, area) in heads {
+    for (h, area, i) in heads {
         if h.payload_len > sb.ckpt_bytes.saturating_sub(PAGE64) {
             why = format!("checkpoint {} claims {} bytes", h.generation, h.payload_len);
             continue;
@@ -170,13 +172,13 @@ pub fn load(io: &SyncIo, base: &dyn Bdev, sb: Superblock) -> Result<Loaded, Lvol
         }
         match decode_table(payload) {
             Ok(t) => {
-                chosen = Some((h, t));
+                chosen = Some((h, t, i));
                 break;
             }
             Err(e) => why = format!("checkpoint {}: {e}", h.generation),
         }
     }
-    let Some((h, mut table)) = chosen else {
+    let Some((h, mut table, ckpt_area)) = chosen else {
         return Err(fmt(name, FormatError::Invalid(why)));
     };
     // Replay.
@@ -209,6 +211,7 @@ pub fn load(io: &SyncIo, base: &dyn Bdev, sb: Superblock) -> Result<Loaded, Lvol
         used,
         ckpt_generation: h.generation,
         ckpt_seq: h.journal_seq,
+        ckpt_area,
         next_seq: seq,
         prev_crc: prev,
         replayed_pages: replayed,
@@ -224,6 +227,7 @@ pub fn fresh(sb: Superblock, name: &str) -> Loaded {
         used,
         ckpt_generation: 1,
         ckpt_seq: 1,
+        ckpt_area: 0,
         next_seq: 1,
         prev_crc: 0,
         replayed_pages: 0,

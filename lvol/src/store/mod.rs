@@ -11,6 +11,8 @@ pub(crate) mod alloc;
 pub(crate) mod home;
 pub mod load;
 mod ops;
+#[cfg(test)]
+mod race_tests;
 pub mod syncio;
 
 use std::cell::RefCell;
@@ -247,6 +249,7 @@ impl Lvs {
                         writing: false,
                         ckpt_gen: l.ckpt_generation,
                         ckpt_seq: l.ckpt_seq,
+                        ckpt_area: l.ckpt_area,
                         ckpt_writing: false,
                         failed: None,
                         pages_written: 0,

@@ -13,7 +13,7 @@ use super::home::{Home, kick, submit, sync, uninstall};
 use super::{Lvs, lock};
 use crate::LvolError;
 use crate::format::record::{ClearMethod, FLAG_READ_ONLY, FLAG_THIN, LvolHeader, Record};
-use crate::format::{MAX_LVOLS, PAGE, check_name};
+use crate::format::{MAX_LVOLS, MAX_POOL_CLUSTERS, PAGE, check_name};
 use crate::lvol::{LvolBdev, UNMAPPED};
 
 /// What `bdev_lvol_create` asks for.
@@ -288,6 +288,15 @@ fn create_on_home(
     }
     if usize::try_from(clusters).is_err() {
         return reply(Err(LvolError::Invalid("size too large".into())));
+    }
+    let mapped: u64 = hm.table.lvols.values().map(|m| m.header.num_clusters).sum();
+    if clusters > MAX_POOL_CLUSTERS.saturating_sub(mapped) {
+        return reply(Err(LvolError::Invalid(format!(
+            "a volume of {clusters} clusters does not fit: the volumes of pool {} may have \
+             {MAX_POOL_CLUSTERS} clusters together (each takes 8 bytes of memory, allocated \
+             or not), and have {mapped}",
+            hm.lvs.name()
+        ))));
     }
     let header = LvolHeader {
         uuid: Uuid::new_v4(),
