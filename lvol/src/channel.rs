@@ -63,6 +63,8 @@ struct Slot {
     alloc_rounds: u32,
     /// The I/O's number in the channel's start order.
     seq: u64,
+    /// Held while the volume is frozen; the home answers when it thaws.
+    thawing: bool,
 }
 
 struct Chan {
@@ -82,6 +84,8 @@ struct Chan {
     bs: u64,
     /// Whether the process-wide barrier is available (else a full fence per I/O).
     asym: bool,
+    /// The ancestors (nearest first) as of `LvolShared::chain_gen`.
+    chain: RefCell<(u64, Vec<Arc<LvolShared>>)>,
 }
 
 /// What one cluster-sized piece of an I/O maps to.
@@ -120,6 +124,8 @@ impl LvolChannel {
             .push(counters.clone());
         let id = NEXT_CHAN.fetch_add(1, Ordering::Relaxed);
         let sh = lvol.shared.clone();
+        let gen0 = sh.chain_gen.load(Ordering::Acquire);
+        let chain = RefCell::new((gen0, sh.chain()));
         let bs = u64::from(lvol.info.block_size);
         let chan = Rc::new_cyclic(|me| Chan {
             lvol,
@@ -135,6 +141,7 @@ impl LvolChannel {
             me: me.clone(),
             bs,
             asym: shoal_bdev::reactor::process_barrier_available(),
+            chain,
         });
         CHANS.with(|c| c.borrow_mut().insert(id, Rc::downgrade(&chan)));
         Ok(Box::new(LvolChannel { chan }))
@@ -168,7 +175,7 @@ impl BdevChannel for LvolChannel {
             std::sync::atomic::fence(Ordering::SeqCst);
         }
         let slot = c.take_slot(sink, tag, io.offset_blocks, seq);
-        c.dispatch(slot, io);
+        c.admit(slot, io);
     }
 }
 
@@ -185,6 +192,7 @@ impl Chan {
             result: Ok(()),
             alloc_rounds: 0,
             seq,
+            thawing: false,
         };
         if let Some(i) = self.free.borrow_mut().pop()
             && let Some(x) = slots.get_mut(i as usize)
@@ -248,6 +256,60 @@ impl Chan {
             .complete_io(self.me(), slot_tag(slot) | FAST, io, result);
     }
 
+    /// Dispatches an I/O that has counted itself started, unless the volume is frozen: then
+    /// it is held (counted finished, so that the freeze can complete) until the home thaws it.
+    fn admit(&self, slot: u32, io: BdevIo) {
+        if io.io_type == IoType::Flush || !self.sh.frozen.load(Ordering::Acquire) {
+            return self.dispatch(slot, io);
+        }
+        let seq = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(s) = slots.get_mut(slot as usize) else {
+                return;
+            };
+            s.io = Some(io);
+            s.thawing = true;
+            s.seq
+        };
+        self.count_finished(seq);
+        self.ask_home(slot, HomeAsk::Thaw);
+    }
+
+    /// A held I/O (counted finished) counts itself started again, under a new number.
+    fn restart(&self, slot: u32) {
+        let seq = self.counters.started.load(Ordering::Relaxed);
+        bump(&self.counters.started);
+        self.window.borrow_mut().push_back(false);
+        if let Some(s) = self.slots.borrow_mut().get_mut(slot as usize) {
+            s.seq = seq;
+        }
+    }
+
+    /// A held I/O goes on: it counts itself started again.
+    fn resume(&self, slot: u32, io: BdevIo) {
+        self.restart(slot);
+        if self.asym {
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        } else {
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+        self.admit(slot, io);
+    }
+
+    /// The ancestors, nearest first (refreshed when the home changed them).
+    fn chain(&self) -> std::cell::Ref<'_, Vec<Arc<LvolShared>>> {
+        let g = self.sh.chain_gen.load(Ordering::Acquire);
+        if self.chain.borrow().0 != g {
+            *self.chain.borrow_mut() = (g, self.sh.chain());
+        }
+        std::cell::Ref::map(self.chain.borrow(), |c| &c.1)
+    }
+
+    /// The data cluster of `index` in the nearest ancestor that has it.
+    fn ancestor_phys(&self, index: u64) -> Option<u64> {
+        self.chain().iter().find_map(|p| p.phys(index))
+    }
+
     /// Cuts `[offset, offset + n)` at cluster boundaries.
     fn pieces(&self, offset: u64, n: u64, for_read: bool) -> Vec<Piece> {
         let cb = self.sh.cluster_blocks;
@@ -261,7 +323,7 @@ impl Chan {
             let own = self.sh.phys(index);
             let backing = match own {
                 Some(p) => Some(p),
-                None if for_read => ancestor_phys(&self.sh, index),
+                None if for_read => self.ancestor_phys(index),
                 None => None,
             };
             out.push(Piece {
@@ -347,11 +409,12 @@ impl Chan {
     /// through the zeroes).
     fn zero(&self, slot: u32, io: BdevIo) {
         let pieces = self.pieces(io.offset_blocks, io.num_blocks, false);
-        let has_parent = self.sh.parent.is_some();
+        let has_parent = !self.chain().is_empty();
+        let thin = self.sh.is_thin();
         if has_parent {
             let missing: Vec<u64> = pieces
                 .iter()
-                .filter(|p| !(p.own || p.whole && self.sh.thin))
+                .filter(|p| !(p.own || p.whole && thin))
                 .map(|p| p.index)
                 .collect();
             if !missing.is_empty() {
@@ -361,7 +424,7 @@ impl Chan {
         let mut to_free = Vec::new();
         let mut parts = Vec::new();
         for p in &pieces {
-            if self.sh.thin && p.whole {
+            if thin && p.whole {
                 if p.own || has_parent {
                     to_free.push(p.index);
                 }
@@ -521,8 +584,13 @@ impl Chan {
     }
 
     fn ask_home(&self, slot: u32, ask: HomeAsk) {
+        // A held I/O counted itself finished: it counts itself started again to finish.
+        let held = matches!(ask, HomeAsk::Thaw);
         let Some(lvs) = self.lvol.lvs() else {
             if let Some(io) = self.take_io(slot) {
+                if held {
+                    self.restart(slot);
+                }
                 self.finish_later(slot, io, Err(BdevError::Closed));
             }
             return;
@@ -541,8 +609,12 @@ impl Chan {
         let sent = match ask {
             HomeAsk::Alloc(idx) => Lvs::request_alloc(&lvs, lvol, idx, Box::new(reply)),
             HomeAsk::Free(idx, kind) => Lvs::request_free(&lvs, lvol, idx, kind, Box::new(reply)),
+            HomeAsk::Thaw => Lvs::request_thaw(&lvs, lvol, Box::new(reply)),
         };
         if !sent && let Some(io) = self.take_io(slot) {
+            if held {
+                self.restart(slot);
+            }
             self.finish_later(slot, io, Err(BdevError::Closed));
         }
     }
@@ -554,6 +626,21 @@ impl Chan {
             let Some(s) = slots.get_mut(slot as usize) else {
                 return;
             };
+            if s.thawing {
+                s.thawing = false;
+                let io = s.io.take();
+                drop(slots);
+                if let Some(io) = io {
+                    match r {
+                        Ok(()) => self.resume(slot, io),
+                        Err(e) => {
+                            self.restart(slot);
+                            self.finish(slot, io, Err(e));
+                        }
+                    }
+                }
+                return;
+            }
             // A freeing is one of the slot's outstanding parts; an allocation parks the I/O
             // with none.
             if s.outstanding > 0 {
@@ -581,6 +668,7 @@ impl Chan {
 enum HomeAsk {
     Alloc(Vec<u64>),
     Free(Vec<u64>, FreeKind),
+    Thaw,
 }
 
 fn slot_tag(slot: u32) -> u64 {
@@ -589,18 +677,6 @@ fn slot_tag(slot: u32) -> u64 {
 
 fn part_tag(i: usize) -> u64 {
     u64::try_from(i).unwrap_or(0) & 0x7fff_ffff
-}
-
-/// The data cluster of `index` in the nearest ancestor that has it.
-fn ancestor_phys(sh: &LvolShared, index: u64) -> Option<u64> {
-    let mut cur = sh.parent.as_deref();
-    while let Some(p) = cur {
-        if let Some(x) = p.phys(index) {
-            return Some(x);
-        }
-        cur = p.parent.as_deref();
-    }
-    None
 }
 
 fn zero_fill(bufs: &mut [IoBuf], mut at: usize, mut len: usize) {

@@ -37,10 +37,20 @@ pub struct LvolShared {
     /// Data cluster of each cluster index, or [`UNMAPPED`]. Set by the pool's home reactor
     /// only once the mapping is durable; cleared when a cluster is freed.
     pub map: Box<[AtomicU64]>,
-    /// The parent's shared state (a clone reads unallocated clusters from it).
-    pub parent: Option<Arc<LvolShared>>,
-    /// Thin provisioned.
-    pub thin: bool,
+    /// The volume's UUID.
+    pub uuid: Uuid,
+    /// The parent's shared state (a clone reads unallocated clusters from it). Changed by the
+    /// home only while the volume's I/O is frozen, and then `chain_gen` is bumped; the I/O
+    /// path reads a copy of the chain of ancestors that it refreshes when `chain_gen` moves.
+    pub parent: Mutex<Option<Arc<LvolShared>>>,
+    /// Bumped when this volume's chain of ancestors changes.
+    pub chain_gen: AtomicU64,
+    /// Thin provisioned (a snapshot's origin becomes thin; inflating makes it thick).
+    pub thin: AtomicBool,
+    /// A snapshot (read-only for ever; clones may read from it).
+    pub snapshot: bool,
+    /// I/O is held at submission (see `store::freeze`).
+    pub frozen: AtomicBool,
     /// Read-only (set by `bdev_lvol_set_read_only`, or a snapshot).
     pub read_only: AtomicBool,
     /// Counters of every channel opened on the volume.
@@ -68,6 +78,39 @@ impl LvolShared {
             .iter()
             .filter(|p| p.load(Ordering::Relaxed) != UNMAPPED)
             .count() as u64
+    }
+
+    /// The parent, if any.
+    pub fn parent(&self) -> Option<Arc<LvolShared>> {
+        self.parent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The ancestors, nearest first.
+    pub fn chain(&self) -> Vec<Arc<LvolShared>> {
+        let mut out: Vec<Arc<LvolShared>> = Vec::new();
+        let mut cur = self.parent();
+        while let Some(p) = cur {
+            // A cycle cannot be built (the table refuses one); bound the walk anyway.
+            if out.len() > crate::format::MAX_LVOLS {
+                break;
+            }
+            cur = p.parent();
+            out.push(p);
+        }
+        out
+    }
+
+    /// The data cluster holding `index` in the nearest ancestor that has it.
+    pub fn ancestor_phys(&self, index: u64) -> Option<u64> {
+        self.chain().iter().find_map(|p| p.phys(index))
+    }
+
+    /// Whether the volume is thin provisioned.
+    pub fn is_thin(&self) -> bool {
+        self.thin.load(Ordering::Acquire)
     }
 
     /// A snapshot of every channel's `started`, for a cluster freed now.
@@ -126,7 +169,17 @@ impl LvolBdev {
 
     /// Thin provisioned.
     pub fn is_thin(&self) -> bool {
-        self.shared.thin
+        self.shared.is_thin()
+    }
+
+    /// A snapshot.
+    pub fn is_snapshot(&self) -> bool {
+        self.shared.snapshot
+    }
+
+    /// The parent's UUID (a clone's snapshot), if any.
+    pub fn parent_uuid(&self) -> Option<Uuid> {
+        self.shared.parent().map(|p| p.uuid)
     }
 
     /// Read-only.

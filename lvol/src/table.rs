@@ -86,7 +86,82 @@ impl Table {
                     m.header.parent = *p;
                 }
             }
+            Record::Snapshot { origin, snap } => {
+                // Applied once only: a snapshot whose UUID exists already was applied (the
+                // record replayed over a checkpoint that holds it).
+                if self.lvols.contains_key(&snap.uuid) {
+                    return;
+                }
+                let Some(o) = self.lvols.get_mut(origin) else {
+                    return;
+                };
+                let map = std::mem::take(&mut o.map);
+                o.header.parent = Some(snap.uuid);
+                o.header.flags |= crate::format::record::FLAG_THIN;
+                let header = LvolHeader {
+                    num_clusters: o.header.num_clusters,
+                    ..snap.clone()
+                };
+                self.lvols.insert(snap.uuid, LvolMeta { header, map });
+            }
+            Record::MergeSnapshot { snap, clone } => {
+                if self.lvols.get(clone).and_then(|c| c.header.parent) != Some(*snap) {
+                    return;
+                }
+                let Some(s) = self.lvols.remove(snap) else {
+                    return;
+                };
+                if let Some(c) = self.lvols.get_mut(clone) {
+                    for (i, p) in s.map {
+                        if i < c.header.num_clusters {
+                            c.map.entry(i).or_insert(p);
+                        }
+                    }
+                    c.header.parent = s.header.parent;
+                }
+            }
         }
+    }
+
+    /// What a [`Record::MergeSnapshot`] of `snap` into `clone` does to the clusters:
+    /// `(moved, freed)`, each `(index, data cluster)`.
+    pub fn merge_plan(&self, snap: &Uuid, clone: &Uuid) -> (Vec<(u64, u64)>, Vec<u64>) {
+        let (Some(s), Some(c)) = (self.lvols.get(snap), self.lvols.get(clone)) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut moved = Vec::new();
+        let mut freed = Vec::new();
+        for (&i, &p) in &s.map {
+            if i < c.header.num_clusters && !c.map.contains_key(&i) {
+                moved.push((i, p));
+            } else {
+                freed.push(p);
+            }
+        }
+        (moved, freed)
+    }
+
+    /// The volumes whose parent is `u`.
+    pub fn children(&self, u: &Uuid) -> Vec<&LvolMeta> {
+        self.lvols
+            .values()
+            .filter(|m| m.header.parent == Some(*u))
+            .collect()
+    }
+
+    /// `u` and every volume that reads through it (its clones, their clones, ...).
+    pub fn descendants(&self, u: &Uuid) -> Vec<Uuid> {
+        let mut out = vec![*u];
+        let mut i = 0;
+        while let Some(&cur) = out.get(i) {
+            for c in self.children(&cur) {
+                if !out.contains(&c.header.uuid) {
+                    out.push(c.header.uuid);
+                }
+            }
+            i += 1;
+        }
+        out
     }
 
     /// Checks the table as a whole and returns which data clusters are in use.
@@ -218,6 +293,9 @@ mod tests {
             | Record::SetFlags(u, _)
             | Record::Unmap { lvol: u, .. }
             | Record::SetParent(u, _) => t.lvols.contains_key(u),
+            // Not assignments: a checkpoint holds exactly the records before its position
+            // (`store/home.rs`), so they are never applied twice; not generated here.
+            Record::Snapshot { .. } | Record::MergeSnapshot { .. } => false,
         }
     }
 

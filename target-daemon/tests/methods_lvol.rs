@@ -206,3 +206,124 @@ fn spdk_rpc_py_drives_pools_and_volumes() {
     assert_eq!(rpc.json(&["bdev_lvol_get_lvstores"]), json!([]));
     rpc.ok(&["bdev_uring_delete", "U1"]);
 }
+
+/// Snapshots and clones driven by rpc.py: SPDK's results and `driver_specific.lvol` fields
+/// (snapshot, clone, base_snapshot, clones), its refusals (a clone of a writable volume, the
+/// deletion of a snapshot with two clones), the deletion of a snapshot into its only clone,
+/// decouple and inflate; then a restart brings the relations back.
+#[test]
+fn spdk_rpc_py_drives_snapshots_and_clones() {
+    if !spdk_available() {
+        eprintln!("SPDK's rpc.py is not importable (pip install spdk==26.9); test skipped");
+        return;
+    }
+    let dir = TempDir::new("lvolsnap");
+    let image = dir.path().join("pool.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("image");
+    let image = image.to_str().expect("utf-8").to_string();
+    let lvol = |rpc: &Rpc<'_>, name: &str| -> Value {
+        let bd = rpc.json(&["bdev_get_bdevs", "-b", name]);
+        bd[0]["driver_specific"]["lvol"].clone()
+    };
+    let (us, uc) = {
+        let mut d = Shoald::start_with(dir.path(), &["--empty"]);
+        let rpc = Rpc(&d.socket);
+        rpc.ok(&["bdev_uring_create", &image, "U0", "4096"]);
+        rpc.ok(&["bdev_lvol_create_lvstore", "U0", "lvs", "-c", "1048576"]);
+        let total = rpc.json(&["bdev_lvol_get_lvstores"])[0]["free_clusters"]
+            .as_u64()
+            .expect("free");
+        let uv = rpc.ok(&["bdev_lvol_create", "-l", "lvs", "v", "4"]);
+        let uv = uv.trim().to_string();
+        let us = rpc
+            .ok(&["bdev_lvol_snapshot", "lvs/v", "s"])
+            .trim()
+            .to_string();
+        assert_eq!(us.len(), 36, "the snapshot's UUID: {us}");
+        let s = lvol(&rpc, &us);
+        assert_eq!(s["snapshot"], true);
+        assert_eq!(s["clone"], false);
+        assert_eq!(s["num_allocated_clusters"], 4);
+        assert_eq!(s["clones"], json!(["v"]));
+        let v = lvol(&rpc, &uv);
+        assert_eq!(
+            (v["clone"].clone(), v["snapshot"].clone()),
+            (json!(true), json!(false))
+        );
+        assert_eq!(v["base_snapshot"], "s");
+        assert_eq!(v["thin_provision"], true);
+        let bad = rpc.run(&["bdev_lvol_clone", "lvs/v", "x"], b"");
+        assert!(!bad.status.success(), "a clone of a writable volume");
+        let bad = rpc.run(&["bdev_lvol_snapshot", "lvs/s", "x"], b"");
+        assert!(!bad.status.success(), "a snapshot of a snapshot");
+        let uc = rpc
+            .ok(&["bdev_lvol_clone", "lvs/s", "c"])
+            .trim()
+            .to_string();
+        let c = lvol(&rpc, &uc);
+        assert_eq!(c["base_snapshot"], "s");
+        assert_eq!(c["num_allocated_clusters"], 0);
+        let vols = rpc.json(&["bdev_lvol_get_lvols"]);
+        let sj = vols
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == "s"))
+            .expect("s");
+        assert_eq!(
+            (sj["is_snapshot"].clone(), sj["is_clone"].clone()),
+            (json!(true), json!(false))
+        );
+        let two = rpc.run(&["bdev_lvol_delete", "lvs/s"], b"");
+        assert!(!two.status.success(), "a snapshot with two clones");
+        assert!(text(&two).contains("more than one clone"), "{}", text(&two));
+        // Inflate v: it owns every cluster and has no parent; s keeps one clone.
+        rpc.ok(&["bdev_lvol_inflate", "lvs/v"]);
+        let v = lvol(&rpc, &uv);
+        assert_eq!(
+            (v["clone"].clone(), v["thin_provision"].clone()),
+            (json!(false), json!(false))
+        );
+        assert_eq!(v["num_allocated_clusters"], 4);
+        let nop = rpc.run(&["bdev_lvol_decouple_parent", "lvs/v"], b"");
+        assert!(!nop.status.success(), "no parent to decouple from");
+        assert_eq!(lvol(&rpc, &us)["clones"], json!(["c"]));
+        let free = rpc.json(&["bdev_lvol_get_lvstores"])[0]["free_clusters"]
+            .as_u64()
+            .expect("free");
+        assert_eq!(free, total - 8);
+        d.signal(libc::SIGTERM);
+        assert!(d.wait(Duration::from_secs(20)).success());
+        (us, uc)
+    };
+    let d = Shoald::start_with(dir.path(), &["--empty"]);
+    let rpc = Rpc(&d.socket);
+    rpc.ok(&["bdev_uring_create", &image, "U1", "4096"]);
+    assert_eq!(lvol(&rpc, &uc)["base_snapshot"], "s");
+    assert_eq!(lvol(&rpc, &us)["clones"], json!(["c"]));
+    // One clone: the snapshot is deleted into it.
+    rpc.ok(&["bdev_lvol_delete", "lvs/s"]);
+    assert!(
+        !rpc.run(&["bdev_get_bdevs", "-b", &us], b"")
+            .status
+            .success()
+    );
+    let c = lvol(&rpc, &uc);
+    assert_eq!(
+        (c["clone"].clone(), c["num_allocated_clusters"].clone()),
+        (json!(false), json!(4))
+    );
+    let c2 = rpc
+        .ok(&["bdev_lvol_snapshot", "lvs/c", "s2"])
+        .trim()
+        .to_string();
+    let c3 = rpc.ok(&["bdev_lvol_clone", &c2, "c3"]).trim().to_string();
+    assert_eq!(lvol(&rpc, &c3)["base_snapshot"], "s2");
+    rpc.ok(&["bdev_lvol_decouple_parent", "lvs/c3"]);
+    assert_eq!(lvol(&rpc, &c3)["clone"], false);
+    assert_eq!(
+        lvol(&rpc, &c2)["clones"],
+        json!(["c"]),
+        "the decoupled clone is no longer listed"
+    );
+}

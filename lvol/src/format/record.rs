@@ -1,11 +1,11 @@
 //! Journal records: one change to the pool's table each.
 //!
-//! A record is a type byte, a little-endian u16 body length and the body. Every record is an
-//! assignment (it sets or removes keys of the table), and one that names a volume that does
-//! not exist, or a cluster index past a volume's end, changes nothing. Replaying a prefix of
-//! the records again over a table that already holds them therefore leaves the table as it
-//! was: see [`crate::table::Table::apply`] and the property test there. A checkpoint may thus
-//! include records that follow its journal position (those queued when it was taken).
+//! A record is a type byte, a little-endian u16 body length and the body. A record that names
+//! a volume that does not exist, or a cluster index past a volume's end, changes nothing.
+//! Every record but `Snapshot` and `MergeSnapshot` is an assignment (it sets or removes keys
+//! of the table); those two move clusters between volumes. A checkpoint holds exactly the
+//! records of the journal pages before its position (`store/home.rs`), so replay applies each
+//! record once.
 
 use uuid::Uuid;
 
@@ -156,6 +156,25 @@ pub enum Record {
     RenameLvs(String),
     /// A volume's parent changes (none: decoupled).
     SetParent(Uuid, Option<Uuid>),
+    /// A snapshot `snap` of volume `origin` is taken: the snapshot is created with the
+    /// origin's cluster map (it takes the origin's clusters), and the origin becomes its thin
+    /// clone (its map empty, its parent the snapshot). One record, so that a crash leaves
+    /// either no snapshot or the whole of it.
+    Snapshot {
+        /// The volume snapshotted.
+        origin: Uuid,
+        /// The snapshot's header (its parent is the origin's former parent).
+        snap: LvolHeader,
+    },
+    /// Snapshot `snap` is deleted into its only clone `clone`: each cluster of the snapshot
+    /// that the clone does not own moves to the clone, the clone's parent becomes the
+    /// snapshot's parent, and the snapshot is removed (its other clusters are free).
+    MergeSnapshot {
+        /// The snapshot removed.
+        snap: Uuid,
+        /// Its only clone.
+        clone: Uuid,
+    },
 }
 
 const T_CREATE: u8 = 1;
@@ -167,9 +186,11 @@ const T_MAP: u8 = 6;
 const T_UNMAP: u8 = 7;
 const T_RENAME_LVS: u8 = 8;
 const T_PARENT: u8 = 9;
+const T_SNAPSHOT: u8 = 10;
+const T_MERGE: u8 = 11;
 
-/// The largest encoded record (a `CreateLvol` with the longest name).
-pub const MAX_RECORD: usize = 3 + 16 + 1 + super::NAME_MAX + 8 + 4 + 1 + 16;
+/// The largest encoded record (a `Snapshot` with the longest name).
+pub const MAX_RECORD: usize = 3 + 16 + (16 + 1 + super::NAME_MAX + 8 + 4 + 1 + 16);
 
 impl Record {
     /// Appends the encoded record to `w`.
@@ -219,6 +240,16 @@ impl Record {
                 body.uuid(&p.unwrap_or_else(Uuid::nil));
                 T_PARENT
             }
+            Record::Snapshot { origin, snap } => {
+                body.uuid(origin);
+                snap.encode(&mut body);
+                T_SNAPSHOT
+            }
+            Record::MergeSnapshot { snap, clone } => {
+                body.uuid(snap);
+                body.uuid(clone);
+                T_MERGE
+            }
         };
         w.u8(t);
         w.u16(u16::try_from(body.buf.len()).unwrap_or(u16::MAX));
@@ -265,6 +296,26 @@ impl Record {
             },
             T_RENAME_LVS => Record::RenameLvs(b.name()?),
             T_PARENT => Record::SetParent(b.uuid()?, Some(b.uuid()?).filter(|p| !p.is_nil())),
+            T_SNAPSHOT => {
+                let origin = b.uuid()?;
+                let snap = LvolHeader::decode(&mut b)?;
+                if snap.uuid == origin {
+                    return Err(FormatError::Invalid(
+                        "a snapshot record whose snapshot is its origin".into(),
+                    ));
+                }
+                Record::Snapshot { origin, snap }
+            }
+            T_MERGE => {
+                let snap = b.uuid()?;
+                let clone = b.uuid()?;
+                if snap == clone {
+                    return Err(FormatError::Invalid(
+                        "a merge record of a snapshot into itself".into(),
+                    ));
+                }
+                Record::MergeSnapshot { snap, clone }
+            }
             other => return Err(FormatError::Invalid(format!("journal record type {other}"))),
         };
         if b.remaining() != 0 {
@@ -305,6 +356,21 @@ mod tests {
             Record::Unmap { lvol: u, index: 3 },
             Record::RenameLvs("pool".into()),
             Record::SetParent(u, None),
+            Record::Snapshot {
+                origin: Uuid::new_v4(),
+                snap: LvolHeader {
+                    uuid: u,
+                    name: "s".repeat(super::super::NAME_MAX),
+                    num_clusters: 7,
+                    flags: FLAG_THIN | FLAG_READ_ONLY | FLAG_SNAPSHOT,
+                    clear: ClearMethod::Default,
+                    parent: Some(Uuid::new_v4()),
+                },
+            },
+            Record::MergeSnapshot {
+                snap: u,
+                clone: Uuid::new_v4(),
+            },
         ];
         let mut w = Writer::new();
         for r in &recs {

@@ -186,14 +186,7 @@ fn alloc_one(h: &Rc<RefCell<Home>>, lvol: Uuid, index: u64, done: Done) {
 
 /// The data cluster holding `index` in the nearest ancestor of a volume, if any.
 fn ancestor(sh: &Arc<LvolShared>, index: u64) -> Option<u64> {
-    let mut cur = sh.parent.as_deref();
-    while let Some(p) = cur {
-        if let Some(x) = p.phys(index) {
-            return Some(x);
-        }
-        cur = p.parent.as_deref();
-    }
-    None
+    sh.ancestor_phys(index)
 }
 
 fn fill_done(h: &Rc<RefCell<Home>>, lvol: Uuid, index: u64, phys: u64, r: Result<(), BdevError>) {
@@ -291,6 +284,11 @@ pub(crate) fn free(h: &Rc<RefCell<Home>>, lvol: Uuid, idx: Vec<u64>, kind: FreeK
             .get(&lvol)
             .and_then(|m| m.map.get(&i).copied());
         match phys {
+            // A clone's own cluster over an ancestor's data: unmapped, it would show that
+            // data; it is zeroed in place instead.
+            Some(_) if kind == FreeKind::CloneZero && ancestor(&sh, i).is_some() => {
+                unowned.push(i);
+            }
             Some(p) => {
                 if let Some(slot) = usize::try_from(i).ok().and_then(|i| sh.map.get(i)) {
                     slot.store(UNMAPPED, Ordering::Release);

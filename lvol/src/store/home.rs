@@ -8,6 +8,12 @@
 //! the whole table is written to the other checkpoint area (while the journal goes on); a
 //! journal page is written only if the slot it overwrites is older than the checkpoint in
 //! force, so a torn checkpoint always leaves the older one and every page after it.
+//!
+//! A checkpoint holds exactly the records of the pages before its journal position: the home
+//! keeps a second table, `journaled`, to which a record is applied when it is put into a page
+//! (and a checkpoint starts only while no journal write is in flight). Replay therefore applies
+//! each record once, which records that move clusters between volumes (`Snapshot`,
+//! `MergeSnapshot`) need: applied twice, they would not be assignments.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -100,11 +106,18 @@ pub(crate) struct Home {
     pub chan: Rc<IoChannel>,
     pub reactor: Reactor,
     pub table: Table,
+    /// The table as of the records put into journal pages (what a checkpoint writes).
+    pub journaled: Table,
     pub free: BTreeSet<u64>,
     pub j: Journal,
     pub allocating: HashMap<(Uuid, u64), Allocating>,
     pub quarantine: Vec<Quarantined>,
     pub quarantine_timer: bool,
+    /// Volumes whose I/O is held (a snapshot, merge or decoupling changes them), with the
+    /// channels' requests to hear when it may go on.
+    pub frozen: HashMap<Uuid, Vec<Done>>,
+    /// Volumes in a long operation (snapshot, merge, inflate, decouple): another is refused.
+    pub busy: BTreeSet<Uuid>,
 }
 
 impl Home {
@@ -174,6 +187,7 @@ pub(crate) fn kick(h: &Rc<RefCell<Home>>) {
                 break;
             }
             used += len;
+            home.journaled.apply(r);
             recs.push(r.clone());
             last_rno = *rno;
             taken += 1;
@@ -241,7 +255,9 @@ fn fail(home: &mut Home, why: &str) -> Vec<(Result<(), LvolError>, Done)> {
 }
 
 fn start_checkpoint(h: Rc<RefCell<Home>>, home: &mut Home) {
-    let payload = encode_table(&home.table);
+    // No journal write is in flight (see `kick`): `journaled` holds exactly the records of
+    // the pages before `next_seq`.
+    let payload = encode_table(&home.journaled);
     let sb = home.lvs.sb;
     if payload.len() as u64 > sb.ckpt_bytes.saturating_sub(PAGE as u64) {
         let ready = fail(home, "the table outgrew its checkpoint area");

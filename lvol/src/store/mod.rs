@@ -8,11 +8,13 @@
 //! thread ([`syncio`], [`load`]).
 
 pub(crate) mod alloc;
+pub(crate) mod freeze;
 pub(crate) mod home;
 pub mod load;
 mod ops;
 #[cfg(test)]
 mod race_tests;
+mod snap;
 pub mod syncio;
 
 use std::cell::RefCell;
@@ -31,7 +33,7 @@ pub use ops::LvolOptions;
 
 use crate::LvolError;
 use crate::format::check_name;
-use crate::format::record::{FLAG_READ_ONLY, FLAG_THIN};
+use crate::format::record::{FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN};
 use crate::format::superblock::Superblock;
 use crate::lvol::{LvolBdev, LvolShared, PRODUCT_NAME, UNMAPPED};
 use home::{Home, Journal, with_home};
@@ -236,8 +238,11 @@ impl Lvs {
                     lvs: l2.clone(),
                     chan,
                     reactor,
+                    journaled: l.table.clone(),
                     table: l.table,
                     free,
+                    frozen: HashMap::new(),
+                    busy: BTreeSet::new(),
                     j: Journal {
                         next_seq: l.next_seq,
                         prev_crc: l.prev_crc,
@@ -300,8 +305,12 @@ impl Lvs {
         let shared = Arc::new(LvolShared {
             lvs: Arc::downgrade(self),
             map: atoms,
-            parent,
-            thin: h.flags & FLAG_THIN != 0,
+            uuid: h.uuid,
+            parent: Mutex::new(parent),
+            chain_gen: AtomicU64::new(0),
+            thin: AtomicBool::new(h.flags & FLAG_THIN != 0),
+            snapshot: h.flags & FLAG_SNAPSHOT != 0,
+            frozen: AtomicBool::new(false),
             read_only: AtomicBool::new(h.flags & FLAG_READ_ONLY != 0),
             chans: Mutex::new(Vec::new()),
             cluster_blocks: cb,
@@ -446,6 +455,22 @@ impl Lvs {
             let done: home::Done = Box::new(move |r| reply(r.map_err(alloc::to_bdev)));
             match with_home(id, |h| h.clone()) {
                 Some(h) => alloc::alloc(&h, lvol, idx, done),
+                None => done(Err(LvolError::NotFound("the pool is closed".into()))),
+            }
+        })
+    }
+
+    /// Asks the home to answer when volume `lvol` is no longer frozen.
+    pub(crate) fn request_thaw(
+        lvs: &Arc<Lvs>,
+        lvol: Uuid,
+        reply: Box<dyn FnOnce(Result<(), BdevError>) + Send>,
+    ) -> bool {
+        let id = lvs.id;
+        lvs.home.send(move || {
+            let done: home::Done = Box::new(move |r| reply(r.map_err(alloc::to_bdev)));
+            match with_home(id, |h| h.clone()) {
+                Some(h) => freeze::when_thawed(&h, lvol, done),
                 None => done(Err(LvolError::NotFound("the pool is closed".into()))),
             }
         })

@@ -88,16 +88,34 @@ impl Lvs {
             let Some(meta) = hm.table.lvols.get(&uuid) else {
                 return reply(Err(LvolError::NotFound(format!("volume {uuid}"))));
             };
-            if let Some(c) = hm
-                .table
-                .lvols
-                .values()
-                .find(|m| m.header.parent == Some(uuid))
-            {
+            if hm.busy.contains(&uuid) {
                 return reply(Err(LvolError::Busy(format!(
-                    "volume {} has clones ({} and perhaps more): delete them first",
-                    meta.header.name, c.header.name
+                    "volume {}: a snapshot, inflate or decouple is in progress on it",
+                    meta.header.name
                 ))));
+            }
+            // SPDK's rule: a snapshot with one clone is deleted into it; with more, refused.
+            let kids: Vec<(Uuid, String)> = hm
+                .table
+                .children(&uuid)
+                .iter()
+                .map(|m| (m.header.uuid, m.header.name.clone()))
+                .collect();
+            match kids.as_slice() {
+                [] => {}
+                [(clone, _)] => {
+                    let clone = *clone;
+                    drop(hm);
+                    return super::snap::merge_on_home(h, uuid, clone, reply);
+                }
+                more => {
+                    let names: Vec<&str> = more.iter().map(|k| k.1.as_str()).collect();
+                    return reply(Err(LvolError::Busy(format!(
+                        "cannot delete snapshot {}: it has more than one clone ({})",
+                        meta.header.name,
+                        names.join(", ")
+                    ))));
+                }
             }
             let phys: Vec<u64> = meta.map.values().copied().collect();
             let bdev = lock(&hm.lvs.lvols).remove(&uuid);

@@ -48,26 +48,45 @@ pub fn register(r: &mut Registry<Daemon>) {
             p.name
         )))
     });
-    r.register("bdev_lvol_snapshot", |_: &Daemon, p: BdevLvolSnapshot| {
-        Err::<Value, _>(RpcError::not_supported(format!(
-            "bdev_lvol_snapshot {}: snapshots are not implemented yet",
-            p.lvol_name
-        )))
+    r.register("bdev_lvol_snapshot", snapshot);
+    r.register("bdev_lvol_clone", clone);
+    r.register("bdev_lvol_inflate", |d: &Daemon, p: BdevLvolName| {
+        let (l, v) = find_lvol(d, &p.name)?;
+        l.inflate(v.uuid())
+            .map_err(|e| lvol_error(&format!("bdev_lvol_inflate {}", p.name), e))?;
+        Ok(Value::Bool(true))
     });
-    r.register("bdev_lvol_clone", |_: &Daemon, p: BdevLvolClone| {
-        Err::<Value, _>(RpcError::not_supported(format!(
-            "bdev_lvol_clone {}: clones are not implemented yet",
-            p.snapshot_name
-        )))
-    });
-    for m in ["bdev_lvol_inflate", "bdev_lvol_decouple_parent"] {
-        r.register(m, move |_: &Daemon, p: BdevLvolName| {
-            Err::<Value, _>(RpcError::not_supported(format!(
-                "{m} {}: volumes have no parent yet (snapshots are not implemented)",
-                p.name
-            )))
-        });
-    }
+    r.register(
+        "bdev_lvol_decouple_parent",
+        |d: &Daemon, p: BdevLvolName| {
+            let (l, v) = find_lvol(d, &p.name)?;
+            l.decouple_parent(v.uuid())
+                .map_err(|e| lvol_error(&format!("bdev_lvol_decouple_parent {}", p.name), e))?;
+            Ok(Value::Bool(true))
+        },
+    );
+}
+
+fn snapshot(daemon: &Daemon, p: BdevLvolSnapshot) -> Result<Value, RpcError> {
+    let _g = lock(&daemon.stacked);
+    let (l, v) = find_lvol(daemon, &p.lvol_name)?;
+    let s = l
+        .snapshot(v.uuid(), &p.snapshot_name)
+        .map_err(|e| lvol_error(&format!("bdev_lvol_snapshot {}", p.lvol_name), e))?;
+    register_lvol(daemon, &s);
+    tracing::info!(lvol = %v.alias(), snapshot = %s.alias(), "snapshot created");
+    Ok(Value::String(s.uuid().to_string()))
+}
+
+fn clone(daemon: &Daemon, p: BdevLvolClone) -> Result<Value, RpcError> {
+    let _g = lock(&daemon.stacked);
+    let (l, s) = find_lvol(daemon, &p.snapshot_name)?;
+    let c = l
+        .clone_lvol(s.uuid(), &p.clone_name)
+        .map_err(|e| lvol_error(&format!("bdev_lvol_clone {}", p.snapshot_name), e))?;
+    register_lvol(daemon, &c);
+    tracing::info!(snapshot = %s.alias(), clone = %c.alias(), "clone created");
+    Ok(Value::String(c.uuid().to_string()))
 }
 
 fn lvol_error(ctx: &str, e: LvolError) -> RpcError {
@@ -337,8 +356,8 @@ fn get_lvols(daemon: &Daemon, p: BdevLvolGetLvols) -> Result<Value, RpcError> {
                 "uuid": v.uuid().to_string(),
                 "name": v.lvol_name(),
                 "is_thin_provisioned": v.is_thin(),
-                "is_snapshot": false,
-                "is_clone": false,
+                "is_snapshot": v.is_snapshot(),
+                "is_clone": v.parent_uuid().is_some(),
                 "is_esnap_clone": false,
                 "is_degraded": false,
                 "lvs": {"name": l.name(), "uuid": l.uuid().to_string()},
@@ -387,16 +406,27 @@ pub fn describe(daemon: &Daemon, name: &str) -> Option<(Value, Vec<String>)> {
     let pools = lock(&daemon.pools);
     for l in pools.iter() {
         if let Some(v) = l.lvol(name).filter(|v| v.info().name == name) {
-            let d = json!({"lvol": {
+            let mut lv = json!({
                 "lvol_store_uuid": l.uuid().to_string(),
                 "base_bdev": l.base().info().name,
                 "thin_provision": v.is_thin(),
                 "num_allocated_clusters": v.num_allocated_clusters(),
-                "snapshot": false,
-                "clone": false,
-                "esnap_clone": false,
-                "nospace_errors": v.nospace_errors(),
-            }});
+                "snapshot": v.is_snapshot(),
+                "clone": v.parent_uuid().is_some(),
+            });
+            // As SPDK: `base_snapshot` on a clone, `clones` on a snapshot that has any.
+            if let Some(p) = v.parent_uuid()
+                && let Some(ps) = l.lvol(&p.to_string())
+            {
+                lv["base_snapshot"] = Value::String(ps.lvol_name());
+            }
+            let clones = l.clones_of(v.uuid());
+            if !clones.is_empty() {
+                lv["clones"] = json!(clones);
+            }
+            lv["esnap_clone"] = Value::Bool(false);
+            lv["nospace_errors"] = json!(v.nospace_errors());
+            let d = json!({ "lvol": lv });
             return Some((d, vec![v.alias()]));
         }
     }
