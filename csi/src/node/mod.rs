@@ -169,7 +169,7 @@ impl NodeService {
         let Some(nqn) = self.sys.nqn_of_block(major, minor) else {
             return csi::VolumeCondition {
                 abnormal: true,
-                message: format!("device {major}:{minor} is not an NVMe namespace any more"),
+                message: format!("device {major}:{minor} is not an NVMe namespace"),
             };
         };
         let ctrls = self.sys.controllers(&nqn);
