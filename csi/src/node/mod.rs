@@ -364,6 +364,9 @@ impl Node for NodeService {
                 .write(true)
                 .open(&target)
                 .map_err(|e| internal(&format!("create {}", target.display()), e))?;
+            // Read-only is recorded on the mount, but Linux lets a device node on a read-only
+            // mount be opened for writing: for raw block, the runtime's device cgroup (kubelet
+            // passes "r" for a read-only volume) is what stops writes.
             mount::bind(&dev, &target, ro).map_err(|e| {
                 internal(
                     &format!("bind {} at {}", dev.display(), target.display()),
