@@ -169,6 +169,45 @@ calls=$((calls + 1))
 mounted /mnt/s4 || fail "late namespace not mounted"
 twice unstage --volume-id $V4 --staging /mnt/s4
 
+step "a controller that is reconnecting: its target frozen, then thawed"
+V5=0b5c7e1e-6b1a-4a8e-9d59-2f5f3b0f6f05
+RCTX="--ctx nqn=$PFX-recon --ctx traddr=$H --ctx trsvcid=$PORT2"
+twice stage --volume-id $V5 --staging /mnt/s5 $RCTX
+twice publish --volume-id $V5 --staging /mnt/s5 --target /mnt/p5 $RCTX
+dd if=/dev/urandom of=/mnt/p5/data bs=64k count=16 conv=fsync 2>/dev/null
+sum5=$(md5sum /mnt/p5/data | cut -d' ' -f1)
+ctrl=$(grep -lx "$PFX-recon" /sys/class/nvme/nvme*/subsysnqn | head -n1)
+ctrl=${ctrl%/subsysnqn}
+signal() { timeout 20 wget -q -O - "http://$H:$SIGNAL_PORT/$1" >/dev/null || fail "signal $1"; }
+signal stop
+n=0
+while [ "$(cat $ctrl/state)" = live ]; do
+    n=$((n + 1))
+    [ $n -lt 600 ] || { signal cont; fail "the controller stayed live with its target frozen"; }
+    sleep 0.1
+done
+echo "  controller ${ctrl##*/} is $(cat $ctrl/state) after $((n / 10)) s"
+ok stats --volume-id $V5 --path /mnt/p5
+tr -d ' \n' </tmp/out | grep -q 'abnormal:true' || { signal cont; fail "condition while reconnecting: $(cat /tmp/out)"; }
+twice stage --volume-id $V5 --staging /mnt/s5 $RCTX
+twice publish --volume-id $V5 --staging /mnt/s5 --target /mnt/p5 $RCTX
+[ "$(ctrls "$PFX-recon")" -eq 1 ] || { signal cont; fail "stage made a second controller while one reconnects"; }
+signal cont
+n=0
+while [ "$(cat $ctrl/state)" != live ]; do
+    n=$((n + 1))
+    [ $n -lt 600 ] || fail "the controller did not come back: $(cat $ctrl/state)"
+    sleep 0.1
+done
+echo "  live again after $((n / 10)) s"
+ok stats --volume-id $V5 --path /mnt/p5
+tr -d ' \n' </tmp/out | grep -q 'abnormal:false' || fail "condition after reconnecting: $(cat /tmp/out)"
+echo 3 >/proc/sys/vm/drop_caches
+[ "$(md5sum /mnt/p5/data | cut -d' ' -f1)" = "$sum5" ] || fail "data changed across the reconnect"
+twice unpublish --volume-id $V5 --target /mnt/p5
+twice unstage --volume-id $V5 --staging /mnt/s5
+[ "$(ctrls "$PFX-recon")" -eq 0 ] || fail "recon still connected"
+
 [ -z "$(ls /run/shoal-csi 2>/dev/null)" ] || fail "records left: $(ls /run/shoal-csi)"
 if grep -q ' /mnt/' /proc/mounts; then fail "mounts left: $(grep ' /mnt/' /proc/mounts)"; fi
 [ -z "$(cat /sys/class/nvme/nvme*/subsysnqn 2>/dev/null)" ] || fail "controllers left"
