@@ -142,6 +142,8 @@ async fn controller_lifecycle_against_shoal_control() {
     wait_port(format!("{}:2379", ip(s, 1)).parse().unwrap());
     let token = dir.join("token");
     std::fs::write(&token, "csi-controller-test-token\n").unwrap();
+    // shoald refuses a token file that others may read.
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     for n in 2..=4u8 {
         let rpc = format!("{}:5260", ip(s, n));
         procs.push(spawn(
