@@ -6,8 +6,9 @@ export DEBIAN_FRONTEND=noninteractive
 # etcd-server: the control plane's store (its tests start their own etcd on loopback);
 # protobuf-compiler, libprotobuf-dev (protobuf's own .proto files): the etcd-client crate
 # generates its gRPC code with protoc at build time.
+# xfsprogs: the CSI node plugin's xfs (the guest image copies mkfs.xfs and xfs_growfs).
 pkgs=(fio qemu-system-x86 busybox-static nvme-cli cpio kmod iproute2 python3 procps
-    etcd-server protobuf-compiler libprotobuf-dev)
+    etcd-server protobuf-compiler libprotobuf-dev xfsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +20,10 @@ fi
 # SPDK's own JSON-RPC client (scripts/rpc.py's library): the RPC tests drive shoald with it.
 if ! python3 -c 'import spdk' 2>/dev/null; then
     python3 -m pip install --quiet 'spdk==26.9'
+fi
+# The deploy/ manifests are validated offline against Kubernetes' API schemas.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    python3 -m pip install --quiet 'kubernetes-validate==1.37.0'
 fi
 if [[ -z "${SKIP_FUZZ:-}" ]] && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo +nightly install --locked cargo-fuzz

@@ -25,6 +25,9 @@ fi
 # The control plane's tests start their own etcd (Debian's etcd-server).
 command -v etcd >/dev/null || { echo "etcd is missing (hack/install-deps.sh installs etcd-server)"; exit 1; }
 
+step "deploy/ manifests against the Kubernetes API schemas"
+hack/validate-deploy.sh
+
 step "cargo test"
 cargo test --workspace 2>&1 | tee /tmp/shoal-cargo-test.log
 grep -E "^test result:" /tmp/shoal-cargo-test.log | awk '{p+=$4; f+=$6} END {print "unit/loopback tests:", p, "passed,", f, "failed"}'

@@ -11,7 +11,7 @@
 #   stamp                what the outputs were built from; an unchanged stamp makes a re-run a no-op
 #
 # Idempotent and safe to run concurrently (flock). Needs root: it installs what it lacks with
-# apt-get (qemu-system-x86, busybox-static, nvme-cli, fio, e2fsprogs, cpio, kmod, python3) so that
+# apt-get (qemu-system-x86, busybox-static, nvme-cli, fio, e2fsprogs, xfsprogs, cpio, kmod, python3) so that
 # a fresh Debian 12 machine or a clean CI clone needs nothing installed by hand. apt output:
 # hack/.guest/apt.log.
 #
@@ -39,7 +39,7 @@ esac
 # Host packages the guest is assembled from (and qemu to run it). The guest's userland is the
 # host's own Debian 12 binaries copied with the libraries ldd finds, so it needs no other source.
 # python3 (also a dependency of fio) extracts the ELF kernel and serves selftest.sh's HTTP check.
-host_pkgs=(qemu-system-x86 busybox-static nvme-cli fio e2fsprogs cpio kmod python3)
+host_pkgs=(qemu-system-x86 busybox-static nvme-cli fio e2fsprogs xfsprogs cpio kmod python3)
 
 # Kernel modules the initramfs carries; dependencies (and softdeps) are added by modprobe.
 # - virtio_pci, virtio_net: the NIC that QEMU's user-mode network sits behind.
@@ -48,12 +48,13 @@ host_pkgs=(qemu-system-x86 busybox-static nvme-cli fio e2fsprogs cpio kmod pytho
 # - crc64_rocksoft_generic: the "crc64-rocksoft" shash that crc64-rocksoft requests at load time.
 # - nvmet, nvmet-tcp, configfs: the in-kernel reference target (used by selftest.sh).
 # - ext4 (pulls jbd2, mbcache, crc16): the file system the crash tests (test-crash-*.sh) judge with.
+# - xfs: the CSI node plugin's other file system (test-csi-node.sh).
 modules=(
     virtio_pci virtio_net
     crc32c_generic crc32c-intel crc64_rocksoft_generic
     nvme-core nvme-fabrics nvme-tcp
     configfs nvmet nvmet-tcp
-    ext4
+    ext4 xfs
 )
 
 log() { printf 'guest/build: %s\n' "$*" >&2; }
@@ -122,7 +123,7 @@ stamp_of() {
     {
         sha256sum "$here/build.sh" "$here/init.sh" | awk '{ print $1 }'
         echo "$kpkg"
-        dpkg-query -W -f='${Package}=${Version}\n' busybox-static nvme-cli fio e2fsprogs kmod libc6
+        dpkg-query -W -f='${Package}=${Version}\n' busybox-static nvme-cli fio e2fsprogs xfsprogs kmod libc6
     } | sha256sum | awk '{ print $1 }'
 }
 if [[ $force -eq 0 && -f $out/vmlinuz && -f $out/vmlinux && -f $out/initramfs.cpio &&
@@ -220,6 +221,13 @@ stage_elf /usr/sbin/e2fsck
 ln -sf mke2fs "$stage/usr/sbin/mkfs.ext4"
 ln -sf e2fsck "$stage/usr/sbin/fsck.ext4"
 cp /etc/mke2fs.conf "$stage/etc/mke2fs.conf"
+# The CSI node plugin (test-csi-node.sh) grows file systems online and makes xfs.
+stage_elf /usr/sbin/resize2fs
+stage_elf /usr/sbin/mkfs.xfs
+stage_elf /usr/sbin/xfs_growfs
+# Rust binaries copied in at run time (run.sh -f: shoal-csi) link libgcc_s and libm.
+stage_file /lib/x86_64-linux-gnu/libgcc_s.so.1
+stage_file /lib/x86_64-linux-gnu/libm.so.6
 
 # Kernel modules, by their dependency closure.
 kmods=$work/kmods.txt
@@ -281,7 +289,7 @@ mv -f "$work/initramfs.cpio.gz" "$out/initramfs.cpio.gz"
 {
     stamp_of
     echo "kernel=$kpkg"
-    dpkg-query -W -f='${Package}=${Version}\n' busybox-static nvme-cli fio e2fsprogs kmod libc6
+    dpkg-query -W -f='${Package}=${Version}\n' busybox-static nvme-cli fio e2fsprogs xfsprogs kmod libc6
 } >"$out/stamp"
 log "built $kver guest in $out: vmlinuz, vmlinux, initramfs.cpio ($(du -h "$out/initramfs.cpio" |
     cut -f1)), initramfs.cpio.gz ($(du -h "$out/initramfs.cpio.gz" | cut -f1))"
