@@ -106,7 +106,6 @@ async fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for shoal-control's volume API (issue 16)"]
 async fn controller_lifecycle_against_shoal_control() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
@@ -176,28 +175,78 @@ async fn controller_lifecycle_against_shoal_control() {
     procs.push(spawn(
         "shoal-control",
         dir,
-        Command::new(&control).args(["serve", "--etcd", &etcd_url, "--listen", &api]),
+        Command::new(&control)
+            .args([
+                "serve",
+                "--etcd",
+                &etcd_url,
+                "--listen",
+                &api,
+                "--rpc-token-file",
+            ])
+            .arg(&token),
     ));
     wait_port(api.parse().unwrap());
     // Pools are outside the volume contract: one file-backed pool per node through the pool
     // API of issue 16 (adjust here if its shape differs).
     let http = reqwest::Client::new();
     for n in 2..=4u8 {
-        let r = http
-            .post(format!("http://{api}/v1/pools"))
-            .json(&serde_json::json!({
-                "node": format!("node-{n}"),
-                "name": "p",
-                "disk": format!("uring://{}", dir.join(format!("pool{n}.img")).display()),
-            }))
-            .send()
-            .await
+        // The pool's disk: a sparse file (the uring bdev opens an existing file).
+        std::fs::File::create(dir.join(format!("pool{n}.img")))
+            .and_then(|f| f.set_len(512 << 20))
             .unwrap();
+        // Until an instance leads (its election takes a moment), changes answer 503.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let r = loop {
+            let r = http
+                .post(format!("http://{api}/v1/pools"))
+                .json(&serde_json::json!({
+                    "node": format!("node-{n}"),
+                    "name": "p",
+                    "disk": format!("uring://{}", dir.join(format!("pool{n}.img")).display()),
+                }))
+                .send()
+                .await
+                .unwrap();
+            if r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE
+                || std::time::Instant::now() > deadline
+            {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         assert!(
             r.status().is_success(),
             "pool on node-{n}: {}",
             r.text().await.unwrap()
         );
+    }
+    // The leader creates the pools on their nodes: wait until all three are online.
+    let t = Instant::now();
+    loop {
+        let pools: serde_json::Value = http
+            .get(format!("http://{api}/v1/pools"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let list = pools
+            .get("pools")
+            .unwrap_or(&pools)
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let online = list.iter().filter(|p| p["state"] == "online").count();
+        if online == 3 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "pools not online: {pools}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let sock = dir.join("csi.sock");
     procs.push(spawn(
@@ -387,93 +436,33 @@ async fn controller_lifecycle_against_shoal_control() {
     );
 
     // Expand twice; the second is a no-op.
-    for _ in 0..2 {
-        let e = c
-            .controller_expand_volume(csi::ControllerExpandVolumeRequest {
-                volume_id: vid.clone(),
-                capacity_range: Some(csi::CapacityRange {
-                    required_bytes: 96 * mib,
-                    limit_bytes: 0,
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(e.capacity_bytes, 96 * mib);
-        assert!(e.node_expansion_required);
-    }
-
-    // Snapshots: twice, listed, a volume from it, deleted twice.
-    let sreq = csi::CreateSnapshotRequest {
-        source_volume_id: vid.clone(),
-        name: "snap-a".into(),
-        ..Default::default()
-    };
-    let s1 = c
-        .create_snapshot(sreq.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .snapshot
-        .unwrap();
-    let s2 = c
-        .create_snapshot(sreq)
-        .await
-        .unwrap()
-        .into_inner()
-        .snapshot
-        .unwrap();
-    assert_eq!(s1.snapshot_id, s2.snapshot_id);
-    let other = c
-        .create_volume(create_req("pvc-b", 16 * mib, &[("replicas", "1")]))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
-    let clash = csi::CreateSnapshotRequest {
-        source_volume_id: other.volume_id.clone(),
-        name: "snap-a".into(),
-        ..Default::default()
-    };
-    assert_eq!(
-        code(c.create_snapshot(clash).await).await,
-        Code::AlreadyExists
-    );
-    let ls = c
-        .list_snapshots(csi::ListSnapshotsRequest {
-            source_volume_id: vid.clone(),
+    // Expansion and snapshots wait for bdev_lvol_resize and the control plane's snapshot
+    // support (issues 15 and 16): until then they are refused, with nothing changed. When they
+    // arrive these assertions fail, and the lifecycle below them is to be written (expand twice,
+    // snapshot twice, a volume from the snapshot, delete twice).
+    let e = code(
+        c.controller_expand_volume(csi::ControllerExpandVolumeRequest {
+            volume_id: vid.clone(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 96 * mib,
+                limit_bytes: 0,
+            }),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(ls.entries.len(), 1);
-    let mut from = create_req("pvc-restore", 96 * mib, &[]);
-    from.volume_content_source = Some(csi::VolumeContentSource {
-        r#type: Some(csi::volume_content_source::Type::Snapshot(
-            csi::volume_content_source::SnapshotSource {
-                snapshot_id: s1.snapshot_id.clone(),
-            },
-        )),
-    });
-    let restored = c
-        .create_volume(from)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
-    assert!(restored.content_source.is_some());
-    for _ in 0..2 {
-        c.delete_snapshot(csi::DeleteSnapshotRequest {
-            snapshot_id: s1.snapshot_id.clone(),
-            secrets: HashMap::new(),
+        .await,
+    )
+    .await;
+    assert_eq!(e, Code::FailedPrecondition);
+    let e = code(
+        c.create_snapshot(csi::CreateSnapshotRequest {
+            source_volume_id: vid.clone(),
+            name: "snap-a".into(),
+            ..Default::default()
         })
-        .await
-        .unwrap();
-    }
+        .await,
+    )
+    .await;
+    assert_eq!(e, Code::FailedPrecondition);
 
     // Unpublish twice, delete twice, then it is gone.
     for _ in 0..2 {
@@ -485,7 +474,7 @@ async fn controller_lifecycle_against_shoal_control() {
         .await
         .unwrap();
     }
-    for v in [&vid, &restored.volume_id, &other.volume_id] {
+    for v in [&vid] {
         for _ in 0..2 {
             c.delete_volume(csi::DeleteVolumeRequest {
                 volume_id: v.clone(),
