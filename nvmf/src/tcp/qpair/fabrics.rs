@@ -106,11 +106,12 @@ impl<C: Clone> QueuePair<C> {
                     return;
                 };
                 if qid == 0 {
-                    // NVMe Base 2.0, section 6.4 (Disconnect): "If the Disconnect command is
-                    // submitted on the Admin Queue, the controller shall abort the command with
-                    // a status code of Invalid Queue Type"; the admin queue, the controller and
-                    // its I/O queues carry on (the host ends an association by closing the
-                    // admin queue).
+                    // NVMe Base 2.0, section 6.4 (Disconnect): a Disconnect submitted on the
+                    // Admin Queue is aborted with the status Invalid Queue Type (paraphrased:
+                    // the wording was not checked against the spec's text here, and SPDK does
+                    // not implement Disconnect to compare with); the admin queue, the
+                    // controller and its I/O queues carry on (the host ends an association by
+                    // closing the admin queue).
                     self.respond(cid, Status::INVALID_QUEUE_TYPE.with_dnr(), 0);
                     return;
                 }
