@@ -42,6 +42,9 @@ pub(super) struct Job {
     flush_after: bool,
     tracked: bool,
     parked: Cell<bool>,
+    /// Set while `start` runs: a job that ends there (the power was cut before it sent
+    /// anything) completes on a later pass, never from inside its caller's `submit`.
+    starting: Cell<bool>,
     then: RefCell<Option<Then>>,
 }
 
@@ -73,9 +76,11 @@ impl Job {
             flush_after,
             tracked,
             parked: Cell::new(false),
+            starting: Cell::new(true),
             then: RefCell::new(Some(then)),
         });
         job.pump();
+        job.starting.set(false);
     }
 
     /// Submits every pending run whose blocks are free; parks the rest.
@@ -175,7 +180,11 @@ impl Job {
                 r = Err(power_cut());
             }
         }
-        then(r);
+        if self.starting.get() {
+            self.reactor.defer(move || then(r));
+        } else {
+            then(r);
+        }
     }
 
     fn record(&self, result: Result<(), BdevError>) {
