@@ -53,3 +53,30 @@ pub fn pool_on(base: Arc<dyn Bdev>, cluster: u64) -> Pool {
     let lvs = Lvs::create(base.clone(), "lvs0", cluster, None, home.handle()).unwrap();
     Pool { lvs, base, home }
 }
+
+/// The crash tests' seeded generator (splitmix64).
+pub fn rng(s: &mut u64) -> u64 {
+    *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A block of `bs` bytes holding `v` over and over: a torn block shows as a mix.
+pub fn block(bs: u32, v: u64) -> Vec<u8> {
+    v.to_le_bytes().repeat(bs as usize / 8)
+}
+
+/// Cuts the power of `pf` (keeping `keep` of its cache) from the current reactor, and checks
+/// that the cut went through.
+pub fn cut(pf: &Arc<shoal_bdev::pfail::PfailBdev>, keep: shoal_bdev::pfail::Keep) {
+    let done = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let d = done.clone();
+    pf.cut(keep, Box::new(move |r| *d.borrow_mut() = Some(r.is_ok())));
+    let r = shoal_bdev::reactor::Reactor::current().expect("on a reactor");
+    assert!(r.run_until(std::time::Duration::from_secs(30), || {
+        done.borrow().is_some()
+    }));
+    assert_eq!(*done.borrow(), Some(true), "the power cut failed");
+}
