@@ -16,7 +16,10 @@
 # says SKIPPED and exits 0. CI does not run it. Root (hugepages for SPDK).
 #
 # Env: BENCH_TIME (seconds per run, 6), BENCH_ROUNDS (5), BENCH_PORT (4530), BENCH_RAM_MIB
-#      (1024), BENCH_PERF (spdk|shoal|both, default both), BENCH_OUT (keep raw results there).
+#      (1024), BENCH_PERF (spdk|shoal|both, default both), BENCH_OUT (keep raw results there),
+#      BENCH_NO_BUILD (1: do not run cargo build first), BENCH_CORES (the targets' core mask,
+#      0x1; 0x3 for the two-core rows, the load generator staying on core 1), BENCH_PERF_ARGS
+#      (added to every load-generator run, e.g. "-P 4" for four queue pairs per namespace).
 # Output: one markdown table on stdout; progress on stderr; raw lines in $BENCH_OUT/raw.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,9 @@ rounds=${BENCH_ROUNDS:-5}
 port=${BENCH_PORT:-4530}
 ram_mib=${BENCH_RAM_MIB:-1024}
 perfs=${BENCH_PERF:-both}
+cores=${BENCH_CORES:-0x1}
+# shellcheck disable=SC2206 # the extra arguments are words
+extra=(${BENCH_PERF_ARGS:-})
 nqn=nqn.2016-06.io.shoal:vsspdk
 out=${BENCH_OUT:-$(mktemp -d /tmp/shoal-vs-spdk.XXXXXX)}
 mkdir -p "$out"
@@ -45,7 +51,11 @@ cleanup() {
 trap cleanup EXIT
 log() { echo "bench-vs-spdk: $*" >&2; }
 
-cargo build --release -q -p shoal-target --bin shoald -p shoal-benches --bin shoal-perf
+# BENCH_NO_BUILD=1: use the binaries as built (a build would wait on any other cargo holding
+# the package cache, e.g. one paused while the machine is kept quiet for the run).
+if [[ -z ${BENCH_NO_BUILD:-} ]]; then
+    cargo build --release -q -p shoal-target --bin shoald -p shoal-benches --bin shoal-perf
+fi
 "$SPDK_DIR/spdk-hugepages"
 
 blocks=$((ram_mib * 256))
@@ -92,10 +102,10 @@ start() { # shoal|spdk
         exit 1
     fi
     if [[ $1 == shoal ]]; then
-        "$bin/shoald" -m 0x1 -c "$work/shoald.json" -r "$work/rpc.sock" --log warn \
+        "$bin/shoald" -m "$cores" -c "$work/shoald.json" -r "$work/rpc.sock" --log warn \
             >"$work/target.log" 2>&1 &
     else
-        "$SPDK_DIR/build/bin/nvmf_tgt" -m 0x1 -r "$work/spdk.sock" --json "$work/spdk.json" \
+        "$SPDK_DIR/build/bin/nvmf_tgt" -m "$cores" -r "$work/spdk.sock" --json "$work/spdk.json" \
             >"$work/target.log" 2>&1 &
     fi
     pid=$!
@@ -123,10 +133,10 @@ perf() {
     local gen=$1 ns=$2 line
     shift 2
     if [[ $gen == spdk ]]; then
-        line=$("$SPDK_DIR/build/bin/spdk_nvme_perf" -r "$(trid "$ns")" -c 0x2 -t "$secs" "$@" \
+        line=$("$SPDK_DIR/build/bin/spdk_nvme_perf" -r "$(trid "$ns")" -c 0x2 -t "$secs" "$@" "${extra[@]}" \
             2>"$work/perf.err" | awk '/^Total/ {print $3, $5}')
     else
-        line=$("$bin/shoal-perf" -r "$(trid "$ns")" -c 0x2 -t "$secs" --json "$@" \
+        line=$("$bin/shoal-perf" -r "$(trid "$ns")" -c 0x2 -t "$secs" --json "$@" "${extra[@]}" \
             2>"$work/perf.err" | python3 -c 'import json,sys; r=json.load(sys.stdin)["total"]["rates"]; print(r["iops"], r["avg_us"])')
     fi
     [[ -n $line ]] || { log "$gen perf failed: $(tail -n 3 "$work/perf.err")"; echo "0 0"; return; }
@@ -175,7 +185,7 @@ for ((round = 0; round < rounds; round++)); do
     done
 done
 
-python3 - "$raw" "$rounds" "$secs" <<'EOF'
+python3 - "$raw" "$rounds" "$secs" "$cores" "${extra[*]}" <<'EOF'
 import statistics, sys, collections, datetime
 raw, rounds, secs = sys.argv[1], sys.argv[2], sys.argv[3]
 d = collections.defaultdict(dict)
@@ -184,8 +194,9 @@ for line in open(raw):
     d[(name, gen)].setdefault(rnd, {})[target] = float(iops)
 names = list(dict.fromkeys(n for n, _ in d))
 gens = list(dict.fromkeys(g for _, g in d))
-print(f"Shoal / SPDK, median of {rounds} alternating rounds of {secs} s, both targets on core 0, "
-      f"load on core 1 ({datetime.date.today()})\n")
+cores, extra = sys.argv[4], sys.argv[5]
+print(f"Shoal / SPDK, median of {rounds} alternating rounds of {secs} s, both targets on cores {cores}, "
+      f"load on core 1{', load options ' + extra if extra else ''} ({datetime.date.today()})\n")
 head = "| workload | " + " | ".join(f"SPDK IOPS ({g}) | Shoal IOPS ({g}) | ratio ({g})" for g in gens) + " |"
 print(head)
 print("|" + "---|" * (1 + 3 * len(gens)))
