@@ -11,7 +11,8 @@
 #   2  lvs1/thick, a thick 256 MiB volume in a pool on Malloc1 (1 GiB, 4 MiB clusters);
 #   3  lvs1/fresh, a thin 256 MiB volume in the same pool, never written before its row (the
 #      pool keeps room for the snapshot row: its first writes copy clusters);
-#   4  lvs2/seq, a thin 960 MiB volume in a pool on Malloc2 (1 GiB, 64 KiB clusters).
+#   4  lvs2/seq, a thin 3,800 MiB volume in a pool on Malloc2 (4 GiB, 64 KiB clusters): large
+#      enough that one second of its row never wraps around to clusters already written.
 # Rows: 4 KiB random read and write at depth 32 on 1 and 2 (after 1 MiB writes over both, so
 # that no row reads never-written memory); 4 KiB random writes for 1 s on the fresh thin volume;
 # 64 KiB sequential writes at depth 1 for 1 s on 4, every one of them the first write to its
@@ -19,7 +20,7 @@
 # 4 KiB random writes on it for 1 s (each cluster's first write copies it).
 #
 # Without SPDK_DIR it says SKIPPED and exits 0. CI does not run it. Root (hugepages for SPDK:
-# it raises the reservation to 4 GiB). Env: BENCH_TIME (4), BENCH_ROUNDS (5), BENCH_PORT (4531),
+# it raises the reservation to 8 GiB). Env: BENCH_TIME (4), BENCH_ROUNDS (5), BENCH_PORT (4531),
 # BENCH_NO_BUILD, BENCH_OUT. Output: a markdown table on stdout; raw lines in $BENCH_OUT/raw.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +55,8 @@ source hack/lib-bench-spdk.sh
 if [[ -z ${BENCH_NO_BUILD:-} ]]; then
     cargo build --release -q -p shoal-target --bin shoald
 fi
-[[ $(cat /proc/sys/vm/nr_hugepages) -ge 2048 ]] || echo 2048 >/proc/sys/vm/nr_hugepages
+[[ $(cat /proc/sys/vm/nr_hugepages) -ge 4096 ]] || echo 4096 >/proc/sys/vm/nr_hugepages
+[[ $(cat /proc/sys/vm/nr_hugepages) -ge 4096 ]] || { log "could not reserve 8 GiB of hugepages"; exit 1; }
 "$SPDK_DIR/spdk-hugepages"
 
 # Both targets start with the same three RAM bdevs and an empty subsystem.
@@ -64,7 +66,7 @@ for t in shoald spdk; do
  {"subsystem": "bdev", "config": [
   {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 131072, "block_size": 4096}},
   {"method": "bdev_malloc_create", "params": {"name": "Malloc1", "num_blocks": 262144, "block_size": 4096}},
-  {"method": "bdev_malloc_create", "params": {"name": "Malloc2", "num_blocks": 262144, "block_size": 4096}}]},
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc2", "num_blocks": 1048576, "block_size": 4096}}]},
  {"subsystem": "nvmf", "config": [
   {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
   {"method": "nvmf_create_subsystem", "params": {"nqn": "$nqn", "allow_any_host": true, "serial_number": "BENCHLVOL01"}},
@@ -85,7 +87,7 @@ volumes() { # TARGET: the pools, volumes and namespaces (each volume added by th
     rpc "$t" bdev_lvol_create_lvstore -c 65536 Malloc2 lvs2 >/dev/null
     thick=$(rpc "$t" bdev_lvol_create -l lvs1 thick 256)
     fresh=$(rpc "$t" bdev_lvol_create -l lvs1 -t fresh 256)
-    seq=$(rpc "$t" bdev_lvol_create -l lvs2 -t seq 960)
+    seq=$(rpc "$t" bdev_lvol_create -l lvs2 -t seq 3800)
     rpc "$t" nvmf_subsystem_add_ns -n 1 "$nqn" Malloc0 >/dev/null
     rpc "$t" nvmf_subsystem_add_ns -n 2 "$nqn" "$thick" >/dev/null
     rpc "$t" nvmf_subsystem_add_ns -n 3 "$nqn" "$fresh" >/dev/null
