@@ -131,7 +131,7 @@ pub fn read_superblock(io: &SyncIo, base: &dyn Bdev) -> Result<Superblock, LvolE
         }
         [Err(e), Err(_)] => return Err(fmt(name, e)),
     };
-    sb.check_fits(info.block_size, info.num_blocks)
+    sb.check_fits(info.block_size, info.num_blocks())
         .map_err(|e| fmt(name, e))?;
     Ok(sb)
 }

@@ -147,7 +147,7 @@ impl Lvs {
         let sb = Superblock::layout(
             Uuid::new_v4(),
             info.block_size,
-            info.num_blocks,
+            info.num_blocks(),
             cluster_size,
         )
         .map_err(|e| LvolError::Invalid(format!("bdev {}: {e}", info.name)))?;
