@@ -202,6 +202,11 @@ pub fn load(io: &SyncIo, base: &dyn Bdev, sb: Superblock) -> Result<Loaded, Lvol
             None => break,
         }
     }
+    let staged = table.drop_staged();
+    if staged > 0 {
+        tracing::info!(bdev = %name, clusters = staged,
+            "a volume's growth did not complete before the pool was closed: its clusters are free");
+    }
     let used = table
         .validate(sb.total_clusters)
         .map_err(|e| fmt(name, e))?;
