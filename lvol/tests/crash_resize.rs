@@ -1,8 +1,9 @@
 //! Power cuts during volume resizes: thick growth (clusters staged, zeroed, then taken in by
 //! the size record), thin growth and shrinking, with writes in flight to the volume. The pool
 //! sits on a `pfail` device over a RAM disk; the resize runs on a thread of its own, which
-//! then writes past the old end with FUA when it grew; the test thread cuts the power after a
-//! seeded delay, keeping none, all or a seeded part of the volatile cache. The pool must open
+//! then writes past the old end with FUA when it grew; the test thread cuts the power before
+//! it, after it, or after a seeded delay scaled to how long resizes take on the machine,
+//! keeping none, all or a seeded part of the volatile cache. The pool must open
 //! from what the RAM disk holds, and:
 //! - the volume has its old size or its new one (the new one if the resize completed), and
 //!   a thick volume has every cluster of that size mapped, no more;
@@ -52,9 +53,20 @@ enum Kind {
     Shrink,
 }
 
-/// Cuts the power after a seeded delay below `span`; returns whether the resize completed
-/// before the cut, and how long it took if it did.
-fn round(seed: u64, keep: Keep, kind: Kind, span: Duration) -> (bool, Option<Duration>) {
+/// When the power is cut.
+#[derive(Clone, Copy, Debug)]
+enum When {
+    /// Before the resize starts.
+    Before,
+    /// After a seeded delay below this span from its start.
+    Within(Duration),
+    /// Once it has completed.
+    After,
+}
+
+/// Cuts the power `when`; returns whether the resize completed before the cut, and how long
+/// it took if it did.
+fn round(seed: u64, keep: Keep, kind: Kind, when: When) -> (bool, Option<Duration>) {
     let mut s = seed;
     let ram: Arc<dyn Bdev> =
         MallocBdev::create("ram", None, (48 << 20) / u64::from(BS), BS).unwrap();
@@ -134,6 +146,9 @@ fn round(seed: u64, keep: Keep, kind: Kind, span: Duration) -> (bool, Option<Dur
     let past = next;
     let past_blk = BLOCKS + 3 * CB + 1;
     let grow = kind != Kind::Shrink;
+    if matches!(when, When::Before) {
+        cut(&pf, keep);
+    }
     let op = std::thread::spawn(move || {
         let t0 = std::time::Instant::now();
         let done = lvs2.resize_lvol(vu, new_blocks * u64::from(BS)).is_ok();
@@ -148,10 +163,19 @@ fn round(seed: u64, keep: Keep, kind: Kind, span: Duration) -> (bool, Option<Dur
         };
         (done, wrote, took)
     });
-    let span_us = u64::try_from(span.as_micros()).unwrap_or(u64::MAX).max(1);
-    let delay = Duration::from_micros(rng(&mut s) % span_us);
-    r.run_until(delay, || false);
-    cut(&pf, keep);
+    match when {
+        When::Before => {}
+        When::Within(span) => {
+            let span_us = u64::try_from(span.as_micros()).unwrap_or(u64::MAX).max(1);
+            let delay = Duration::from_micros(rng(&mut s) % span_us);
+            r.run_until(delay, || false);
+            cut(&pf, keep);
+        }
+        When::After => {
+            assert!(r.run_until(WAIT, || op.is_finished()));
+            cut(&pf, keep);
+        }
+    }
     r.run_until(WAIT, || {
         sink.done.borrow().len() == inflight.len() && op.is_finished()
     });
@@ -211,9 +235,13 @@ fn round(seed: u64, keep: Keep, kind: Kind, span: Duration) -> (bool, Option<Dur
 #[test]
 fn power_cuts_during_resizes() {
     for kind in [Kind::GrowThick, Kind::GrowThin, Kind::Shrink] {
-        // The delays span 1.3 times the last resize that completed (the first one is given
-        // time to complete), so that cuts land before and after it on any machine.
-        let mut span = Duration::from_secs(1);
+        // A cut before the resize leaves the old size; one after it, the new size.
+        assert!(!round(1000, Keep::All, kind, When::Before).0, "{kind:?}");
+        let (done, took) = round(1001, Keep::Random(1), kind, When::After);
+        assert!(done, "{kind:?}");
+        // The rest land at seeded delays within 1.5 times the median time a resize took so
+        // far on this machine (load changes it), so that they fall before, during and after.
+        let mut times: Vec<Duration> = took.into_iter().collect();
         let mut completed = 0;
         for seed in 0..8u64 {
             for (sd, keep) in [
@@ -221,17 +249,13 @@ fn power_cuts_during_resizes() {
                 (seed + 100, Keep::All),
                 (seed + 200, Keep::Random(seed)),
             ] {
-                let (done, took) = round(sd, keep, kind, span);
+                times.sort();
+                let median = times.get(times.len() / 2).copied().unwrap_or(WAIT);
+                let (done, took) = round(sd, keep, kind, When::Within(median * 3 / 2));
                 completed += usize::from(done);
-                if let Some(t) = took {
-                    span = t * 13 / 10;
-                }
+                times.extend(took);
             }
         }
-        eprintln!("{kind:?}: {completed} of 24 completed before the cut");
-        assert!(
-            (2..24).contains(&completed),
-            "{kind:?}: {completed} of 24 completed"
-        );
+        eprintln!("{kind:?}: {completed} of 24 completed before a cut at a random delay");
     }
 }
