@@ -131,12 +131,14 @@ pub fn check_io(bdev: &dyn Bdev, io: &BdevIo) -> Result<(), BdevError> {
     if io.io_type == IoType::Flush {
         return Ok(());
     }
+    // The size may change at run time (a volume resized): read it once.
+    let capacity = info.num_blocks();
     let end = io.offset_blocks.checked_add(io.num_blocks);
-    if io.num_blocks == 0 || end.is_none_or(|e| e > info.num_blocks) {
+    if io.num_blocks == 0 || end.is_none_or(|e| e > capacity) {
         return Err(BdevError::OutOfRange {
             offset: io.offset_blocks,
             count: io.num_blocks,
-            capacity: info.num_blocks,
+            capacity,
         });
     }
     if matches!(io.io_type, IoType::Read | IoType::Write) {
@@ -205,7 +207,7 @@ impl IoChannel {
         let fits = io
             .offset_blocks
             .checked_add(io.num_blocks)
-            .is_some_and(|end| io.num_blocks != 0 && end <= info.num_blocks);
+            .is_some_and(|end| io.num_blocks != 0 && end <= info.num_blocks());
         if info.is_closed() || !fits || !io.flags.is_empty() {
             // The full check names the error.
             return self.submit(io, sink, tag);

@@ -136,7 +136,7 @@ impl DelayBdev {
         if b.is_closed() {
             return Err(BdevError::Closed);
         }
-        let info = BdevInfo::new(name, uuid, b.block_size, b.num_blocks, PRODUCT_NAME);
+        let info = BdevInfo::new(name, uuid, b.block_size, b.num_blocks(), PRODUCT_NAME);
         let latency_us = LatencyType::ALL.map(|t| AtomicU64::new(latencies.get(t)));
         Ok(Arc::new(DelayBdev {
             info,

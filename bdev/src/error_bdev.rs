@@ -273,7 +273,7 @@ impl ErrorBdev {
             format!("EE_{}", b.name),
             uuid,
             b.block_size,
-            b.num_blocks,
+            b.num_blocks(),
             PRODUCT_NAME,
         );
         Ok(Arc::new(ErrorBdev {

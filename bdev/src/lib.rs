@@ -34,7 +34,7 @@ pub use buf::{IoBuf, SgList};
 pub use channel::{IoChannel, IoStats, IoStatsSnapshot, check_io, open_channel};
 pub use error::{BdevError, ErrorKind};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use reactor::Reactor;
@@ -184,8 +184,36 @@ pub trait IoSink {
     fn io_done(&self, tag: u64, io: BdevIo, result: Result<(), BdevError>);
 }
 
+/// Something that happened to a device, told to its watchers ([`BdevInfo::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BdevEvent {
+    /// The device's size changed (SPDK's `SPDK_BDEV_EVENT_RESIZE`): I/O past `new` blocks
+    /// now fails with [`BdevError::OutOfRange`].
+    Resized {
+        /// Blocks before.
+        old: u64,
+        /// Blocks now.
+        new: u64,
+    },
+}
+
+/// A watcher of a device's events. It runs on the thread that changed the device (a
+/// reactor, or an RPC thread), so it should only record the event or send a message.
+pub type BdevWatcher = Arc<dyn Fn(&BdevInfo, BdevEvent) + Send + Sync>;
+
+/// Identifies a watcher for [`BdevInfo::unwatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WatchId(u64);
+
+static NEXT_WATCH: AtomicU64 = AtomicU64::new(1);
+
 /// What every block device has: identity, geometry, and whether it has been closed.
-#[derive(Debug)]
+///
+/// The size may change while the device is in use ([`BdevInfo::resize`]: a logical volume
+/// grown or shrunk): it is an atomic that every request's range check reads
+/// ([`BdevInfo::num_blocks`], one plain load), and the users that cache anything derived from
+/// it (the NVMe-oF target's Identify data and asynchronous events) learn of the change through
+/// [`BdevInfo::watch`].
 pub struct BdevInfo {
     /// Unique name (SPDK's bdev name).
     pub name: String,
@@ -193,8 +221,8 @@ pub struct BdevInfo {
     pub uuid: Uuid,
     /// Logical block size in bytes (512 or 4096).
     pub block_size: u32,
-    /// Number of logical blocks.
-    pub num_blocks: u64,
+    /// Number of logical blocks (see [`BdevInfo::num_blocks`]).
+    num_blocks: AtomicU64,
     /// Driver name as SPDK reports it (`Malloc disk`, `Null disk`, `URING bdev`, ...).
     pub product_name: &'static str,
     closed: AtomicBool,
@@ -202,6 +230,20 @@ pub struct BdevInfo {
     /// channel folds its counters in when it is dropped, so that opening and closing channels,
     /// one per NVMe/TCP queue pair, does not grow the list).
     channels: Mutex<(Vec<Arc<IoStats>>, IoStatsSnapshot)>,
+    watchers: Mutex<Vec<(WatchId, BdevWatcher)>>,
+}
+
+impl std::fmt::Debug for BdevInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BdevInfo")
+            .field("name", &self.name)
+            .field("uuid", &self.uuid)
+            .field("block_size", &self.block_size)
+            .field("num_blocks", &self.num_blocks())
+            .field("product_name", &self.product_name)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
 }
 
 impl BdevInfo {
@@ -217,16 +259,65 @@ impl BdevInfo {
             name: name.into(),
             uuid: uuid.unwrap_or_else(Uuid::new_v4),
             block_size,
-            num_blocks,
+            num_blocks: AtomicU64::new(num_blocks),
             product_name,
             closed: AtomicBool::new(false),
             channels: Mutex::new((Vec::new(), IoStatsSnapshot::default())),
+            watchers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Number of logical blocks now.
+    #[inline]
+    pub fn num_blocks(&self) -> u64 {
+        self.num_blocks.load(Ordering::Acquire)
     }
 
     /// Size in bytes.
     pub fn size_bytes(&self) -> u64 {
-        self.num_blocks.saturating_mul(u64::from(self.block_size))
+        self.num_blocks().saturating_mul(u64::from(self.block_size))
+    }
+
+    /// Changes the size to `num_blocks` and tells every watcher ([`BdevEvent::Resized`]),
+    /// on this thread, after the new size is in place. Called by the device itself, at a
+    /// point where no I/O of its own relies on the old size (a logical volume holds its I/O
+    /// meanwhile); requests checked from now on are checked against the new size. Returns
+    /// the old size; nothing is told if it did not change.
+    pub fn resize(&self, num_blocks: u64) -> u64 {
+        let old = self.num_blocks.swap(num_blocks, Ordering::AcqRel);
+        if old != num_blocks {
+            let ws: Vec<BdevWatcher> = lock_ignoring_poison(&self.watchers)
+                .iter()
+                .map(|(_, w)| w.clone())
+                .collect();
+            let ev = BdevEvent::Resized {
+                old,
+                new: num_blocks,
+            };
+            tracing::info!(bdev = %self.name, old, new = num_blocks, "bdev resized");
+            for w in ws {
+                w(self, ev);
+            }
+        }
+        old
+    }
+
+    /// Calls `watcher` with every event of the device from now on, until
+    /// [`BdevInfo::unwatch`] with the returned id.
+    pub fn watch(&self, watcher: BdevWatcher) -> WatchId {
+        let id = WatchId(NEXT_WATCH.fetch_add(1, Ordering::Relaxed));
+        lock_ignoring_poison(&self.watchers).push((id, watcher));
+        id
+    }
+
+    /// Stops a watcher (an unknown id is ignored).
+    pub fn unwatch(&self, id: WatchId) {
+        lock_ignoring_poison(&self.watchers).retain(|(w, _)| *w != id);
+    }
+
+    /// Watchers registered now.
+    pub fn watchers(&self) -> usize {
+        lock_ignoring_poison(&self.watchers).len()
     }
 
     /// Whether the device was closed (deleted); new I/O then fails with [`BdevError::Closed`].
@@ -267,6 +358,10 @@ impl BdevInfo {
             *closed = *closed + gone.snapshot();
         }
     }
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Checks that a block size is one Shoal supports.

@@ -47,7 +47,7 @@ fn bench_backend(c: &mut Criterion, name: &str, bdev: Arc<dyn Bdev>) {
     let chan = open_channel(&bdev).expect("channel");
     let sink = Rc::new(Returned::default());
     let blocks = u64::try_from(IO).unwrap_or(1) / u64::from(bdev.info().block_size);
-    let slots = bdev.info().num_blocks / blocks;
+    let slots = bdev.info().num_blocks() / blocks;
     for _ in 0..BATCH {
         let mut bufs = SgList::new();
         bufs.push(IoBuf::zeroed(IO));

@@ -33,7 +33,7 @@ use shoal_bdev::{
     BdevChannel, BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList, open_channel,
 };
 
-use crate::lvol::{ChanCounters, LvolBdev, LvolShared};
+use crate::lvol::{ChanCounters, ClusterMap, LvolBdev, LvolShared, map_phys};
 use crate::store::{FreeKind, Lvs};
 
 /// How often a write retries its allocation when the cluster was freed again meanwhile.
@@ -84,8 +84,10 @@ struct Chan {
     bs: u64,
     /// Whether the process-wide barrier is available (else a full fence per I/O).
     asym: bool,
-    /// The ancestors (nearest first) as of `LvolShared::chain_gen`.
-    chain: RefCell<(u64, Vec<Arc<LvolShared>>)>,
+    /// The ancestors' maps (nearest first) as of `LvolShared::chain_gen`.
+    chain: RefCell<(u64, Vec<ClusterMap>)>,
+    /// The volume's map as of `LvolShared::map_gen`.
+    map: RefCell<(u64, ClusterMap)>,
 }
 
 /// What one cluster-sized piece of an I/O maps to.
@@ -125,7 +127,9 @@ impl LvolChannel {
         let id = NEXT_CHAN.fetch_add(1, Ordering::Relaxed);
         let sh = lvol.shared.clone();
         let gen0 = sh.chain_gen.load(Ordering::Acquire);
-        let chain = RefCell::new((gen0, sh.chain()));
+        let chain = RefCell::new((gen0, chain_maps(&sh)));
+        let map_gen = sh.map_gen.load(Ordering::Acquire);
+        let map = RefCell::new((map_gen, sh.map()));
         let bs = u64::from(lvol.info.block_size);
         let chan = Rc::new_cyclic(|me| Chan {
             lvol,
@@ -142,6 +146,7 @@ impl LvolChannel {
             bs,
             asym: shoal_bdev::reactor::process_barrier_available(),
             chain,
+            map,
         });
         CHANS.with(|c| c.borrow_mut().insert(id, Rc::downgrade(&chan)));
         Ok(Box::new(LvolChannel { chan }))
@@ -296,23 +301,33 @@ impl Chan {
         self.admit(slot, io);
     }
 
-    /// The ancestors, nearest first (refreshed when the home changed them).
-    fn chain(&self) -> std::cell::Ref<'_, Vec<Arc<LvolShared>>> {
+    /// The ancestors' maps, nearest first (refreshed when the home changed them).
+    fn chain(&self) -> std::cell::Ref<'_, Vec<ClusterMap>> {
         let g = self.sh.chain_gen.load(Ordering::Acquire);
         if self.chain.borrow().0 != g {
-            *self.chain.borrow_mut() = (g, self.sh.chain());
+            *self.chain.borrow_mut() = (g, chain_maps(&self.sh));
         }
         std::cell::Ref::map(self.chain.borrow(), |c| &c.1)
     }
 
+    /// The volume's map (refreshed when a resize replaced it).
+    fn own_map(&self) -> std::cell::Ref<'_, ClusterMap> {
+        let g = self.sh.map_gen.load(Ordering::Acquire);
+        if self.map.borrow().0 != g {
+            *self.map.borrow_mut() = (g, self.sh.map());
+        }
+        std::cell::Ref::map(self.map.borrow(), |m| &m.1)
+    }
+
     /// The data cluster of `index` in the nearest ancestor that has it.
     fn ancestor_phys(&self, index: u64) -> Option<u64> {
-        self.chain().iter().find_map(|p| p.phys(index))
+        self.chain().iter().find_map(|m| map_phys(m, index))
     }
 
     /// Cuts `[offset, offset + n)` at cluster boundaries.
     fn pieces(&self, offset: u64, n: u64, for_read: bool) -> Vec<Piece> {
         let cb = self.sh.cluster_blocks;
+        let map = self.own_map();
         let mut out = Vec::new();
         let mut at = 0;
         while at < n {
@@ -320,7 +335,7 @@ impl Chan {
             let index = blk / cb;
             let within = blk % cb;
             let len = (cb - within).min(n - at);
-            let own = self.sh.phys(index);
+            let own = map_phys(&map, index);
             let backing = match own {
                 Some(p) => Some(p),
                 None if for_read => self.ancestor_phys(index),
@@ -354,6 +369,19 @@ impl Chan {
 
     fn dispatch(&self, slot: u32, io: BdevIo) {
         let (offset, n) = (io.offset_blocks, io.num_blocks);
+        // An I/O checked against the size before a resize and held while it happened is
+        // checked again: it must not reach past the new end (one plain load per I/O).
+        if io.io_type != IoType::Flush {
+            let capacity = self.lvol.info.num_blocks();
+            if offset.checked_add(n).is_none_or(|e| e > capacity) {
+                let e = BdevError::OutOfRange {
+                    offset,
+                    count: n,
+                    capacity,
+                };
+                return self.finish_later(slot, io, Err(e));
+            }
+        }
         match io.io_type {
             IoType::Flush => {
                 // Every mapping an I/O relied on was durable before that I/O completed, and
@@ -663,6 +691,11 @@ impl Chan {
             }
         }
     }
+}
+
+/// The maps of `sh`'s ancestors, nearest first.
+fn chain_maps(sh: &LvolShared) -> Vec<ClusterMap> {
+    sh.chain().iter().map(|p| p.map()).collect()
 }
 
 enum HomeAsk {

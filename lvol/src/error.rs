@@ -34,6 +34,10 @@ pub enum LvolError {
     /// The operation is not supported.
     #[error("{0}")]
     Unsupported(String),
+    /// The volume is read-only (a snapshot, or set read-only) and the operation would change
+    /// it (SPDK's `-EPERM`).
+    #[error("{0}")]
+    ReadOnly(String),
     /// An I/O to the base bdev failed.
     #[error("{context}: {source}")]
     Io {

@@ -16,6 +16,15 @@ pub const PRODUCT_NAME: &str = "Logical Volume";
 /// A map entry of a cluster with no data cluster.
 pub const UNMAPPED: u64 = u64::MAX;
 
+/// A volume's cluster map as the I/O path reads it: the data cluster of each cluster index,
+/// or [`UNMAPPED`]. Its length is the volume's size in clusters; a resize replaces it whole.
+pub type ClusterMap = Arc<[AtomicU64]>;
+
+/// A map of `n` unmapped clusters.
+pub fn new_map(n: usize) -> ClusterMap {
+    (0..n).map(|_| AtomicU64::new(UNMAPPED)).collect()
+}
+
 /// I/O counters of one channel of a volume: the pool takes a snapshot of `started` when it
 /// frees a cluster, and reuses the cluster only once every channel's `finished` has caught up
 /// (no I/O that could have seen the old mapping is still out). Each is written by its
@@ -35,8 +44,13 @@ pub struct LvolShared {
     /// The pool.
     pub lvs: Weak<Lvs>,
     /// Data cluster of each cluster index, or [`UNMAPPED`]. Set by the pool's home reactor
-    /// only once the mapping is durable; cleared when a cluster is freed.
-    pub map: Box<[AtomicU64]>,
+    /// only once the mapping is durable; cleared when a cluster is freed. Replaced whole by a
+    /// resize (on the home, while the volume's I/O is frozen), which then bumps `map_gen`;
+    /// a channel keeps its own handle to it and takes the new one when `map_gen` moves, so
+    /// the I/O path takes no lock.
+    map: Mutex<ClusterMap>,
+    /// Bumped when `map` is replaced.
+    pub map_gen: AtomicU64,
     /// The volume's UUID.
     pub uuid: Uuid,
     /// The parent's shared state (a clone reads unallocated clusters from it). Changed by the
@@ -63,18 +77,78 @@ pub struct LvolShared {
     pub nospace_errors: AtomicU64,
 }
 
+/// The data cluster of cluster `index` in `map`, if allocated.
+#[inline]
+pub fn map_phys(map: &[AtomicU64], index: u64) -> Option<u64> {
+    let i = usize::try_from(index).ok()?;
+    let p = map.get(i)?.load(Ordering::Acquire);
+    (p != UNMAPPED).then_some(p)
+}
+
 impl LvolShared {
+    /// A new volume's shared state; `map` holds its size in clusters.
+    pub(crate) fn new(
+        lvs: Weak<Lvs>,
+        uuid: Uuid,
+        map: ClusterMap,
+        parent: Option<Arc<LvolShared>>,
+        flags: (bool, bool, bool),
+        cluster_blocks: u64,
+        data_block: u64,
+    ) -> LvolShared {
+        let (thin, snapshot, read_only) = flags;
+        LvolShared {
+            lvs,
+            map: Mutex::new(map),
+            map_gen: AtomicU64::new(0),
+            uuid,
+            parent: Mutex::new(parent),
+            chain_gen: AtomicU64::new(0),
+            thin: AtomicBool::new(thin),
+            snapshot,
+            frozen: AtomicBool::new(false),
+            read_only: AtomicBool::new(read_only),
+            chans: Mutex::new(Vec::new()),
+            cluster_blocks,
+            data_block,
+            nospace_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// The cluster map now (the control path's view; the I/O path keeps its own handle).
+    pub fn map(&self) -> ClusterMap {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the cluster map (a resize, on the home reactor with the volume's I/O frozen).
+    pub(crate) fn replace_map(&self, map: ClusterMap) {
+        *self.map.lock().unwrap_or_else(|e| e.into_inner()) = map;
+        self.map_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// The data cluster of cluster `index`, if allocated.
-    #[inline]
     pub fn phys(&self, index: u64) -> Option<u64> {
-        let i = usize::try_from(index).ok()?;
-        let p = self.map.get(i)?.load(Ordering::Acquire);
-        (p != UNMAPPED).then_some(p)
+        map_phys(&self.map(), index)
+    }
+
+    /// Stores `phys` (or [`UNMAPPED`]) as cluster `index`'s entry, if the map has it.
+    pub(crate) fn set_phys(&self, index: u64, phys: u64) {
+        let map = self.map();
+        if let Some(a) = usize::try_from(index).ok().and_then(|i| map.get(i)) {
+            a.store(phys, Ordering::Release);
+        }
+    }
+
+    /// Clears every entry of the map.
+    pub(crate) fn unmap_all(&self) {
+        for a in self.map().iter() {
+            a.store(UNMAPPED, Ordering::Release);
+        }
     }
 
     /// Allocated clusters.
     pub fn allocated(&self) -> u64 {
-        self.map
+        self.map()
             .iter()
             .filter(|p| p.load(Ordering::Relaxed) != UNMAPPED)
             .count() as u64

@@ -69,9 +69,10 @@ impl Table {
                 }
             }
             Record::Map { lvol, index, phys } => {
-                if let Some(m) = self.lvols.get_mut(lvol)
-                    && *index < m.header.num_clusters
-                {
+                // An index at or past the end is a cluster staged for a thick volume's growth
+                // (`store/resize.rs`): its `ResizeLvol` record follows; a pool opened without
+                // it drops such mappings ([`Table::drop_staged`]).
+                if let Some(m) = self.lvols.get_mut(lvol) {
                     m.map.insert(*index, *phys);
                 }
             }
@@ -139,6 +140,20 @@ impl Table {
             }
         }
         (moved, freed)
+    }
+
+    /// Drops the mappings at or past a volume's end: clusters staged by a growth whose
+    /// `ResizeLvol` record never became durable (a crash in between). Their data clusters
+    /// are then free. Returns how many were dropped.
+    pub fn drop_staged(&mut self) -> usize {
+        let mut n = 0;
+        for m in self.lvols.values_mut() {
+            let end = m.header.num_clusters;
+            let before = m.map.len();
+            m.map.retain(|&i, _| i < end);
+            n += before - m.map.len();
+        }
+        n
     }
 
     /// The volumes whose parent is `u`.
@@ -282,10 +297,10 @@ mod tests {
     fn would_queue(t: &Table, used: &std::collections::BTreeSet<Uuid>, r: &Record) -> bool {
         match r {
             Record::CreateLvol(h) => !used.contains(&h.uuid),
-            Record::Map { lvol, index, phys } => t.lvols.get(lvol).is_some_and(|m| {
-                *index < m.header.num_clusters
+            Record::Map { phys, lvol, .. } => {
+                t.lvols.contains_key(lvol)
                     && !t.lvols.values().any(|o| o.map.values().any(|p| p == phys))
-            }),
+            }
             Record::RenameLvs(_) => true,
             Record::DeleteLvol(u)
             | Record::RenameLvol(u, _)

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use shoal_bdev::Bdev;
+use shoal_bdev::{Bdev, BdevEvent, WatchId};
 use uuid::Uuid;
 
 use crate::controller::ControllerShared;
@@ -121,6 +121,9 @@ pub struct Namespace {
     pub nguid: [u8; 16],
     /// IEEE extended unique identifier, if one was given.
     pub eui64: Option<[u8; 8]>,
+    /// The subsystem's watch of the device (its size changes), ended when the namespace is
+    /// removed.
+    watch: WatchId,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -172,6 +175,7 @@ pub struct Subsystem {
     /// NVM or discovery.
     pub kind: SubsystemKind,
     config: RwLock<SubsystemConfig>,
+    me: Weak<Subsystem>,
     generation: AtomicU64,
     controllers: Mutex<BTreeMap<u16, Weak<ControllerShared>>>,
     next_cntlid: Mutex<u16>,
@@ -202,17 +206,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Drop for Subsystem {
+    fn drop(&mut self) {
+        let c = self.config.get_mut().unwrap_or_else(|e| e.into_inner());
+        for ns in c.namespaces.values() {
+            ns.bdev.info().unwatch(ns.watch);
+        }
+    }
+}
+
 impl Subsystem {
-    fn new(nqn: &str, kind: SubsystemKind, config: SubsystemConfig) -> Subsystem {
+    fn new(nqn: &str, kind: SubsystemKind, config: SubsystemConfig) -> Arc<Subsystem> {
         let first = config.min_cntlid;
-        Subsystem {
+        Arc::new_cyclic(|me| Subsystem {
             nqn: nqn.to_string(),
             kind,
             config: RwLock::new(config),
+            me: me.clone(),
             generation: AtomicU64::new(0),
             controllers: Mutex::new(BTreeMap::new()),
             next_cntlid: Mutex::new(first),
-        }
+        })
     }
 
     /// A copy of the configuration.
@@ -302,6 +316,21 @@ impl Subsystem {
         }
     }
 
+    /// Namespace `nsid`'s device changed size (a volume resized): Identify Namespace reports
+    /// the new NSZE, NCAP and NUSE from now on (read from the device), and every controller
+    /// gets the namespace in its Changed Namespace List and, if it enabled them, a Namespace
+    /// Attribute Changed notice (NVMe Base 2.0: Asynchronous Event Configuration bit 8,
+    /// Namespace Attribute Notices, Figure 316, which covers a change of the Identify
+    /// Namespace data such as its size, paraphrased; notice 00h with log page 04h, Figures
+    /// 150-151). I/O commands check the device's size as it is at each command.
+    pub fn namespace_resized(&self, nsid: u32) {
+        if self.namespace(nsid).is_none() {
+            return;
+        }
+        tracing::info!(subnqn = %self.nqn, nsid, "namespace resized: notifying controllers");
+        self.notify_ns_change(nsid);
+    }
+
     /// Adds a namespace; returns its NSID (the lowest free one when `nsid` is `None`).
     pub fn add_namespace(
         &self,
@@ -348,12 +377,21 @@ impl Subsystem {
                 )));
             }
             let uuid = uuid.unwrap_or(bdev.info().uuid);
+            let me = self.me.clone();
+            let watch = bdev.info().watch(Arc::new(move |_, ev| match ev {
+                BdevEvent::Resized { .. } => {
+                    if let Some(sub) = me.upgrade() {
+                        sub.namespace_resized(id);
+                    }
+                }
+            }));
             let ns = Namespace {
                 nsid: id,
                 bdev,
                 uuid,
                 nguid: nguid.unwrap_or(*uuid.as_bytes()),
                 eui64,
+                watch,
             };
             c.namespaces.insert(id, ns);
             Ok(id)
@@ -369,6 +407,7 @@ impl Subsystem {
                 .remove(&nsid)
                 .ok_or_else(|| ConfigError::NotFound(format!("namespace {nsid}")))
         })?;
+        ns.bdev.info().unwatch(ns.watch);
         self.notify_ns_change(nsid);
         Ok(ns)
     }
@@ -480,11 +519,7 @@ impl Target {
             min_cntlid: 1,
             max_cntlid: 0xFFEF,
         };
-        let sub = Arc::new(Subsystem::new(
-            DISCOVERY_NQN,
-            SubsystemKind::Discovery,
-            disc,
-        ));
+        let sub = Subsystem::new(DISCOVERY_NQN, SubsystemKind::Discovery, disc);
         t.write().insert(DISCOVERY_NQN.to_string(), sub);
         t
     }
@@ -575,7 +610,7 @@ impl Target {
             min_cntlid: min,
             max_cntlid: max,
         };
-        let sub = Arc::new(Subsystem::new(nqn, SubsystemKind::Nvme, cfg));
+        let sub = Subsystem::new(nqn, SubsystemKind::Nvme, cfg);
         subs.insert(nqn.to_string(), sub.clone());
         Ok(sub)
     }

@@ -125,7 +125,7 @@ fn geometry(bs: u32) {
     let info = f.bdev.info();
     assert_eq!(info.name, "Remote0");
     assert_eq!(info.block_size, bs);
-    assert_eq!(info.num_blocks, NUM_BLOCKS);
+    assert_eq!(info.num_blocks(), NUM_BLOCKS);
     assert_eq!(info.product_name, PRODUCT_NAME);
     assert!(!info.uuid.is_nil());
     for t in [

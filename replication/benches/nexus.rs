@@ -73,7 +73,7 @@ impl Job {
         let job = Rc::new(Job {
             me: RefCell::new(Weak::new()),
             chan: open_channel(bdev).expect("channel"),
-            slots: bdev.info().num_blocks * bs / IO,
+            slots: bdev.info().num_blocks() * bs / IO,
             rng: Cell::new(0x2545_F491_4F6C_DD1D),
             stop: Cell::new(false),
             inflight: Cell::new(0),
@@ -156,8 +156,8 @@ pub(crate) fn ram(name: &str, bytes: u64) -> Arc<dyn Bdev> {
     let sink = Rc::new(Count::default());
     let step = (4u64 << 20) / 4096;
     let mut at = 0;
-    while at < b.info().num_blocks {
-        let n = step.min(b.info().num_blocks - at);
+    while at < b.info().num_blocks() {
+        let n = step.min(b.info().num_blocks() - at);
         let mut bufs = SgList::new();
         bufs.push(IoBuf::zeroed(usize::try_from(n * 4096).unwrap_or(0)));
         chan.submit(BdevIo::write(at, n, bufs), sink.clone(), 0);

@@ -56,10 +56,11 @@ pub(crate) fn check_spec(
         )));
     }
     let need = geo.meta_blocks.saturating_add(geo.data_blocks);
-    if info.num_blocks < need {
+    if info.num_blocks() < need {
         return Err(NexusError::Invalid(format!(
             "child {uri} has {} blocks; the nexus needs {need} ({} of them for metadata)",
-            info.num_blocks, geo.meta_blocks
+            info.num_blocks(),
+            geo.meta_blocks
         )));
     }
     for (t, has) in [(IoType::WriteZeroes, caps.0), (IoType::Unmap, caps.1)] {

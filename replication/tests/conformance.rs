@@ -65,7 +65,7 @@ fn sg(parts: &[&[u8]]) -> SgList {
 fn geometry(kind: u8, bs: u32) {
     let f = make(kind, bs);
     let info = f.bdev.info();
-    assert_eq!((info.block_size, info.num_blocks), (bs, NUM_BLOCKS));
+    assert_eq!((info.block_size, info.num_blocks()), (bs, NUM_BLOCKS));
     assert_eq!(info.size_bytes(), NUM_BLOCKS * u64::from(bs));
     assert!(!info.is_closed());
     for t in [

@@ -95,7 +95,7 @@ fn a_child_that_cannot_honour_fua_is_refused() {
     let good = ram("good", BLOCKS);
     let base = ram("base", BLOCKS);
     let b = base.info();
-    let info = BdevInfo::new("nofua", None, b.block_size, b.num_blocks, "test");
+    let info = BdevInfo::new("nofua", None, b.block_size, b.num_blocks(), "test");
     let bad: Arc<dyn Bdev> = Arc::new(NoFua { info, base });
     let specs = vec![ChildSpec::local(good), ChildSpec::local(bad)];
     let err = Nexus::create(opts("nx", BLOCKS), specs, &r.handle())

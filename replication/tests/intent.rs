@@ -264,7 +264,7 @@ fn a_write_waits_until_its_region_is_marked_durably() {
     let r = reactor();
     let base = ram("b", BLOCKS);
     let bi = base.info();
-    let info = shoal_bdev::BdevInfo::new("rec", None, bi.block_size, bi.num_blocks, "test");
+    let info = shoal_bdev::BdevInfo::new("rec", None, bi.block_size, bi.num_blocks(), "test");
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let rec: Arc<dyn Bdev> = Arc::new(Recorder {
         info,

@@ -20,7 +20,7 @@ fn writes_fan_out_to_every_child() {
     let kids: Vec<Arc<dyn Bdev>> = (0..3).map(|i| ram(&format!("m{i}"), BLOCKS)).collect();
     let nx = create(&r, opts("nx", BLOCKS), &kids);
     let nxb: Arc<dyn Bdev> = nx.clone();
-    assert_eq!(nxb.info().num_blocks, BLOCKS);
+    assert_eq!(nxb.info().num_blocks(), BLOCKS);
     assert_eq!(nx.status().state, NexusState::Online);
     let io = Io::new(&r, &nxb);
     for i in 0..20u64 {

@@ -39,7 +39,7 @@ struct Shuffle {
 impl Shuffle {
     fn create(name: &str, base: Arc<dyn Bdev>, late: Duration) -> Arc<dyn Bdev> {
         let b = base.info();
-        let info = shoal_bdev::BdevInfo::new(name, None, b.block_size, b.num_blocks, "shuffle");
+        let info = shoal_bdev::BdevInfo::new(name, None, b.block_size, b.num_blocks(), "shuffle");
         Arc::new(Shuffle { info, base, late })
     }
 }

@@ -152,12 +152,56 @@ fn spdk_rpc_py_drives_pools_and_volumes() {
         rpc.ok(&["bdev_lvol_rename", "lvs/b", "b2"]);
         rpc.ok(&["bdev_lvol_set_read_only", &ua]);
         rpc.ok(&["bdev_lvol_rename_lvstore", "lvs", "pool"]);
-        let resize = rpc.run(&["bdev_lvol_resize", "pool/b2", "300"], b"");
-        assert!(!resize.status.success(), "resize is not implemented yet");
+        // bdev_lvol_resize {"name", "size_in_mib"}: thin growth and shrink of an unused
+        // volume, thick growth within the pool and beyond it (-28, nothing changed), a
+        // read-only volume (-1).
+        let blocks = |rpc: &Rpc<'_>, b: &str| {
+            rpc.json(&["bdev_get_bdevs", "-b", b])[0]["num_blocks"].clone()
+        };
+        rpc.ok(&["bdev_lvol_resize", "pool/b2", "300"]);
+        assert_eq!(blocks(&rpc, &ub), 300 * 256);
+        rpc.ok(&["bdev_lvol_resize", &ub, "100"]);
+        assert_eq!(blocks(&rpc, &ub), 100 * 256);
+        let uc = rpc.ok(&["bdev_lvol_create", "-l", "pool", "c", "4"]);
+        let uc = uc.trim().to_string();
+        let free = |rpc: &Rpc<'_>| {
+            rpc.json(&["bdev_lvol_get_lvstores"])[0]["free_clusters"]
+                .as_u64()
+                .expect("free")
+        };
+        let f0 = free(&rpc);
+        rpc.ok(&["bdev_lvol_resize", "pool/c", "6"]);
+        assert_eq!(free(&rpc), f0 - 2);
+        let too_big = (6 + f0).to_string();
+        let out = rpc.run(&["bdev_lvol_resize", "pool/c", &too_big], b"");
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains("-28") && text(&out).contains("free"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!((free(&rpc), blocks(&rpc, &uc)), (f0 - 2, json!(6 * 256)));
+        let ro = rpc.run(&["bdev_lvol_resize", &ua, "16"], b"");
+        assert!(!ro.status.success());
+        assert!(text(&ro).contains("read-only"), "{}", text(&ro));
+        let none = rpc.run(&["bdev_lvol_resize", "pool/nope", "16"], b"");
+        assert!(text(&none).contains("-19"), "{}", text(&none));
+        rpc.ok(&["bdev_lvol_delete", "pool/c"]);
         // An exported volume keeps its pool and itself from deletion.
         rpc.ok(&["nvmf_create_transport", "-t", "TCP"]);
         rpc.ok(&["nvmf_create_subsystem", NQN, "-a"]);
         rpc.ok(&["nvmf_subsystem_add_ns", NQN, &ua]);
+        // An exported volume grows, and is not shrunk (-16), as SPDK refuses for an open bdev.
+        rpc.ok(&["nvmf_subsystem_add_ns", NQN, &ub]);
+        rpc.ok(&["bdev_lvol_resize", &ub, "120"]);
+        let shrink = rpc.run(&["bdev_lvol_resize", &ub, "50"], b"");
+        assert!(!shrink.status.success());
+        assert!(
+            text(&shrink).contains("-16") && text(&shrink).contains("in use"),
+            "{}",
+            text(&shrink)
+        );
+        assert_eq!(blocks(&rpc, &ub), 120 * 256);
         for args in [
             &["bdev_lvol_delete_lvstore", "-l", "pool"][..],
             &["bdev_lvol_delete", "pool/a"][..],
@@ -198,7 +242,8 @@ fn spdk_rpc_py_drives_pools_and_volumes() {
             ("pool/b2".to_string(), ub.clone())
         ]
     );
-    rpc.ok(&["bdev_get_bdevs", "-b", &ub]);
+    let bd = rpc.json(&["bdev_get_bdevs", "-b", &ub]);
+    assert_eq!(bd[0]["num_blocks"], 120 * 256, "the size came back");
     rpc.ok(&["bdev_lvol_delete", "pool/b2"]);
     let gone = rpc.run(&["bdev_get_bdevs", "-b", &ub], b"");
     assert!(!gone.status.success());

@@ -174,7 +174,7 @@ impl PfailBdev {
             )));
         }
         let b = base.info();
-        let info = BdevInfo::new(name, None, b.block_size, b.num_blocks, PRODUCT_NAME);
+        let info = BdevInfo::new(name, None, b.block_size, b.num_blocks(), PRODUCT_NAME);
         Ok(Arc::new(PfailBdev {
             info,
             base,

@@ -37,7 +37,7 @@ fn identity_and_latencies() {
     let (d, _h) = delay_on_malloc(lat);
     assert_eq!(d.info().name, "Delay3");
     assert_eq!(d.info().product_name, PRODUCT_NAME);
-    assert_eq!((d.info().block_size, d.info().num_blocks), (4096, 64));
+    assert_eq!((d.info().block_size, d.info().num_blocks()), (4096, 64));
     assert_eq!(d.base().info().name, "Malloc3");
     assert_eq!(d.latencies(), lat);
     d.update_latency(LatencyType::P99Write, 40).unwrap();

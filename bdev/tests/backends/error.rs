@@ -30,7 +30,7 @@ fn named_after_its_base_with_the_same_geometry() {
     let info = dynee.info();
     assert_eq!(info.name, "EE_Malloc7");
     assert_eq!(info.product_name, PRODUCT_NAME);
-    assert_eq!((info.block_size, info.num_blocks), (512, BLOCKS));
+    assert_eq!((info.block_size, info.num_blocks()), (512, BLOCKS));
     assert_eq!(ee.base().info().name, "Malloc7");
     assert_ne!(info.uuid, ee.base().info().uuid);
 }

@@ -11,4 +11,5 @@ mod common;
 
 mod delay;
 mod error;
+mod resize;
 mod uring;

@@ -33,13 +33,13 @@ fn size_and_block_size_detection() {
     assert_eq!(d.min_block_size(), 512, "ext4 on a 512-byte disk");
     let info = d.info();
     assert_eq!(
-        (info.block_size, info.num_blocks),
+        (info.block_size, info.num_blocks()),
         (512, 2049),
         "the partial block is unused"
     );
     assert_eq!(info.product_name, "URING bdev");
     let d = create(&path, Some(4096)).unwrap();
-    assert_eq!((d.info().block_size, d.info().num_blocks), (4096, 256));
+    assert_eq!((d.info().block_size, d.info().num_blocks()), (4096, 256));
     let uuid = uuid::Uuid::new_v4();
     let d = UringBdev::create("U", &path, None, Some(uuid)).unwrap();
     assert_eq!(d.info().uuid, uuid);
@@ -60,7 +60,7 @@ fn bad_configurations_are_refused() {
         create(&small, Some(4096)),
         Err(BdevError::Invalid(_))
     ));
-    assert_eq!(create(&small, None).unwrap().info().num_blocks, 7);
+    assert_eq!(create(&small, None).unwrap().info().num_blocks(), 7);
     let empty = make_file(dir.path(), "empty", 0);
     assert!(matches!(create(&empty, None), Err(BdevError::Invalid(_))));
     assert!(matches!(
@@ -200,7 +200,7 @@ fn block_device_geometry_and_io() {
         "BLKSSZGET of a 4096-byte-sector loop device"
     );
     assert_eq!(
-        (d.info().block_size, d.info().num_blocks),
+        (d.info().block_size, d.info().num_blocks()),
         (4096, 2048),
         "BLKGETSIZE64"
     );

@@ -45,7 +45,7 @@ pub fn geometry(b: &Backend, bs: u32) {
     let f = (b.make)(bs);
     let info = f.bdev.info();
     assert_eq!(info.block_size, bs);
-    assert_eq!(info.num_blocks, NUM_BLOCKS);
+    assert_eq!(info.num_blocks(), NUM_BLOCKS);
     assert_eq!(info.size_bytes(), NUM_BLOCKS * u64::from(bs));
     assert!(!info.is_closed());
     assert!(f.bdev.supports(shoal_bdev::IoType::Read));

@@ -116,7 +116,7 @@ pub fn run(args: &Args, spec: &BdevSpec) -> Result<Report, String> {
         ));
     }
     let blocks_per_io = u64::from(args.io_size / bs);
-    let slots = info.num_blocks / blocks_per_io;
+    let slots = info.num_blocks() / blocks_per_io;
     if slots == 0 {
         return Err(format!("-o {} is larger than the device", args.io_size));
     }
@@ -140,7 +140,7 @@ pub fn run(args: &Args, spec: &BdevSpec) -> Result<Report, String> {
         "shoal-perf: {} ({}, {} blocks of {bs} B), {:?}, {} B, qd {}, {} s, cores {cores:?}, {}{}",
         info.name,
         info.product_name,
-        info.num_blocks,
+        info.num_blocks(),
         args.workload,
         args.io_size,
         args.queue_depth,

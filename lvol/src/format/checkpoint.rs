@@ -142,9 +142,11 @@ pub fn decode_table(payload: &[u8]) -> Result<Table, FormatError> {
         let mut last = None;
         for _ in 0..count {
             let (i, p) = (r.u64()?, r.u64()?);
-            if last.is_some_and(|l| i <= l) || i >= h.num_clusters {
+            // An index past the end is a cluster staged for a growth (dropped when the pool
+            // opens unless the journal completes the growth).
+            if last.is_some_and(|l| i <= l) {
                 return Err(FormatError::Invalid(format!(
-                    "checkpoint: volume {} maps index {i} out of order or past its end",
+                    "checkpoint: volume {} maps index {i} out of order",
                     h.uuid
                 )));
             }

@@ -231,9 +231,8 @@ fn fill_done(h: &Rc<RefCell<Home>>, lvol: Uuid, index: u64, phys: u64, r: Result
                 if r.is_ok()
                     && still
                     && let Some(sh) = hm.lvs.lvol_shared(&lvol)
-                    && let Some(slot) = usize::try_from(index).ok().and_then(|i| sh.map.get(i))
                 {
-                    slot.store(phys, Ordering::Release);
+                    sh.set_phys(index, phys);
                 }
                 hm.allocating
                     .remove(&(lvol, index))
@@ -290,9 +289,7 @@ pub(crate) fn free(h: &Rc<RefCell<Home>>, lvol: Uuid, idx: Vec<u64>, kind: FreeK
                 unowned.push(i);
             }
             Some(p) => {
-                if let Some(slot) = usize::try_from(i).ok().and_then(|i| sh.map.get(i)) {
-                    slot.store(UNMAPPED, Ordering::Release);
-                }
+                sh.set_phys(i, UNMAPPED);
                 rno = hm.append(Record::Unmap { lvol, index: i });
                 freed.push(p);
             }

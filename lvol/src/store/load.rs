@@ -131,7 +131,7 @@ pub fn read_superblock(io: &SyncIo, base: &dyn Bdev) -> Result<Superblock, LvolE
         }
         [Err(e), Err(_)] => return Err(fmt(name, e)),
     };
-    sb.check_fits(info.block_size, info.num_blocks)
+    sb.check_fits(info.block_size, info.num_blocks())
         .map_err(|e| fmt(name, e))?;
     Ok(sb)
 }
@@ -201,6 +201,11 @@ pub fn load(io: &SyncIo, base: &dyn Bdev, sb: Superblock) -> Result<Loaded, Lvol
             }
             None => break,
         }
+    }
+    let staged = table.drop_staged();
+    if staged > 0 {
+        tracing::info!(bdev = %name, clusters = staged,
+            "a volume's growth did not complete before the pool was closed: its clusters are free");
     }
     let used = table
         .validate(sb.total_clusters)

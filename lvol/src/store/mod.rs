@@ -14,6 +14,7 @@ pub mod load;
 mod ops;
 #[cfg(test)]
 mod race_tests;
+mod resize;
 mod snap;
 pub mod syncio;
 
@@ -35,7 +36,7 @@ use crate::LvolError;
 use crate::format::check_name;
 use crate::format::record::{FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN};
 use crate::format::superblock::Superblock;
-use crate::lvol::{LvolBdev, LvolShared, PRODUCT_NAME, UNMAPPED};
+use crate::lvol::{LvolBdev, LvolShared, PRODUCT_NAME};
 use home::{Home, Journal, with_home};
 use load::Loaded;
 
@@ -147,7 +148,7 @@ impl Lvs {
         let sb = Superblock::layout(
             Uuid::new_v4(),
             info.block_size,
-            info.num_blocks,
+            info.num_blocks(),
             cluster_size,
         )
         .map_err(|e| LvolError::Invalid(format!("bdev {}: {e}", info.name)))?;
@@ -296,27 +297,26 @@ impl Lvs {
         let bs = u64::from(self.sb.block_size);
         let cb = self.sb.cluster_size / bs;
         let n = usize::try_from(h.num_clusters).unwrap_or(0);
-        let atoms: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(UNMAPPED)).collect();
+        let atoms = crate::lvol::new_map(n);
         for (&i, &p) in map {
             if let Some(a) = usize::try_from(i).ok().and_then(|i| atoms.get(i)) {
                 a.store(p, Ordering::Relaxed);
             }
         }
-        let shared = Arc::new(LvolShared {
-            lvs: Arc::downgrade(self),
-            map: atoms,
-            uuid: h.uuid,
-            parent: Mutex::new(parent),
-            chain_gen: AtomicU64::new(0),
-            thin: AtomicBool::new(h.flags & FLAG_THIN != 0),
-            snapshot: h.flags & FLAG_SNAPSHOT != 0,
-            frozen: AtomicBool::new(false),
-            read_only: AtomicBool::new(h.flags & FLAG_READ_ONLY != 0),
-            chans: Mutex::new(Vec::new()),
-            cluster_blocks: cb,
-            data_block: self.sb.data_offset / bs,
-            nospace_errors: AtomicU64::new(0),
-        });
+        let flags = (
+            h.flags & FLAG_THIN != 0,
+            h.flags & FLAG_SNAPSHOT != 0,
+            h.flags & FLAG_READ_ONLY != 0,
+        );
+        let shared = Arc::new(LvolShared::new(
+            Arc::downgrade(self),
+            h.uuid,
+            atoms,
+            parent,
+            flags,
+            cb,
+            self.sb.data_offset / bs,
+        ));
         let info = BdevInfo::new(
             h.uuid.to_string(),
             Some(h.uuid),

@@ -14,7 +14,7 @@ use super::{Lvs, lock};
 use crate::LvolError;
 use crate::format::record::{ClearMethod, FLAG_READ_ONLY, FLAG_THIN, LvolHeader, Record};
 use crate::format::{MAX_LVOLS, MAX_POOL_CLUSTERS, PAGE, check_name};
-use crate::lvol::{LvolBdev, UNMAPPED};
+use crate::lvol::LvolBdev;
 
 /// What `bdev_lvol_create` asks for.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct LvolOptions {
 }
 
 /// The first run of `n` consecutive free clusters, else the lowest `n` free ones.
-fn pick_clusters(free: &std::collections::BTreeSet<u64>, n: u64) -> Vec<u64> {
+pub(super) fn pick_clusters(free: &std::collections::BTreeSet<u64>, n: u64) -> Vec<u64> {
     let mut run: Vec<u64> = Vec::new();
     for &c in free {
         if run.last().is_some_and(|&l| l + 1 != c) {
@@ -48,7 +48,7 @@ fn pick_clusters(free: &std::collections::BTreeSet<u64>, n: u64) -> Vec<u64> {
 }
 
 /// Consecutive runs of sorted clusters, as (first, count).
-fn runs(clusters: &[u64]) -> Vec<(u64, u64)> {
+pub(super) fn runs(clusters: &[u64]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for &c in clusters {
         match out.last_mut() {
@@ -122,9 +122,7 @@ impl Lvs {
             let rno = hm.append(Record::DeleteLvol(uuid));
             if let Some(b) = bdev {
                 b.info().close();
-                for a in b.shared.map.iter() {
-                    a.store(UNMAPPED, Ordering::Release);
-                }
+                b.shared.unmap_all();
                 super::alloc::quarantine(&mut hm, &b.shared, phys, rno);
             }
             hm.when_durable(rno, reply);
@@ -387,7 +385,7 @@ fn create_on_home(
     clear_runs(chan, cb, sb.data_offset / bs, rs, Box::new(after_clear));
 }
 
-fn clear_runs(
+pub(super) fn clear_runs(
     chan: Rc<shoal_bdev::IoChannel>,
     cb: u64,
     data_block: u64,

@@ -30,7 +30,7 @@ use super::{Lvs, lock};
 use crate::LvolError;
 use crate::format::record::{FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN, LvolHeader, Record};
 use crate::format::{MAX_LVOLS, check_name};
-use crate::lvol::{LvolBdev, UNMAPPED};
+use crate::lvol::LvolBdev;
 use shoal_bdev::Bdev;
 
 /// Clusters allocated at a time by inflate and decouple.
@@ -117,7 +117,7 @@ fn check_new(hm: &Home, name: &str) -> Result<(), LvolError> {
     Ok(())
 }
 
-fn busy(hm: &Home, u: &Uuid) -> Result<(), LvolError> {
+pub(super) fn busy(hm: &Home, u: &Uuid) -> Result<(), LvolError> {
     if hm.busy.contains(u) {
         return Err(LvolError::Busy(format!(
             "volume {u}: another snapshot, merge, inflate or decouple is in progress on it"
@@ -127,7 +127,7 @@ fn busy(hm: &Home, u: &Uuid) -> Result<(), LvolError> {
 }
 
 /// Bumps the chain generation of `u` and every volume that reads through it.
-fn chain_changed(hm: &Home, u: &Uuid) {
+pub(super) fn chain_changed(hm: &Home, u: &Uuid) {
     for d in hm.table.descendants(u) {
         if let Some(sh) = hm.lvs.lvol_shared(&d) {
             sh.chain_gen.fetch_add(1, Ordering::AcqRel);
@@ -204,9 +204,7 @@ fn snapshot_on_home(
                 .map(|m| m.map.clone())
                 .unwrap_or_default();
             let snap = lvs.build_lvol(&header, osh.parent(), &map);
-            for a in osh.map.iter() {
-                a.store(UNMAPPED, Ordering::Release);
-            }
+            osh.unmap_all();
             *lock(&osh.parent) = Some(snap.shared.clone());
             osh.thin.store(true, Ordering::Release);
             chain_changed(&hm, &origin);
@@ -297,18 +295,14 @@ pub(crate) fn merge_on_home(h: &Rc<RefCell<Home>>, snap: Uuid, clone: Uuid, repl
             let (moved, freed) = hm.table.merge_plan(&snap, &clone);
             let rno = hm.append(Record::MergeSnapshot { snap, clone });
             for &(i, p) in &moved {
-                if let Some(a) = usize::try_from(i).ok().and_then(|i| csh.map.get(i)) {
-                    a.store(p, Ordering::Release);
-                }
+                csh.set_phys(i, p);
             }
             *lock(&csh.parent) = ssh.parent();
             chain_changed(&hm, &clone);
             if let Some(b) = lock(&lvs.lvols).remove(&snap) {
                 b.info().close();
             }
-            for a in ssh.map.iter() {
-                a.store(UNMAPPED, Ordering::Release);
-            }
+            ssh.unmap_all();
             tracing::info!(lvs = %lvs.name(), snapshot = %snap, clone = %clone,
                 moved = moved.len(), freed = freed.len(), "snapshot deleted into its clone");
             super::alloc::quarantine(&mut hm, &ssh, freed, rno);

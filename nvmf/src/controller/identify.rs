@@ -244,9 +244,9 @@ pub fn dlfeat(ns: &Namespace) -> u8 {
 pub fn identify_namespace(ns: &Namespace) -> IdentifyNamespace {
     let info = ns.bdev.info();
     let mut id = IdentifyNamespace::zeroed();
-    id.nsze = U64::new(info.num_blocks);
-    id.ncap = U64::new(info.num_blocks);
-    id.nuse = U64::new(info.num_blocks);
+    id.nsze = U64::new(info.num_blocks());
+    id.ncap = U64::new(info.num_blocks());
+    id.nuse = U64::new(info.num_blocks());
     id.nsfeat = 0;
     // One LBA format (NLBAF is 0's based), formatted with it (FLBAS 0), no metadata.
     id.nlbaf = 0;

@@ -329,7 +329,7 @@ thread_local! {
 impl Stall {
     pub fn create(name: &str, base: Arc<dyn Bdev>) -> Arc<Stall> {
         let b = base.info();
-        let info = shoal_bdev::BdevInfo::new(name, None, b.block_size, b.num_blocks, "stall");
+        let info = shoal_bdev::BdevInfo::new(name, None, b.block_size, b.num_blocks(), "stall");
         Arc::new(Stall {
             info,
             base,
@@ -409,7 +409,7 @@ pub struct LateWrite {
 impl LateWrite {
     pub fn create(name: &str, base: Arc<dyn Bdev>, delay: Duration) -> Arc<LateWrite> {
         let b = base.info();
-        let info = shoal_bdev::BdevInfo::new(name, None, b.block_size, b.num_blocks, "late");
+        let info = shoal_bdev::BdevInfo::new(name, None, b.block_size, b.num_blocks(), "late");
         Arc::new(LateWrite { info, base, delay })
     }
 }

@@ -294,7 +294,7 @@ fn describe(daemon: &Daemon, stacked: &Stacked, bdev: &Arc<dyn Bdev>) -> Value {
     };
     m.insert("product_name".into(), json!(info.product_name));
     m.insert("block_size".into(), json!(info.block_size));
-    m.insert("num_blocks".into(), json!(info.num_blocks));
+    m.insert("num_blocks".into(), json!(info.num_blocks()));
     m.insert("uuid".into(), json!(info.uuid.to_string()));
     m.insert(
         "assigned_rate_limits".into(),

@@ -42,12 +42,7 @@ pub fn register(r: &mut Registry<Daemon>) {
     r.register("bdev_lvol_delete", delete);
     r.register("bdev_lvol_rename", rename);
     r.register("bdev_lvol_set_read_only", set_read_only);
-    r.register("bdev_lvol_resize", |_: &Daemon, p: BdevLvolResize| {
-        Err::<Value, _>(RpcError::not_supported(format!(
-            "bdev_lvol_resize {}: resizing a volume is not implemented yet",
-            p.name
-        )))
-    });
+    r.register("bdev_lvol_resize", resize);
     r.register("bdev_lvol_snapshot", snapshot);
     r.register("bdev_lvol_clone", clone);
     r.register("bdev_lvol_inflate", |d: &Daemon, p: BdevLvolName| {
@@ -98,6 +93,7 @@ fn lvol_error(ctx: &str, e: LvolError) -> RpcError {
         LvolError::NoSpace(_) => RpcError::errno(28, msg), // ENOSPC
         LvolError::Busy(_) => RpcError::busy(msg),
         LvolError::Unsupported(_) => RpcError::not_supported(msg),
+        LvolError::ReadOnly(_) => RpcError::errno(error::EPERM, msg),
         LvolError::Format { .. } => RpcError::errno(error::EINVAL, msg),
         LvolError::Io { .. } => RpcError::errno(error::EIO, msg),
         LvolError::Unavailable(_) => RpcError::internal(msg),
@@ -389,6 +385,40 @@ fn rename(daemon: &Daemon, p: BdevLvolRename) -> Result<Value, RpcError> {
     let (l, v) = find_lvol(daemon, &p.old_name)?;
     l.rename_lvol(v.uuid(), &p.new_name)
         .map_err(|e| lvol_error("bdev_lvol_rename", e))?;
+    Ok(Value::Bool(true))
+}
+
+/// `bdev_lvol_resize {"name", "size_in_mib"}` -> `true`. SPDK's rules: the size is rounded up
+/// to whole clusters; a snapshot or read-only volume is refused (`-1`, EPERM); a thick volume
+/// grows only if the pool has the clusters (`-28`, nothing changed). SPDK shrinks the blob and
+/// then refuses to shrink a bdev that is open (`-16`, leaving the two sizes apart); Shoal
+/// refuses a shrink of a volume that is in use (a namespace, a nexus child, a stacked bdev, an
+/// open channel) up front with the same `-16`, and changes nothing. A namespace's hosts hear
+/// of a growth through a Namespace Attribute Changed event (the target watches its bdevs).
+fn resize(daemon: &Daemon, p: BdevLvolResize) -> Result<Value, RpcError> {
+    let stacked = lock(&daemon.stacked);
+    let (l, v) = find_lvol(daemon, &p.name)?;
+    let ctx = format!("bdev_lvol_resize {}", p.name);
+    let bytes = p
+        .size_in_mib
+        .checked_mul(1 << 20)
+        .ok_or_else(|| RpcError::invalid_argument(format!("{ctx}: size_in_mib too large")))?;
+    let cluster = l.info().cluster_size;
+    let now = v.info().size_bytes();
+    if bytes.div_ceil(cluster).saturating_mul(cluster) < now {
+        let holder = claimed_by_any(daemon, &stacked, &v.info().name)
+            .or_else(|| (v.info().open_channels() > 0).then(|| "an open channel".to_string()));
+        if let Some(holder) = holder {
+            return Err(RpcError::busy(format!(
+                "{ctx}: volume {} is in use by {holder}; a volume in use is not shrunk (as \
+                 SPDK refuses to shrink an open bdev)",
+                v.alias()
+            )));
+        }
+    }
+    l.resize_lvol(v.uuid(), bytes)
+        .map_err(|e| lvol_error(&ctx, e))?;
+    tracing::info!(lvol = %v.alias(), size_in_mib = p.size_in_mib, "lvol resized");
     Ok(Value::Bool(true))
 }
 

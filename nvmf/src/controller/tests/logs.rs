@@ -288,3 +288,56 @@ fn discovery_log_shows_only_allowed_subsystems() {
         );
     }
 }
+
+/// A namespace's device that changes size: the controllers that enabled namespace attribute
+/// notices get one (and the namespace in the Changed Namespace List), Identify Namespace
+/// reports the new size, and a removed namespace's device no longer notifies anyone.
+#[test]
+fn a_resized_namespace_is_a_changed_namespace() {
+    use crate::spec::identify::IdentifyNamespace;
+    use zerocopy::FromBytes;
+
+    let f = Fixture::new();
+    enable(&f, &f.ctrl);
+    let quiet = super::connect(&f.sub);
+    enable(&f, &quiet);
+    let set_aec = admin_sqe(op::SET_FEATURES, 0, 0x0B, 1 << 8, 0);
+    assert_eq!(done(f.run(&set_aec)).0, Status::SUCCESS);
+    let bdev = f.sub.namespace(1).unwrap().bdev;
+    assert_eq!(bdev.info().watchers(), 1);
+    let nsze = |f: &Fixture| {
+        let data = data_of(f.run(&super::identify_sqe(0, 1, 0)));
+        let id = IdentifyNamespace::read_from_prefix(&data).unwrap().0;
+        (id.nsze.get(), id.ncap.get(), id.nuse.get())
+    };
+    assert_eq!(nsze(&f), (2048, 2048, 2048));
+    bdev.info().resize(1024);
+    assert_eq!(nsze(&f), (1024, 1024, 1024));
+    assert_eq!(take_async_event(&f.ctrl), Some(0x0004_0002));
+    assert_eq!(changed_list(&f, false), vec![1]);
+    // A controller that did not enable the notices gets none, but the list has it.
+    assert_eq!(take_async_event(&quiet), None);
+    assert_eq!(
+        quiet
+            .state()
+            .changed_namespaces
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
+    // The same size again tells nobody.
+    bdev.info().resize(1024);
+    assert_eq!(take_async_event(&f.ctrl), None);
+    bdev.info().resize(2048);
+    assert_eq!(take_async_event(&f.ctrl), Some(0x0004_0002));
+    assert_eq!(changed_list(&f, false), vec![1]);
+    // Removed: the subsystem stops watching; the removal itself is the last notice.
+    f.sub.remove_namespace(1).unwrap();
+    assert_eq!(bdev.info().watchers(), 0);
+    assert_eq!(take_async_event(&f.ctrl), Some(0x0004_0002));
+    assert_eq!(changed_list(&f, false), vec![1]);
+    bdev.info().resize(512);
+    assert_eq!(take_async_event(&f.ctrl), None);
+    assert!(f.ctrl.state().changed_namespaces.is_empty());
+}

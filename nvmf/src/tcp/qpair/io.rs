@@ -10,12 +10,12 @@ use crate::command::{DataTransfer, IoCommand, data_transfer, lba_range};
 use crate::controller::nvme_status_for;
 use crate::spec::{Sqe, Status};
 
-/// A namespace as one queue pair sees it: its channel and its geometry.
+/// A namespace as one queue pair sees it: its channel and its device (whose size is read
+/// at each command: it may change at run time, `BdevInfo::resize`).
 struct NsEntry<C> {
     nsid: u32,
     chan: C,
-    block_size: u32,
-    num_blocks: u64,
+    bdev: std::sync::Arc<dyn shoal_bdev::Bdev>,
 }
 
 /// The namespaces this queue pair has used, valid while the subsystem's generation holds.
@@ -46,7 +46,8 @@ impl<C: Clone> QueuePair<C> {
             self.ns_cache.generation = generation;
         }
         if let Some(e) = self.ns_cache.entries.iter().find(|e| e.nsid == nsid) {
-            return Ok((e.chan.clone(), e.block_size, e.num_blocks));
+            let info = e.bdev.info();
+            return Ok((e.chan.clone(), info.block_size, info.num_blocks()));
         }
         // NVMe Base 2.0, section 3.2.1.1: an inactive or invalid NSID is Invalid Namespace or
         // Format.
@@ -54,12 +55,11 @@ impl<C: Clone> QueuePair<C> {
             .namespace(nsid)
             .ok_or(Status::INVALID_NAMESPACE.with_dnr())?;
         let chan = (self.open)(&ns.bdev).map_err(|_| Status::NAMESPACE_NOT_READY)?;
-        let (bs, blocks) = (ns.bdev.info().block_size, ns.bdev.info().num_blocks);
+        let (bs, blocks) = (ns.bdev.info().block_size, ns.bdev.info().num_blocks());
         self.ns_cache.entries.push(NsEntry {
             nsid,
             chan: chan.clone(),
-            block_size: bs,
-            num_blocks: blocks,
+            bdev: ns.bdev,
         });
         Ok((chan, bs, blocks))
     }

@@ -394,7 +394,7 @@ impl Sim {
         check_io(bdev.as_ref(), io)?;
         let info = bdev.info();
         let bs = u64::from(info.block_size);
-        let size = usize::try_from(info.num_blocks * bs).unwrap_or(0);
+        let size = usize::try_from(info.num_blocks() * bs).unwrap_or(0);
         let disk = self
             .disks
             .entry(info.name.clone())
