@@ -12,9 +12,19 @@
 # Set before sourcing (defaults in brackets): NAME (the test's name: logs, work directory, the
 # guest's progress lines), NX_PORT [4420], REPLICA_NET [127.0.0.: node N listens on
 # ${REPLICA_NET}N], NX_SIZE [64 MiB], NODE1_ARGS [none: more shoald arguments for node1],
-# GUEST_SMP [2], IO_TIMEOUT_MS [5000], REBUILD_MIB [8], GUEST_TIMEOUT [420]. The test calls
-# setup_nexus, start_guest SCRIPT [ENV...], its phases (e.g. fault_phase), then finish_guest
-# and compare_replicas, and sets result=PASS.
+# GUEST_SMP [2], IO_TIMEOUT_MS [5000], REBUILD_MIB [8], GUEST_TIMEOUT [420], LVOL [unset]. The
+# test calls setup_nexus, start_guest SCRIPT [ENV...], its phases (e.g. fault_phase), then
+# finish_guest and compare_replicas, and sets result=PASS.
+#
+# LVOL=1: the replicas are logical volumes. Each node's file is the bdev diskN holding a pool
+# `lvs` (made with `shoalctl pool create` on the first start) with the volume lvs/replicaN
+# (`shoalctl volume create`; thin on node LVOL_THIN [3], thick on the others); node1's child is
+# bdev:///lvs/replica1 (by its alias), nodes 2 and 3 export theirs (by alias) over NVMe/TCP. A
+# restarted node must find its volume again by examine, with the same UUID. The replicas are
+# compared through the volumes, not the files (whose layout holds the pool's metadata): the
+# nodes are stopped, started again (examine), and each exports its volume on 127.0.0.1; the
+# guest (still up, READBACK=1) reads each one's data region over NVMe/TCP and prints its
+# sha256 and those of its eighths.
 # Env: KEEP=1 keeps the work directory (logs and images) even on success; SHOAL_BIN_DIR=DIR
 # runs the shoald and shoalctl found in DIR instead of building them.
 
@@ -37,6 +47,11 @@ GUEST_SMP=${GUEST_SMP:-2}
 # The NVMe/TCP host's knobs for the replicas: give up a lost replica after 3 s.
 URI_OPTS="hostnqn=nqn.2014-08.org.nvmexpress:uuid:5ba1e0b1-0000-4000-8000-0000000000a1&ctrl-loss-tmo=3"
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-420}
+LVOL=${LVOL:-}
+LVOL_THIN=${LVOL_THIN:-3}
+# The volumes: the label region plus the nexus, rounded up to the pool's 4 MiB clusters.
+LVOL_MIB=$((((LABEL_BYTES + NX_SIZE) / 1048576 + 3) / 4 * 4))
+declare -A lvol_uuid=()
 
 work=$(mktemp -d "/var/tmp/shoal-$NAME.XXXXXX")
 declare -A pid=()
@@ -121,10 +136,12 @@ rpc() {
 jsq() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
 
 # node_config N: the SPDK-format config of node N: a uring bdev on rN.img, and for the
-# replica nodes (2, 3) its subsystem and listener.
+# replica nodes (2, 3) its subsystem and listener (LVOL: the bdev diskN and the transport; the
+# volume is exported by lvol_ready once the node is up).
 node_config() {
     local n=$1 name=r$1 nqn=nqn.2016-06.io.shoal:replica$1
     [[ $n -eq 1 ]] && name=local
+    [[ -n $LVOL ]] && name=disk$n
     cat <<EOF
 { "subsystems": [
   { "subsystem": "bdev", "config": [
@@ -133,7 +150,7 @@ node_config() {
   { "subsystem": "nvmf", "config": [
     { "method": "nvmf_create_transport", "params": { "trtype": "TCP" } }
 EOF
-    if [[ $n -ne 1 ]]; then
+    if [[ $n -ne 1 && -z $LVOL ]]; then
         cat <<EOF
     , { "method": "nvmf_create_subsystem",
       "params": { "nqn": "$nqn", "allow_any_host": true, "serial_number": "SHOALREPLICA$n" } },
@@ -157,12 +174,59 @@ start_node() {
     "$bin/shoald" -c "$work/n$n.json" -r "$s" --log info "${args[@]}" >>"$work/n$n.log" 2>&1 &
     pid[$n]=$!
     for _ in $(seq 100); do
-        [[ -S $s ]] && return 0
+        if [[ -S $s ]]; then
+            [[ -z $LVOL ]] || lvol_ready "$n"
+            return 0
+        fi
         kill -0 "${pid[$n]}" 2>/dev/null || break
         sleep 0.1
     done
     plain "$work/n$n.log" | tail -n 20 >&2
     die "node$n did not start"
+}
+
+# ctl N ARGS...: shoalctl on node N (bounded).
+ctl() {
+    local n=$1
+    shift
+    timeout 45 "$bin/shoalctl" -s "$(sock "$n")" -t 40 "$@"
+}
+
+# export_volume N NQN ADDR: export node N's volume lvs/replicaN (named by its alias) as NQN,
+# listening on ADDR:PORT.
+export_volume() {
+    local n=$1 nqn=$2 addr=$3
+    rpc "$n" nvmf_create_subsystem "{\"nqn\": \"$nqn\", \"allow_any_host\": true,
+        \"serial_number\": \"SHOALREPLICA$n\"}" >/dev/null || die "node$n: create $nqn"
+    rpc "$n" nvmf_subsystem_add_ns "{\"nqn\": \"$nqn\",
+        \"namespace\": {\"bdev_name\": \"lvs/replica$n\"}}" >/dev/null ||
+        die "node$n: export lvs/replica$n in $nqn"
+    rpc "$n" nvmf_subsystem_add_listener "{\"nqn\": \"$nqn\", \"listen_address\": {
+        \"trtype\": \"TCP\", \"adrfam\": \"IPv4\", \"traddr\": \"${addr%:*}\",
+        \"trsvcid\": \"${addr##*:}\"}}" >/dev/null || die "node$n: listen on $addr"
+}
+
+# lvol_ready N (LVOL): node N is up. On its first start, make the pool and the volume; on a
+# restart, check that examine brought the same volume back. Then nodes 2 and 3 export it as
+# their replica (not during the read-back, READBACK_PHASE set).
+lvol_ready() {
+    local n=$1 uuid thin=()
+    if [[ -z ${lvol_uuid[$n]:-} ]]; then
+        [[ $n -eq $LVOL_THIN ]] && thin=(--thin)
+        ctl "$n" pool create "disk$n" lvs >/dev/null || die "node$n: shoalctl pool create"
+        uuid=$(ctl "$n" --json volume create lvs "replica$n" "${LVOL_MIB}MiB" "${thin[@]}" |
+            jsq d) || die "node$n: shoalctl volume create"
+        lvol_uuid[$n]=$uuid
+    else
+        uuid=$(ctl "$n" --json volume list --pool lvs |
+            jsq "[v['uuid'] for v in d if v['alias'] == 'lvs/replica$n'][0]") ||
+            die "node$n: lvs/replica$n did not come back (examine) after the restart"
+        [[ $uuid == "${lvol_uuid[$n]}" ]] ||
+            die "node$n: lvs/replica$n came back as $uuid, not ${lvol_uuid[$n]}"
+    fi
+    if [[ $n -ne 1 && -z ${READBACK_PHASE:-} ]]; then
+        export_volume "$n" "nqn.2016-06.io.shoal:replica$n" "$REPLICA_NET$n:$NX_PORT"
+    fi
 }
 
 # stop_node N: SIGTERM, wait up to 30 s, expect exit status 0.
@@ -180,6 +244,8 @@ stop_node() {
 }
 
 uri() { echo "nvmf://$REPLICA_NET$1:$NX_PORT/nqn.2016-06.io.shoal:replica$1?$URI_OPTS"; }
+# local_child: node1's own child of the nexus.
+local_child() { if [[ -n $LVOL ]]; then echo bdev:///lvs/replica1; else echo bdev:///local; fi; }
 
 nexus() { rpc 1 nexus_get '{"name": "nx0"}'; }
 # child_field URI FIELD: FIELD of that child in nexus_get (matched without the query).
@@ -324,7 +390,7 @@ setup_nexus() {
 # ones again after a restart of node1) and export it as NQN_NX on 127.0.0.1:NX_PORT.
 export_nexus() {
     rpc 1 nexus_create "{\"name\": \"nx0\", \"size\": $NX_SIZE, \"io_timeout_ms\": $IO_TIMEOUT_MS,
-        \"children\": [\"bdev:///local\", \"$(uri 2)\", \"$(uri 3)\"]}" >/dev/null
+        \"children\": [\"$(local_child)\", \"$(uri 2)\", \"$(uri 3)\"]}" >/dev/null
     rpc 1 nexus_set_rebuild_rate "{\"name\": \"nx0\", \"mib_per_sec\": $REBUILD_MIB}" >/dev/null
     rpc 1 nvmf_create_subsystem "{\"nqn\": \"$NQN_NX\", \"allow_any_host\": true,
         \"serial_number\": \"SHOALNEXUS0\"}" >/dev/null
@@ -340,6 +406,7 @@ start_guest() {
     local script=$1 ctl_port="" e envs=()
     shift
     for e in "$@"; do envs+=(-e "$e"); done
+    [[ -z $LVOL ]] || envs+=(-e READBACK=1)
     mkdir "$work/ctl"
     python3 -u -m http.server --bind 127.0.0.1 --directory "$work/ctl" 0 >"$work/ctl.log" 2>&1 &
     ctl_pid=$!
@@ -360,14 +427,18 @@ start_guest() {
 # finish_guest: ask the guest to stop, wait for it; check the nexus (online, no I/O error).
 # Sets gsum to the guest's checksum of the device (of the SUM_MIBS pieces, when set).
 finish_guest() {
-    local grc=0 errs
+    local errs
     touch "$work/ctl/stop"
     log "asking the guest to stop"
-    wait "$guest_pid" || grc=$?
-    guest_pid=""
-    grep "$NAME:" "$work/guest.log" | sed 's/^/  guest> /' >&2
-    [[ $grc -eq 0 ]] || { cat "$work/run.out" >&2; die "guest exited with $grc"; }
-    gsum=$(sed -n "s/^$NAME: device sha256 \([0-9a-f]\{64\}\)\$/\1/p" "$work/guest.log")
+    if [[ -n $LVOL ]]; then
+        # It stays up to read the replicas back (compare_replicas).
+        wait_guest_line "$NAME: disconnected" 240
+        tr -d '\r' <"$work/guest.log" | grep "$NAME:" | sed 's/^/  guest> /' >&2
+    else
+        wait_guest
+    fi
+    gsum=$(tr -d '\r' <"$work/guest.log" |
+        sed -n "s/^$NAME: device sha256 \([0-9a-f]\{64\}\)\$/\1/p")
     [[ -n $gsum ]] || die "the guest printed no device checksum"
 
     [[ $(nexus_state) == online ]] || die "nexus not online at the end: $(nexus_state)"
@@ -375,6 +446,75 @@ finish_guest() {
     [[ $errs -eq 0 ]] || die "the nexus counted $errs I/O errors"
     note "guest: $(rounds) fio rounds and the checksum done; nexus online, 0 I/O errors"
     nexus | jsq "'\n'.join('  %s %s' % (c['state'], c['uri']) for c in d[0]['children'])" >&2
+}
+
+# wait_guest: wait for the guest to end; fail unless it ended well. Prints its progress lines.
+wait_guest() {
+    local grc=0
+    wait "$guest_pid" || grc=$?
+    guest_pid=""
+    grep "$NAME:" "$work/guest.log" | grep -v " window " | sed 's/^/  guest> /' >&2
+    [[ $grc -eq 0 ]] || { cat "$work/run.out" >&2; die "guest exited with $grc"; }
+}
+
+# wait_guest_line TEXT SECONDS: wait until the guest prints the line TEXT.
+wait_guest_line() {
+    local end=$((SECONDS + $2))
+    while ((SECONDS < end)); do
+        # The console's lines end in \r until run.sh strips them when the guest ends.
+        tr -d '\r' <"$work/guest.log" 2>/dev/null | grep -cxF "$1" >/dev/null && return 0
+        guest_alive || { wait_guest; die "the guest ended without printing '$1'"; }
+        grep -q '^FAIL:' "$work/guest.log" && die "the guest failed"
+        sleep 0.2
+    done
+    die "the guest did not print '$1' within ${2}s"
+}
+
+# free_port: a TCP port of 127.0.0.1 that was free a moment ago.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# readback_replicas (LVOL; the nodes stopped): start each node again (examine must bring its
+# volume back), export its volume on 127.0.0.1 and let the guest read them all (READBACK=1 in
+# nexus-fio-guest.sh); the guest's sha256 of each data region must be the device's, and each
+# eighth the same on the three (else the differing eighths are named). The nodes are then
+# stopped again with SIGTERM.
+readback_replicas() {
+    local n port list="" sum fail=0 w a b
+    for n in 1 2 3; do
+        READBACK_PHASE=1 start_node "$n"
+        port=$(free_port)
+        export_volume "$n" "nqn.2016-06.io.shoal:readback$n" "127.0.0.1:$port"
+        list+="$n $port nqn.2016-06.io.shoal:readback$n"$'\n'
+    done
+    note "nodes restarted: each found its volume again (examine, same UUID) and exports it for the read-back"
+    printf '%s' "$list" >"$work/ctl/readback.tmp"
+    mv "$work/ctl/readback.tmp" "$work/ctl/readback"
+    wait_guest
+    for n in 1 2 3; do
+        sum=$(sed -n "s/^$NAME: replica $n sha256 \([0-9a-f]\{64\}\)\$/\1/p" "$work/guest.log")
+        [[ -n $sum ]] || die "the guest printed no checksum of replica $n"
+        log "replica $n volume data region sha256 $sum"
+        [[ $sum == "$gsum" ]] || fail=1
+    done
+    log "guest device                 sha256 $gsum"
+    for n in 2 3; do
+        for w in 0 1 2 3 4 5 6 7; do
+            a=$(grep -c "^$NAME: replica 1 window $w sha256 " "$work/guest.log" || true)
+            [[ $a -eq 1 ]] || die "the guest printed $a checksums of replica 1's window $w"
+            a=$(sed -n "s/^$NAME: replica 1 window $w sha256 //p" "$work/guest.log")
+            b=$(sed -n "s/^$NAME: replica $n window $w sha256 //p" "$work/guest.log")
+            if [[ $a != "$b" ]]; then
+                note "replica $n differs from replica 1 in the eighth $w of the data region"
+                fail=1
+            fi
+        done
+    done
+    for n in 1 2 3; do stop_node "$n"; done
+    [[ $fail -eq 0 ]] || die "the replicas' data regions differ"
+    note "the 3 replica volumes, read back over NVMe/TCP by the guest, are identical (sha256 of" \
+        "the data region and of each eighth) and match the guest's device; nodes stopped again"
 }
 
 # data_sum IMG: sha256 of the replica file's data region (after the label region), or with
@@ -393,11 +533,15 @@ data_sum() {
 
 # compare_replicas: stop the nodes (SIGTERM: flush, labels clean, exit status 0), then compare
 # the data region of each replica file (after the label region) byte for byte with node1's and
-# its checksum with the guest's.
+# its checksum with the guest's. LVOL: through the volumes instead (readback_replicas).
 compare_replicas() {
     local n sum fail=0 diff
     for n in 1 2 3; do stop_node "$n"; done
     note "all nodes stopped with SIGTERM, exit status 0"
+    if [[ -n $LVOL ]]; then
+        readback_replicas
+        return
+    fi
     for n in 2 3; do
         diff=$(cmp -l -i "$LABEL_BYTES" -n "$NX_SIZE" "$work/r1.img" "$work/r$n.img" | wc -l || true)
         if [[ $diff -ne 0 ]]; then

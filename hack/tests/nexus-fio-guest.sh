@@ -22,7 +22,12 @@
 #    are what the host script follows;
 # 3. once stopped: MODE=verify verifies the last round again (verify_only); the whole device is
 #    checksummed ("TAG: device sha256 HASH", compared by the host with each replica's data
-#    region), then disconnect.
+#    region), then disconnect ("TAG: disconnected");
+# 4. READBACK=1 (the replicas are logical volumes, whose files hold a pool's metadata): wait
+#    for GET /readback, lines "N PORT NQN": the host has exported replica N's volume as NQN on
+#    PORT; read each one's data region (after the nexus's 1 MiB label region, NX_SIZE bytes)
+#    and print "TAG: replica N sha256 HASH" and "TAG: replica N window W sha256 HASH" for each
+#    eighth W of it.
 set -eu
 . /guest/lib.sh
 
@@ -98,4 +103,35 @@ echo "$TAG: device sha256 $sum"
 out=$(nvme disconnect -n "$NX_NQN")
 echo "$out"
 echo "$out" | grep -q "disconnected 1 controller" || fail "disconnect: $out"
+echo "$TAG: disconnected"
+
+if [ -n "${READBACK:-}" ]; then
+    step "$TAG: waiting for the replicas to be exported for the read-back"
+    n=0
+    until timeout 10 wget -q -O /tmp/readback "http://$H:$CTL_PORT/readback" 2>/dev/null; do
+        n=$((n + 1))
+        [ "$n" -le 600 ] || fail "no read-back list from the host"
+        sleep 0.5
+    done
+    mib=$((NX_SIZE >> 20))
+    win=$((mib / 8))
+    while read -r r port nqn; do
+        nvme connect -t tcp -a "$H" -s "$port" -n "$nqn" </dev/null || fail "connect $nqn"
+        d=$(nvme_wait_dev "$nqn") || fail "no block device for $nqn"
+        # The first MiB is the nexus's label region (shoal_replication::META_BYTES).
+        dd if="$d" of=/tmp/replica bs=1M skip=1 count="$mib" iflag=direct 2>/dev/null </dev/null ||
+            fail "read replica $r"
+        nvme disconnect -n "$nqn" </dev/null | grep -q "disconnected 1 controller" ||
+            fail "disconnect $nqn"
+        [ "$(wc -c </tmp/replica)" -eq "$NX_SIZE" ] || fail "replica $r: short read"
+        echo "$TAG: replica $r sha256 $(sha256sum </tmp/replica | cut -d' ' -f1)"
+        w=0
+        while [ "$w" -lt 8 ]; do
+            h=$(dd if=/tmp/replica bs=1M skip=$((w * win)) count="$win" 2>/dev/null | sha256sum)
+            echo "$TAG: replica $r window $w sha256 ${h%% *}"
+            w=$((w + 1))
+        done
+        rm -f /tmp/replica
+    done </tmp/readback
+fi
 step "$TAG: guest done"

@@ -1,6 +1,7 @@
 //! Child URIs and the seam through which the daemon opens children.
 //!
-//! * `bdev:///NAME`: a bdev of the nexus's own daemon (a local replica);
+//! * `bdev:///NAME`: a bdev of the nexus's own daemon (a local replica). NAME may be a logical
+//!   volume's alias `LVS/LVOL` (`bdev:///lvs/replica1`): `/` separates non-empty parts;
 //! * `nvmf://HOST[:PORT]/NQN[?hostnqn=HOSTNQN&key=value...]`: a namespace exported by another
 //!   daemon over NVMe/TCP (a remote replica). `HOST` is a name, an IPv4 address or a bracketed
 //!   IPv6 address; the port defaults to 4420 (the NVMe/TCP port). `nvmf+tcp://` is the same.
@@ -82,8 +83,18 @@ impl ChildUri {
             if name.is_empty() {
                 return Err(invalid(text, "no bdev name after bdev:///"));
             }
-            if name.contains(['/', '?', '#']) || name.chars().any(char::is_control) {
-                return Err(invalid(text, "a bdev name cannot contain `/`, `?`, `#`"));
+            if name.contains(['?', '#']) || name.chars().any(char::is_control) {
+                return Err(invalid(
+                    text,
+                    "a bdev name cannot contain `?`, `#` or control characters",
+                ));
+            }
+            // A logical volume's alias has one `/` (`lvs/lvol`); an empty part is a typo.
+            if name.split('/').any(str::is_empty) {
+                return Err(invalid(
+                    text,
+                    "an empty part in the bdev name (expected NAME or LVS/LVOL)",
+                ));
             }
             return Ok(ChildUri::Local {
                 name: name.to_owned(),
@@ -253,10 +264,25 @@ mod tests {
         );
         assert!(u.is_local());
         assert_eq!(u.to_string(), "bdev:///Malloc0");
+        // A logical volume by its alias.
+        let u = ChildUri::parse("bdev:///lvs/replica1").unwrap();
+        assert_eq!(
+            u,
+            ChildUri::Local {
+                name: "lvs/replica1".into()
+            }
+        );
+        assert_eq!(u.to_string(), "bdev:///lvs/replica1");
+        assert_eq!(ChildUri::parse(&u.to_string()).unwrap(), u);
         for bad in [
             "bdev:///",
             "bdev://Malloc0",
-            "bdev:///a/b",
+            "bdev:////a",
+            "bdev:///a/",
+            "bdev:///a//b",
+            "bdev:///a?b",
+            "bdev:///a#b",
+            "bdev:///a\nb",
             "malloc:///x",
             "",
         ] {

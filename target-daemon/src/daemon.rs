@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::Value;
+use shoal_bdev::Bdev;
 use shoal_bdev::reactor::ReactorHandle;
 use shoal_bdev::registry::BdevRegistry;
 use shoal_nvmf::host::RemoteBdev;
@@ -59,6 +60,16 @@ impl Daemon {
             remotes: Mutex::new(Vec::new()),
             pools: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A bdev by name, by UUID, or by the `lvs_name/lvol_name` alias of a logical volume (as
+    /// SPDK's `spdk_bdev_get_by_name`, which also finds aliases). The alias is resolved when
+    /// asked, so it follows renames of the volume and of its pool.
+    pub fn bdev(&self, name: &str) -> Option<Arc<dyn Bdev>> {
+        self.bdevs.get(name).or_else(|| {
+            let uuid = crate::methods::lvol::alias_to_name(self, name)?;
+            self.bdevs.get(&uuid)
+        })
     }
 
     fn first_reactor(&self) -> Result<&ReactorHandle, String> {

@@ -2,12 +2,15 @@
 //!
 //! It speaks the daemon's SPDK-compatible JSON-RPC over the Unix socket (`-s`, default
 //! `/var/tmp/shoal.sock`). Commands mirror the RPC methods (`shoalctl bdev malloc create ...`
-//! calls `bdev_malloc_create`); results print as tables, or as the raw JSON result with
-//! `--json`. `shoalctl rpc METHOD [PARAMS]` calls any method. Errors print one line on stderr
-//! and exit with status 1.
+//! calls `bdev_malloc_create`; `shoalctl pool ...` and `shoalctl volume ...` the `bdev_lvol_*`
+//! methods); results print as tables, or as the raw JSON result with `--json`.
+//! `shoalctl rpc METHOD [PARAMS]` calls any method. Errors print one line on stderr (with the
+//! daemon's message and code) and exit with status 1.
 
 #[path = "shoalctl/cli.rs"]
 mod cli;
+#[path = "shoalctl/lvol.rs"]
+mod lvol;
 #[path = "shoalctl/nexus.rs"]
 mod nexus;
 #[path = "shoalctl/parse.rs"]
@@ -74,6 +77,14 @@ fn run(cli: Cli) -> Result<String, String> {
         Cmd::Bdev(c) => bdev(&mut ctl, c)?,
         Cmd::Nvmf(c) => nvmf(&mut ctl, c)?,
         Cmd::Config(c) => return config(&mut ctl, c),
+        Cmd::Pool(c) => {
+            let (v, text) = lvol::pool(&mut |m, p| ctl.call(m, p), c)?;
+            Out::Line(v, text.trim_end().to_owned())
+        }
+        Cmd::Volume(c) => {
+            let (v, text) = lvol::volume(&mut |m, p| ctl.call(m, p), c)?;
+            Out::Line(v, text.trim_end().to_owned())
+        }
         Cmd::Nexus(c) => match nexus::run(&mut |m, p| ctl.call(m, p), c)? {
             nexus::NexusOut::Done(v, text) => Out::Line(v, text.trim_end().to_owned()),
             nexus::NexusOut::Printed => return Ok(String::new()),

@@ -341,7 +341,7 @@ fn get_bdevs(daemon: &Daemon, p: BdevGetBdevs) -> Result<Value, RpcError> {
     // SPDK waits up to `timeout` ms for the bdev to appear (e.g. after an examine).
     let deadline = Instant::now() + Duration::from_millis(p.timeout.unwrap_or(0).min(60_000));
     loop {
-        if let Some(b) = daemon.bdevs.get(&name) {
+        if let Some(b) = daemon.bdev(&name) {
             let stacked = lock(&daemon.stacked);
             return Ok(Value::Array(vec![describe(daemon, &stacked, &b)]));
         }

@@ -239,14 +239,10 @@ impl ChildOpener for Opener<'_> {
     fn open(&self, uri: &ChildUri) -> Result<Arc<dyn Bdev>, NexusError> {
         match uri {
             ChildUri::Local { name } => {
-                let b = self
-                    .daemon
-                    .bdevs
-                    .get(name)
-                    .ok_or_else(|| NexusError::Open {
-                        uri: uri.to_string(),
-                        reason: format!("there is no bdev {name}"),
-                    })?;
+                let b = self.daemon.bdev(name).ok_or_else(|| NexusError::Open {
+                    uri: uri.to_string(),
+                    reason: format!("there is no bdev {name}"),
+                })?;
                 if b.info().product_name == shoal_replication::PRODUCT_NAME {
                     return Err(NexusError::Invalid(format!(
                         "child {uri}: a nexus cannot be the child of a nexus"
@@ -278,15 +274,14 @@ impl ChildOpener for Opener<'_> {
     }
 }
 
-/// Parses a child URI; a local bdev named by its UUID becomes `bdev:///<its name>`.
+/// Parses a child URI; a local bdev named by its UUID or alias (a logical volume's
+/// `bdev:///lvs/lvol`) becomes `bdev:///<its name>` (a volume's name is its UUID, which stays
+/// the same across renames and restarts).
 fn parse_uri(daemon: &Daemon, text: &str) -> Result<ChildUri, RpcError> {
     let uri = ChildUri::parse(text).map_err(|e| nexus_error(&e))?;
     Ok(match uri {
         ChildUri::Local { name } => ChildUri::Local {
-            name: daemon
-                .bdevs
-                .get(&name)
-                .map_or(name, |b| b.info().name.clone()),
+            name: daemon.bdev(&name).map_or(name, |b| b.info().name.clone()),
         },
         remote => remote,
     })

@@ -237,7 +237,7 @@ fn add_ns(daemon: &Daemon, p: NvmfSubsystemAddNs) -> Result<Value, RpcError> {
     // Held across the claim check and the insertion, so a concurrent deletion or second
     // claim cannot slip in between.
     let stacked = lock(&daemon.stacked);
-    let bdev = daemon.bdevs.get(&ns.bdev_name).ok_or_else(|| {
+    let bdev = daemon.bdev(&ns.bdev_name).ok_or_else(|| {
         RpcError::invalid_params(format!(
             "Unable to add namespace: bdev {} does not exist",
             ns.bdev_name

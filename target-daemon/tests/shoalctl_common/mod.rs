@@ -140,3 +140,29 @@ pub fn shoalctl(socket: &Path, args: &[&str]) -> Output {
         .output()
         .expect("run shoalctl")
 }
+
+/// Runs a command that must succeed; returns its stdout.
+#[track_caller]
+pub fn ok(socket: &Path, args: &[&str]) -> String {
+    let out = shoalctl(socket, args);
+    assert!(
+        out.status.success(),
+        "shoalctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Runs a command that must fail; returns its one-line error.
+#[track_caller]
+pub fn fails(socket: &Path, args: &[&str]) -> String {
+    let out = shoalctl(socket, args);
+    assert_eq!(out.status.code(), Some(1), "shoalctl {args:?} should fail");
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(err.starts_with("shoalctl: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}

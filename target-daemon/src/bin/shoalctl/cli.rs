@@ -30,6 +30,12 @@ pub enum Cmd {
     /// Replicated volumes (nexuses) and their rebuilds.
     #[command(subcommand)]
     Nexus(crate::nexus::NexusCmd),
+    /// Pools (lvstores) that logical volumes are carved from.
+    #[command(subcommand)]
+    Pool(crate::lvol::PoolCmd),
+    /// Logical volumes: thin or thick, snapshots and clones.
+    #[command(subcommand)]
+    Volume(crate::lvol::VolumeCmd),
     /// The NVMe-over-TCP target.
     #[command(subcommand)]
     Nvmf(NvmfCmd),
