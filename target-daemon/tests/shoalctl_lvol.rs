@@ -159,27 +159,21 @@ fn pools_and_volumes_through_shoalctl() {
     let e = fails(s, &["volume", "resize", "lvs/v1", "100KiB"]);
     assert!(e.contains("whole, non-zero number of MiB"), "{e}");
 
-    // Resize: until shoald implements bdev_lvol_resize, its error is printed as it is; once it
-    // does, the new size shows.
-    let out = shoalctl_common::shoalctl(s, &["volume", "resize", "lvs/thin1", "2GiB"]);
-    if out.status.success() {
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "resized lvs/thin1 to 2 GiB\n"
-        );
-        assert_eq!(
-            row(&ok(s, &["volume", "list"]), "lvs/thin1")[3..5],
-            ["2", "GiB"]
-        );
-    } else {
-        let e = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1));
-        assert!(
-            e.starts_with("shoalctl: bdev_lvol_resize: ") && e.contains("lvs/thin1"),
-            "{e}"
-        );
-        assert_eq!(e.lines().count(), 1, "{e}");
-    }
+    // Resize: the new size shows; a snapshot cannot be resized (SPDK's -EPERM).
+    assert_eq!(
+        ok(s, &["volume", "resize", "lvs/thin1", "2GiB"]),
+        "resized lvs/thin1 to 2 GiB\n"
+    );
+    assert_eq!(
+        row(&ok(s, &["volume", "list"]), "lvs/thin1")[3..5],
+        ["2", "GiB"]
+    );
+    let e = fails(s, &["volume", "resize", "lvs/snap1", "2GiB"]);
+    assert!(
+        e.starts_with("shoalctl: bdev_lvol_resize: ") && e.contains("lvs/snap1"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
 
     // Rename, read-only, inflate, decouple.
     assert_eq!(
