@@ -15,8 +15,9 @@
 //!   (a table keeps them, but they are not part of the volume: "staged"), and then the
 //!   `ResizeLvol` record. The journal replays a prefix of its records, so a crash before the
 //!   `ResizeLvol` is durable leaves the old size and staged mappings, which the pool drops when
-//!   it opens (`Table::drop_staged`: the clusters are free again); after it, the new size with
-//!   every cluster mapped.
+//!   it opens (`Table::drop_staged`; it journals an `Unmap` for each, durably, before the
+//!   clusters are free again: `Lvs::start`); after it, the new size with every cluster
+//!   mapped.
 //!
 //! The new size reaches the I/O path only once the record is durable: the volume's I/O is
 //! frozen ([`super::freeze`]), its map replaced by one of the new length (a channel takes the
