@@ -200,6 +200,8 @@ impl LvolShared {
 /// A logical volume's bdev.
 pub struct LvolBdev {
     pub(crate) info: BdevInfo,
+    /// The right to change its size: the pool's resize only (`store/resize.rs`).
+    pub(crate) size_key: shoal_bdev::SizeKey,
     pub(crate) shared: Arc<LvolShared>,
     /// Its name in the pool (the alias is `lvs_name/name`).
     pub(crate) name: Mutex<String>,

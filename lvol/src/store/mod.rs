@@ -367,7 +367,7 @@ impl Lvs {
             cb,
             self.sb.data_offset / bs,
         ));
-        let info = BdevInfo::new(
+        let (info, size_key) = BdevInfo::new_resizable(
             h.uuid.to_string(),
             Some(h.uuid),
             self.sb.block_size,
@@ -379,6 +379,7 @@ impl Lvs {
             .all(|&t| self.base.supports_flags(t, IoFlags::FUA));
         Arc::new(LvolBdev {
             info,
+            size_key,
             shared,
             name: Mutex::new(h.name.clone()),
             fua,

@@ -266,7 +266,9 @@ fn install_size(
     };
     let blocks = clusters.saturating_mul(sh.cluster_blocks);
     // Watchers (the NVMe-oF target) run here, with no borrow of the home held.
-    bdev.info.resize(blocks);
+    bdev.info
+        .resize(&bdev.size_key, blocks)
+        .map_err(|e| LvolError::Invalid(e.to_string()))?;
     tracing::info!(lvs = %bdev.lvs().map(|l| l.name()).unwrap_or_default(),
         lvol = %bdev.lvol_name(), uuid = %uuid, clusters, "volume resized");
     Ok(())
