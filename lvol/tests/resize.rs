@@ -13,9 +13,11 @@ mod lvs_common;
 use std::sync::{Arc, Mutex};
 
 use common::{Harness, pattern};
-use lvs_common::{HomeReactor, pool_on_malloc};
+use lvs_common::{HomeReactor, pool_on, pool_on_malloc};
+use shoal_bdev::error_bdev::{ErrorBdev, Injection};
+use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::uring::UringBdev;
-use shoal_bdev::{Bdev, BdevError, BdevEvent};
+use shoal_bdev::{Bdev, BdevError, BdevEvent, IoType};
 use shoal_lvol::format::record::ClearMethod;
 use shoal_lvol::{LvolBdev, LvolError, LvolOptions, Lvs};
 
@@ -233,4 +235,35 @@ fn snapshots_and_read_only_volumes_are_not_resized_but_clones_are() {
         p.lvs.resize_lvol(r.uuid(), 8 * MIB),
         Err(LvolError::ReadOnly(_))
     ));
+}
+
+/// A volume being resized cannot be made read-only meanwhile (the resize checked that it was
+/// writable when it began): refused as busy, and allowed once the resize is done. The growth
+/// is held at the device while it zeroes its clusters.
+#[test]
+fn a_volume_being_resized_is_not_made_read_only() {
+    let ram: Arc<dyn Bdev> = MallocBdev::create("ram", None, 32 * MIB / 4096, 4096).unwrap();
+    let err = ErrorBdev::create(ram, None).unwrap();
+    let p = pool_on(err.clone(), MIB);
+    let v = p.lvs.create_lvol(opts("v", 2, false)).unwrap();
+    let rule = err
+        .inject(Injection::pending(IoType::WriteZeroes).count(1))
+        .unwrap();
+    let (lvs, vu) = (p.lvs.clone(), v.uuid());
+    let grow = std::thread::spawn(move || lvs.resize_lvol(vu, 4 * MIB));
+    let t0 = std::time::Instant::now();
+    while err.held() == 0 {
+        assert!(t0.elapsed() < common::WAIT, "the growth zeroes nothing");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let e = p.lvs.set_read_only(vu).unwrap_err();
+    assert!(matches!(e, LvolError::Busy(_)), "{e}");
+    assert!(!v.is_read_only());
+    err.remove(rule);
+    err.resume_pending();
+    grow.join().unwrap().unwrap();
+    assert_eq!(dynb(&v).info().num_blocks(), 4 * CB);
+    assert_eq!(v.num_allocated_clusters(), 4);
+    p.lvs.set_read_only(vu).unwrap();
+    assert!(v.is_read_only());
 }
