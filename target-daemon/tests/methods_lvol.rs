@@ -202,6 +202,11 @@ fn spdk_rpc_py_drives_pools_and_volumes() {
             text(&shrink)
         );
         assert_eq!(blocks(&rpc, &ub), 120 * 256);
+        // An invalid size is -22 (EINVAL), not -16, for a volume in use.
+        let zero = rpc.run(&["bdev_lvol_resize", &ub, "0"], b"");
+        assert!(!zero.status.success());
+        assert!(text(&zero).contains("-22"), "{}", text(&zero));
+        assert_eq!(blocks(&rpc, &ub), 120 * 256);
         for args in [
             &["bdev_lvol_delete_lvstore", "-l", "pool"][..],
             &["bdev_lvol_delete", "pool/a"][..],

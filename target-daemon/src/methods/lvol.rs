@@ -396,13 +396,19 @@ fn rename(daemon: &Daemon, p: BdevLvolRename) -> Result<Value, RpcError> {
 /// open channel) up front with the same `-16`, and changes nothing. A namespace's hosts hear
 /// of a growth through a Namespace Attribute Changed event (the target watches its bdevs).
 fn resize(daemon: &Daemon, p: BdevLvolResize) -> Result<Value, RpcError> {
-    let stacked = lock(&daemon.stacked);
-    let (l, v) = find_lvol(daemon, &p.name)?;
     let ctx = format!("bdev_lvol_resize {}", p.name);
+    // The size first: an invalid one is -22 whether or not the volume is in use.
+    if p.size_in_mib == 0 {
+        return Err(RpcError::invalid_argument(format!(
+            "{ctx}: size_in_mib must not be 0"
+        )));
+    }
     let bytes = p
         .size_in_mib
         .checked_mul(1 << 20)
         .ok_or_else(|| RpcError::invalid_argument(format!("{ctx}: size_in_mib too large")))?;
+    let stacked = lock(&daemon.stacked);
+    let (l, v) = find_lvol(daemon, &p.name)?;
     let cluster = l.info().cluster_size;
     let now = v.info().size_bytes();
     if bytes.div_ceil(cluster).saturating_mul(cluster) < now {
