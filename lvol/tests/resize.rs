@@ -267,3 +267,18 @@ fn a_volume_being_resized_is_not_made_read_only() {
     p.lvs.set_read_only(vu).unwrap();
     assert!(v.is_read_only());
 }
+
+/// `grow_lvol` (the RPC's growth, made without its claims lock) never shrinks: a volume grown
+/// past the size asked for meanwhile is refused as busy and keeps its size.
+#[test]
+fn grow_lvol_refuses_to_shrink() {
+    let p = pool_on_malloc(4096, 32 * MIB, MIB);
+    let v = p.lvs.create_lvol(opts("v", 4, true)).unwrap();
+    p.lvs.grow_lvol(v.uuid(), 8 * MIB).unwrap();
+    p.lvs.grow_lvol(v.uuid(), 8 * MIB).unwrap();
+    let e = p.lvs.grow_lvol(v.uuid(), 6 * MIB).unwrap_err();
+    assert!(matches!(e, LvolError::Busy(_)), "{e}");
+    assert_eq!(dynb(&v).info().num_blocks(), 8 * CB);
+    p.lvs.resize_lvol(v.uuid(), 6 * MIB).unwrap();
+    assert_eq!(dynb(&v).info().num_blocks(), 6 * CB);
+}

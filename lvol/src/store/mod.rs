@@ -114,14 +114,22 @@ impl<T> Ticket<T> {
                 }
                 got.borrow().is_some()
             });
-            return got
-                .into_inner()
-                .ok_or_else(|| LvolError::Unavailable("timed out".into()));
+            return got.into_inner().ok_or_else(|| in_progress(timeout));
         }
-        self.0
-            .recv_timeout(timeout)
-            .map_err(|e| LvolError::Unavailable(e.to_string()))
+        self.0.recv_timeout(timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => in_progress(timeout),
+            crossbeam_channel::RecvTimeoutError::Disconnected => {
+                LvolError::Unavailable("the home reactor dropped the request".into())
+            }
+        })
     }
+}
+
+fn in_progress(waited: Duration) -> LvolError {
+    LvolError::InProgress(format!(
+        "not complete after {} s: the operation goes on in the pool and may still complete",
+        waited.as_secs()
+    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
