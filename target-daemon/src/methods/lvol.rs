@@ -97,6 +97,7 @@ fn lvol_error(ctx: &str, e: LvolError) -> RpcError {
         LvolError::Format { .. } => RpcError::errno(error::EINVAL, msg),
         LvolError::Io { .. } => RpcError::errno(error::EIO, msg),
         LvolError::Unavailable(_) => RpcError::internal(msg),
+        LvolError::InProgress(_) => RpcError::errno(error::ETIMEDOUT, msg),
     }
 }
 
@@ -412,6 +413,8 @@ fn resize(daemon: &Daemon, p: BdevLvolResize) -> Result<Value, RpcError> {
     let cluster = l.info().cluster_size;
     let now = v.info().size_bytes();
     if bytes.div_ceil(cluster).saturating_mul(cluster) < now {
+        // A shrink: the claims are checked, and the lock held until it is done (one journal
+        // record, no data written), so that no claim comes in between.
         let holder = claimed_by_any(daemon, &stacked, &v.info().name)
             .or_else(|| (v.info().open_channels() > 0).then(|| "an open channel".to_string()));
         if let Some(holder) = holder {
@@ -421,9 +424,25 @@ fn resize(daemon: &Daemon, p: BdevLvolResize) -> Result<Value, RpcError> {
                 v.alias()
             )));
         }
+        l.resize_lvol(v.uuid(), bytes)
+            .map_err(|e| lvol_error(&ctx, e))?;
+        drop(stacked);
+    } else {
+        // A growth, allowed in use: without the lock, which a thick growth zeroing its
+        // clusters would hold for as long as that takes, stalling every RPC that needs it.
+        // `grow_lvol` refuses to shrink a volume another request grew meanwhile.
+        drop(stacked);
+        l.grow_lvol(v.uuid(), bytes).map_err(|e| match e {
+            LvolError::InProgress(why) => RpcError::errno(
+                error::ETIMEDOUT,
+                format!(
+                    "{ctx}: {why}; the growth is still in progress (bdev_get_bdevs shows the \
+                     new size once it is done)"
+                ),
+            ),
+            e => lvol_error(&ctx, e),
+        })?;
     }
-    l.resize_lvol(v.uuid(), bytes)
-        .map_err(|e| lvol_error(&ctx, e))?;
     tracing::info!(lvol = %v.alias(), size_in_mib = p.size_in_mib, "lvol resized");
     Ok(Value::Bool(true))
 }
