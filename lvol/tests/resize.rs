@@ -282,3 +282,35 @@ fn grow_lvol_refuses_to_shrink() {
     p.lvs.resize_lvol(v.uuid(), 6 * MIB).unwrap();
     assert_eq!(dynb(&v).info().num_blocks(), 6 * CB);
 }
+
+/// Reads through ancestors stop at the first one too short for the cluster (SPDK's blob
+/// backing device reads zeroes past its blob's end): a volume with data at cluster 8,
+/// snapshotted (S0), shrunk to 5, snapshotted again (S1) and grown back to 10 reads zeroes
+/// at cluster 8, not S0's data; a partial write there fills the rest of the cluster with
+/// zeroes too.
+#[test]
+fn a_grown_volume_does_not_see_past_a_shorter_ancestor() {
+    let p = pool_on_malloc(4096, 32 * MIB, MIB);
+    let v = p.lvs.create_lvol(opts("v", 10, true)).unwrap();
+    let bv = dynb(&v);
+    let h = Harness::new(&bv);
+    let a = pattern(4096, 9);
+    h.write(8 * CB, &a).unwrap();
+    h.write(8 * CB + 1, &a).unwrap();
+    h.write(2 * CB, &a).unwrap();
+    let s0 = p.lvs.snapshot(v.uuid(), "s0").unwrap();
+    p.lvs.resize_lvol(v.uuid(), 5 * MIB).unwrap();
+    let s1 = p.lvs.snapshot(v.uuid(), "s1").unwrap();
+    p.lvs.resize_lvol(v.uuid(), 10 * MIB).unwrap();
+    assert_eq!(bv.info().num_blocks(), 10 * CB);
+    assert_eq!(h.read(2 * CB, 1).unwrap(), a, "below both ends: S0's data");
+    assert_eq!(h.read(8 * CB, 1).unwrap(), vec![0; 4096], "past S1's end");
+    // A write into that cluster copies nothing of S0 into the rest of it.
+    h.write(8 * CB + 5, &a).unwrap();
+    assert_eq!(h.read(8 * CB + 5, 1).unwrap(), a);
+    assert_eq!(h.read(8 * CB, 2).unwrap(), vec![0; 8192]);
+    // S0 itself still has its data.
+    let h0 = Harness::new(&dynb(&s0));
+    assert_eq!(h0.read(8 * CB, 1).unwrap(), a);
+    drop(s1);
+}
