@@ -207,10 +207,20 @@ pub struct WatchId(u64);
 
 static NEXT_WATCH: AtomicU64 = AtomicU64::new(1);
 
+static NEXT_SIZE_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// The right to change a device's size ([`BdevInfo::resize`]), handed out once, to the
+/// device that made the [`BdevInfo`] ([`BdevInfo::new_resizable`]). It cannot be copied or
+/// made elsewhere: a user holding the device (`&dyn Bdev`) cannot change its size under it,
+/// which a device whose memory or mapping has a fixed length relies on.
+#[derive(Debug)]
+pub struct SizeKey(u64);
+
 /// What every block device has: identity, geometry, and whether it has been closed.
 ///
-/// The size may change while the device is in use ([`BdevInfo::resize`]: a logical volume
-/// grown or shrunk): it is an atomic that every request's range check reads
+/// The size of a device made with [`BdevInfo::new_resizable`] may change while the device is
+/// in use ([`BdevInfo::resize`], by the holder of its [`SizeKey`]: a logical volume grown or
+/// shrunk): it is an atomic that every request's range check reads
 /// ([`BdevInfo::num_blocks`], one plain load), and the users that cache anything derived from
 /// it (the NVMe-oF target's Identify data and asynchronous events) learn of the change through
 /// [`BdevInfo::watch`].
@@ -231,6 +241,8 @@ pub struct BdevInfo {
     /// one per NVMe/TCP queue pair, does not grow the list).
     channels: Mutex<(Vec<Arc<IoStats>>, IoStatsSnapshot)>,
     watchers: Mutex<Vec<(WatchId, BdevWatcher)>>,
+    /// The number of the [`SizeKey`] that may resize the device (0: its size is fixed).
+    size_key: u64,
 }
 
 impl std::fmt::Debug for BdevInfo {
@@ -247,7 +259,7 @@ impl std::fmt::Debug for BdevInfo {
 }
 
 impl BdevInfo {
-    /// Identity and geometry of a new device.
+    /// Identity and geometry of a new device whose size is fixed.
     pub fn new(
         name: impl Into<String>,
         uuid: Option<Uuid>,
@@ -264,7 +276,23 @@ impl BdevInfo {
             closed: AtomicBool::new(false),
             channels: Mutex::new((Vec::new(), IoStatsSnapshot::default())),
             watchers: Mutex::new(Vec::new()),
+            size_key: 0,
         }
+    }
+
+    /// Identity and geometry of a new device whose size may change, with the key that
+    /// changes it ([`BdevInfo::resize`]), for the device alone to keep.
+    pub fn new_resizable(
+        name: impl Into<String>,
+        uuid: Option<Uuid>,
+        block_size: u32,
+        num_blocks: u64,
+        product_name: &'static str,
+    ) -> (BdevInfo, SizeKey) {
+        let key = SizeKey(NEXT_SIZE_KEY.fetch_add(1, Ordering::Relaxed));
+        let mut info = BdevInfo::new(name, uuid, block_size, num_blocks, product_name);
+        info.size_key = key.0;
+        (info, key)
     }
 
     /// Number of logical blocks now.
@@ -279,11 +307,21 @@ impl BdevInfo {
     }
 
     /// Changes the size to `num_blocks` and tells every watcher ([`BdevEvent::Resized`]),
-    /// on this thread, after the new size is in place. Called by the device itself, at a
-    /// point where no I/O of its own relies on the old size (a logical volume holds its I/O
-    /// meanwhile); requests checked from now on are checked against the new size. Returns
-    /// the old size; nothing is told if it did not change.
-    pub fn resize(&self, num_blocks: u64) -> u64 {
+    /// on this thread, after the new size is in place. Called by the device itself with its
+    /// [`SizeKey`], at a point where no I/O of its own relies on the old size (a logical
+    /// volume holds its I/O meanwhile) and where its medium holds the new size; requests
+    /// checked from now on are checked against the new size. Returns the old size; nothing
+    /// is told if it did not change.
+    ///
+    /// # Errors
+    /// [`BdevError::Invalid`] if `key` is not this device's (its size is then unchanged).
+    pub fn resize(&self, key: &SizeKey, num_blocks: u64) -> Result<u64, BdevError> {
+        if self.size_key == 0 || key.0 != self.size_key {
+            return Err(BdevError::Invalid(format!(
+                "bdev {}: only the device itself may change its size",
+                self.name
+            )));
+        }
         let old = self.num_blocks.swap(num_blocks, Ordering::AcqRel);
         if old != num_blocks {
             let ws: Vec<BdevWatcher> = lock_ignoring_poison(&self.watchers)
@@ -299,7 +337,7 @@ impl BdevInfo {
                 w(self, ev);
             }
         }
-        old
+        Ok(old)
     }
 
     /// Calls `watcher` with every event of the device from now on, until

@@ -13,12 +13,15 @@ use uuid::Uuid;
 
 use crate::reactor::Reactor;
 use crate::{
-    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoFlags, IoSink, IoType, valid_block_size,
+    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoFlags, IoSink, IoType, SizeKey,
+    valid_block_size,
 };
 
 /// A RAM-backed block device.
 pub struct MallocBdev {
     info: BdevInfo,
+    /// Its size may change ([`MallocBdev::resize`]), never past `map`.
+    size_key: SizeKey,
     map: MmapMut,
     /// Start of `map`, kept as an address so channels on several reactors can copy in and out.
     base: usize,
@@ -93,32 +96,73 @@ impl MallocBdev {
         let _ = map.advise(memmap2::Advice::HugePage);
         populate(&mut map);
         let base = map.as_mut_ptr() as usize;
+        let (info, size_key) =
+            BdevInfo::new_resizable(name, uuid, block_size, num_blocks, "Malloc disk");
         Ok(Arc::new(MallocBdev {
-            info: BdevInfo::new(name, uuid, block_size, num_blocks, "Malloc disk"),
+            info,
+            size_key,
             map,
             base,
         }))
     }
 
-    fn byte_range(&self, io: &BdevIo) -> (usize, usize) {
-        let bs = u64::from(self.info.block_size);
-        // Checked by `IoChannel` against the geometry, so both fit in the mapping.
-        let off = usize::try_from(io.offset_blocks * bs).unwrap_or(usize::MAX);
-        let len = usize::try_from(io.num_blocks * bs).unwrap_or(0);
-        (off, len)
+    /// Changes the disk's size to `num_blocks`, at most the size it was created with (its
+    /// memory stays; blocks past a smaller size keep their data). Returns the old size.
+    ///
+    /// # Errors
+    /// [`BdevError::Invalid`] for 0 blocks or more than the disk's memory holds.
+    pub fn resize(&self, num_blocks: u64) -> Result<u64, BdevError> {
+        let bytes = num_blocks.checked_mul(u64::from(self.info.block_size));
+        if num_blocks == 0 || bytes.is_none_or(|b| b > self.map.len() as u64) {
+            return Err(BdevError::Invalid(format!(
+                "RAM disk {}: {num_blocks} blocks is not between 1 and its {} bytes",
+                self.info.name,
+                self.map.len()
+            )));
+        }
+        self.info.resize(&self.size_key, num_blocks)
     }
 
-    fn execute(&self, io: &mut BdevIo, reactor: &Reactor) {
-        let (mut off, len) = self.byte_range(io);
-        debug_assert!(off.saturating_add(len) <= self.map.len());
+    /// The request's byte range in the mapping, `(offset, length)`, with the length covering
+    /// its buffers too. Checked here, not only by `IoChannel` against the size: the copies
+    /// below are raw, and a channel made by `Bdev::create_channel` directly is not checked.
+    fn byte_range(&self, io: &BdevIo) -> Result<(usize, usize), BdevError> {
+        let out = || BdevError::OutOfRange {
+            offset: io.offset_blocks,
+            count: io.num_blocks,
+            capacity: self.map.len() as u64 / u64::from(self.info.block_size),
+        };
+        let bs = u64::from(self.info.block_size);
+        let off = io
+            .offset_blocks
+            .checked_mul(bs)
+            .and_then(|o| usize::try_from(o).ok())
+            .ok_or_else(out)?;
+        let len = io
+            .num_blocks
+            .checked_mul(bs)
+            .and_then(|l| usize::try_from(l).ok())
+            .ok_or_else(out)?;
+        let bufs = io.bufs.iter().map(|b| b.len()).sum::<usize>();
+        if off
+            .checked_add(len.max(bufs))
+            .is_none_or(|end| end > self.map.len())
+        {
+            return Err(out());
+        }
+        Ok((off, len))
+    }
+
+    fn execute(&self, io: &mut BdevIo, reactor: &Reactor) -> Result<(), BdevError> {
+        let (mut off, len) = self.byte_range(io)?;
         match io.io_type {
             IoType::Read => {
                 // This thread's own streaming stores are fenced before it reads them back.
                 reactor.settle_store_fence();
                 for b in io.bufs.iter_mut() {
                     let n = b.len();
-                    // SAFETY: `off + n` lies within the mapping (the request was range-checked
-                    // and the buffers add up to its length); `b` is a distinct allocation.
+                    // SAFETY: `off + n` lies within the mapping (`byte_range` checked the
+                    // offset plus every buffer's length); `b` is a distinct allocation.
                     // Concurrent writes to the same blocks from another reactor race on plain
                     // bytes exactly as on a disk: the content is unspecified, nothing else is.
                     unsafe {
@@ -145,11 +189,12 @@ impl MallocBdev {
             }
             IoType::WriteZeroes | IoType::Unmap => {
                 reactor.settle_store_fence();
-                // SAFETY: `off + len` lies within the mapping (range-checked request).
+                // SAFETY: `off + len` lies within the mapping (`byte_range`).
                 unsafe { std::ptr::write_bytes((self.base + off) as *mut u8, 0, len) };
             }
             IoType::Flush => {}
         }
+        Ok(())
     }
 }
 
@@ -228,15 +273,62 @@ struct MallocChannel {
 
 impl BdevChannel for MallocChannel {
     fn submit(&self, mut io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
-        self.dev.execute(&mut io, &self.reactor);
+        let r = self.dev.execute(&mut io, &self.reactor);
         // Always through the loop: the fence owed by a write comes before its completion.
-        self.reactor.complete_io(sink, tag, io, Ok(()));
+        self.reactor.complete_io(sink, tag, io, r);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{IoBuf, SgList};
+    use std::cell::RefCell;
+
+    struct Got(RefCell<Vec<Result<(), BdevError>>>);
+
+    impl IoSink for Got {
+        fn io_done(&self, _tag: u64, _io: BdevIo, r: Result<(), BdevError>) {
+            self.0.borrow_mut().push(r);
+        }
+    }
+
+    /// A channel made by `Bdev::create_channel` directly (no `IoChannel` checks in front of
+    /// it), and a disk whose size its owner changed: a request past the memory fails, in
+    /// release builds too, and never reaches the raw copies.
+    #[test]
+    fn requests_past_the_memory_fail_without_the_channel_checks() {
+        let m = MallocBdev::create("raw", None, 8, 512).unwrap();
+        assert!(m.resize(9).is_err(), "grown past its memory");
+        assert!(m.resize(0).is_err());
+        assert_eq!(m.resize(4).unwrap(), 8);
+        assert_eq!(m.resize(8).unwrap(), 4);
+        let r = Reactor::new(0, None, crate::reactor::ReactorConfig::default()).unwrap();
+        let chan = m.clone().create_channel(&r).unwrap();
+        let got = Rc::new(Got(RefCell::new(Vec::new())));
+        let buf = |n: usize| SgList::from_buf([IoBuf::zeroed(n)]);
+        let ios = [
+            BdevIo::read(8, 1, buf(512)),
+            BdevIo::read(7, 1, buf(1024)),
+            BdevIo::write(6, 4, buf(2048)),
+            BdevIo::write_zeroes(4, 5),
+            BdevIo::read(u64::MAX / 256, 1, buf(512)),
+            BdevIo::read(7, 1, buf(512)),
+        ];
+        let n = ios.len();
+        for io in ios {
+            chan.submit(io, got.clone(), 0);
+        }
+        r.run_until(std::time::Duration::from_secs(5), || {
+            got.0.borrow().len() == n
+        });
+        let got = got.0.borrow();
+        assert_eq!(got.len(), n);
+        for r in &got[..n - 1] {
+            assert!(matches!(r, Err(BdevError::OutOfRange { .. })), "{r:?}");
+        }
+        assert!(got[n - 1].is_ok());
+    }
 
     #[test]
     fn a_disk_larger_than_memory_is_refused_and_a_new_one_is_resident() {

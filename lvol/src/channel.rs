@@ -33,7 +33,7 @@ use shoal_bdev::{
     BdevChannel, BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList, open_channel,
 };
 
-use crate::lvol::{ChanCounters, ClusterMap, LvolBdev, LvolShared, map_phys};
+use crate::lvol::{ChanCounters, ClusterMap, LvolBdev, LvolShared, chain_phys, map_phys};
 use crate::store::{FreeKind, Lvs};
 
 /// How often a write retries its allocation when the cluster was freed again meanwhile.
@@ -319,9 +319,10 @@ impl Chan {
         std::cell::Ref::map(self.map.borrow(), |m| &m.1)
     }
 
-    /// The data cluster of `index` in the nearest ancestor that has it.
+    /// The data cluster of `index` in the nearest ancestor that has it, unless an ancestor
+    /// too short to have it comes first ([`chain_phys`]).
     fn ancestor_phys(&self, index: u64) -> Option<u64> {
-        self.chain().iter().find_map(|m| map_phys(m, index))
+        chain_phys(self.chain().iter().map(|m| &m[..]), index)
     }
 
     /// Cuts `[offset, offset + n)` at cluster boundaries.

@@ -46,7 +46,11 @@ pub enum LvolError {
         /// The bdev error.
         source: shoal_bdev::BdevError,
     },
-    /// The home reactor did not answer in time or has stopped.
+    /// The home reactor has stopped, or the pool refuses changes (its journal failed).
     #[error("the pool's reactor did not answer: {0}")]
     Unavailable(String),
+    /// The operation did not complete in the time its caller waits: it goes on in the pool
+    /// (a thick growth zeroing its clusters, say) and may still complete.
+    #[error("{0}")]
+    InProgress(String),
 }

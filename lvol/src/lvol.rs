@@ -85,6 +85,22 @@ pub fn map_phys(map: &[AtomicU64], index: u64) -> Option<u64> {
     (p != UNMAPPED).then_some(p)
 }
 
+/// The data cluster of cluster `index` through a volume's ancestors' `maps`, nearest first:
+/// the nearest ancestor's that has it. An ancestor too short to have `index` (a volume
+/// shrunk, then snapshotted, then grown) ends the walk with `None`, zeroes: what lies past
+/// its end is not its data, and its own ancestors do not show through (SPDK's blob backing
+/// device reads zeroes past its blob's end rather than asking that blob's parent).
+pub fn chain_phys<'a>(maps: impl IntoIterator<Item = &'a [AtomicU64]>, index: u64) -> Option<u64> {
+    let i = usize::try_from(index).ok()?;
+    for m in maps {
+        let p = m.get(i)?.load(Ordering::Acquire);
+        if p != UNMAPPED {
+            return Some(p);
+        }
+    }
+    None
+}
+
 impl LvolShared {
     /// A new volume's shared state; `map` holds its size in clusters.
     pub(crate) fn new(
@@ -177,9 +193,11 @@ impl LvolShared {
         out
     }
 
-    /// The data cluster holding `index` in the nearest ancestor that has it.
+    /// The data cluster holding `index` in the nearest ancestor that has it, unless an
+    /// ancestor too short to have it comes first ([`chain_phys`]).
     pub fn ancestor_phys(&self, index: u64) -> Option<u64> {
-        self.chain().iter().find_map(|p| p.phys(index))
+        let maps: Vec<ClusterMap> = self.chain().iter().map(|p| p.map()).collect();
+        chain_phys(maps.iter().map(|m| &m[..]), index)
     }
 
     /// Whether the volume is thin provisioned.
@@ -200,6 +218,8 @@ impl LvolShared {
 /// A logical volume's bdev.
 pub struct LvolBdev {
     pub(crate) info: BdevInfo,
+    /// The right to change its size: the pool's resize only (`store/resize.rs`).
+    pub(crate) size_key: shoal_bdev::SizeKey,
     pub(crate) shared: Arc<LvolShared>,
     /// Its name in the pool (the alias is `lvs_name/name`).
     pub(crate) name: Mutex<String>,

@@ -96,7 +96,14 @@ impl Table {
                 let Some(o) = self.lvols.get_mut(origin) else {
                     return;
                 };
-                let map = std::mem::take(&mut o.map);
+                // Only the volume's own clusters move: a mapping at or past its end is a
+                // stale staged one (a growth that never completed, dropped when the pool
+                // opened), which a snapshot must not take in.
+                let end = o.header.num_clusters;
+                let map = std::mem::take(&mut o.map)
+                    .into_iter()
+                    .filter(|&(i, _)| i < end)
+                    .collect();
                 o.header.parent = Some(snap.uuid);
                 o.header.flags |= crate::format::record::FLAG_THIN;
                 let header = LvolHeader {
@@ -113,7 +120,10 @@ impl Table {
                     return;
                 };
                 if let Some(c) = self.lvols.get_mut(clone) {
-                    for (i, p) in s.map {
+                    // Only the snapshot's own clusters (below its size) move, as in
+                    // `merge_plan`.
+                    for (i, p) in s.map.range(..s.header.num_clusters) {
+                        let (i, p) = (*i, *p);
                         if i < c.header.num_clusters {
                             c.map.entry(i).or_insert(p);
                         }
@@ -132,7 +142,9 @@ impl Table {
         };
         let mut moved = Vec::new();
         let mut freed = Vec::new();
-        for (&i, &p) in &s.map {
+        // Mappings at or past the snapshot's end are not its own (stale staged ones): they
+        // neither move nor are freed.
+        for (&i, &p) in s.map.range(..s.header.num_clusters) {
             if i < c.header.num_clusters && !c.map.contains_key(&i) {
                 moved.push((i, p));
             } else {
@@ -144,16 +156,17 @@ impl Table {
 
     /// Drops the mappings at or past a volume's end: clusters staged by a growth whose
     /// `ResizeLvol` record never became durable (a crash in between). Their data clusters
-    /// are then free. Returns how many were dropped.
-    pub fn drop_staged(&mut self) -> usize {
-        let mut n = 0;
-        for m in self.lvols.values_mut() {
+    /// are then free once the drop is durable: their `Map` records are still in the journal,
+    /// so the pool journals an `Unmap` for each before it hands them out (`store/mod.rs`).
+    /// Returns the dropped mappings, `(volume, index, data cluster)`.
+    pub fn drop_staged(&mut self) -> Vec<(Uuid, u64, u64)> {
+        let mut out = Vec::new();
+        for (u, m) in &mut self.lvols {
             let end = m.header.num_clusters;
-            let before = m.map.len();
+            out.extend(m.map.range(end..).map(|(&i, &p)| (*u, i, p)));
             m.map.retain(|&i, _| i < end);
-            n += before - m.map.len();
         }
-        n
+        out
     }
 
     /// The volumes whose parent is `u`.
@@ -338,6 +351,73 @@ mod tests {
             for r in &recs[from..] { t.apply(r); }
             prop_assert_eq!(t, once);
         }
+    }
+
+    fn map(lvol: Uuid, index: u64, phys: u64) -> Record {
+        Record::Map { lvol, index, phys }
+    }
+
+    /// A thick growth cut before its `ResizeLvol` record leaves staged `Map` records in the
+    /// journal; the pool opens without them, another volume takes one of their clusters, and
+    /// a snapshot, a thin growth and a merge follow. Replaying the whole journal again (no
+    /// checkpoint in between) must give the table the pool had, not take the stale mappings
+    /// back in (a snapshot takes only its origin's clusters below its size, a merge only the
+    /// snapshot's below its size).
+    #[test]
+    fn stale_staged_mappings_do_not_come_back_through_a_snapshot_and_a_merge() {
+        let (a, b, s) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let mut thick = header(a, "a", 2);
+        thick.flags = 0;
+        let before_cut = [
+            Record::CreateLvol(thick),
+            map(a, 0, 0),
+            map(a, 1, 1),
+            map(a, 2, 2), // staged
+            map(a, 3, 3), // staged; the cut comes before ResizeLvol(a, 4)
+        ];
+        let mut live = Table::new("p");
+        for r in &before_cut {
+            live.apply(r);
+        }
+        assert_eq!(live.drop_staged(), vec![(a, 2, 2), (a, 3, 3)]);
+        let after_open = [
+            Record::CreateLvol(header(b, "b", 4)),
+            map(b, 0, 2),
+            Record::Snapshot {
+                origin: a,
+                snap: LvolHeader {
+                    flags: crate::format::record::FLAG_SNAPSHOT
+                        | crate::format::record::FLAG_READ_ONLY
+                        | FLAG_THIN,
+                    ..header(s, "s", 0)
+                },
+            },
+            Record::ResizeLvol(a, 4),
+            Record::MergeSnapshot { snap: s, clone: a },
+        ];
+        for r in &after_open {
+            live.apply(r);
+        }
+        assert!(live.validate(8).is_ok());
+        let mut replay = Table::new("p");
+        for r in before_cut.iter().chain(&after_open) {
+            replay.apply(r);
+        }
+        assert!(replay.drop_staged().is_empty());
+        assert_eq!(replay.validate(8), live.validate(8));
+        assert_eq!(replay, live);
+        assert_eq!(live.lvols[&a].map, BTreeMap::from([(0, 0), (1, 1)]));
+        // A snapshot's own stale mapping (past its end) is neither moved nor freed by a
+        // merge.
+        let mut t = live.clone();
+        t.apply(&Record::Snapshot {
+            origin: a,
+            snap: header(s, "s", 0),
+        });
+        t.apply(&map(s, 9, 7));
+        assert_eq!(t.merge_plan(&s, &a), (vec![(0, 0), (1, 1)], vec![]));
+        t.apply(&Record::MergeSnapshot { snap: s, clone: a });
+        assert_eq!(t.lvols[&a].map, BTreeMap::from([(0, 0), (1, 1)]));
     }
 
     #[test]

@@ -13,9 +13,11 @@ mod lvs_common;
 use std::sync::{Arc, Mutex};
 
 use common::{Harness, pattern};
-use lvs_common::{HomeReactor, pool_on_malloc};
+use lvs_common::{HomeReactor, pool_on, pool_on_malloc};
+use shoal_bdev::error_bdev::{ErrorBdev, Injection};
+use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::uring::UringBdev;
-use shoal_bdev::{Bdev, BdevError, BdevEvent};
+use shoal_bdev::{Bdev, BdevError, BdevEvent, IoType};
 use shoal_lvol::format::record::ClearMethod;
 use shoal_lvol::{LvolBdev, LvolError, LvolOptions, Lvs};
 
@@ -233,4 +235,82 @@ fn snapshots_and_read_only_volumes_are_not_resized_but_clones_are() {
         p.lvs.resize_lvol(r.uuid(), 8 * MIB),
         Err(LvolError::ReadOnly(_))
     ));
+}
+
+/// A volume being resized cannot be made read-only meanwhile (the resize checked that it was
+/// writable when it began): refused as busy, and allowed once the resize is done. The growth
+/// is held at the device while it zeroes its clusters.
+#[test]
+fn a_volume_being_resized_is_not_made_read_only() {
+    let ram: Arc<dyn Bdev> = MallocBdev::create("ram", None, 32 * MIB / 4096, 4096).unwrap();
+    let err = ErrorBdev::create(ram, None).unwrap();
+    let p = pool_on(err.clone(), MIB);
+    let v = p.lvs.create_lvol(opts("v", 2, false)).unwrap();
+    let rule = err
+        .inject(Injection::pending(IoType::WriteZeroes).count(1))
+        .unwrap();
+    let (lvs, vu) = (p.lvs.clone(), v.uuid());
+    let grow = std::thread::spawn(move || lvs.resize_lvol(vu, 4 * MIB));
+    let t0 = std::time::Instant::now();
+    while err.held() == 0 {
+        assert!(t0.elapsed() < common::WAIT, "the growth zeroes nothing");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let e = p.lvs.set_read_only(vu).unwrap_err();
+    assert!(matches!(e, LvolError::Busy(_)), "{e}");
+    assert!(!v.is_read_only());
+    err.remove(rule);
+    err.resume_pending();
+    grow.join().unwrap().unwrap();
+    assert_eq!(dynb(&v).info().num_blocks(), 4 * CB);
+    assert_eq!(v.num_allocated_clusters(), 4);
+    p.lvs.set_read_only(vu).unwrap();
+    assert!(v.is_read_only());
+}
+
+/// `grow_lvol` (the RPC's growth, made without its claims lock) never shrinks: a volume grown
+/// past the size asked for meanwhile is refused as busy and keeps its size.
+#[test]
+fn grow_lvol_refuses_to_shrink() {
+    let p = pool_on_malloc(4096, 32 * MIB, MIB);
+    let v = p.lvs.create_lvol(opts("v", 4, true)).unwrap();
+    p.lvs.grow_lvol(v.uuid(), 8 * MIB).unwrap();
+    p.lvs.grow_lvol(v.uuid(), 8 * MIB).unwrap();
+    let e = p.lvs.grow_lvol(v.uuid(), 6 * MIB).unwrap_err();
+    assert!(matches!(e, LvolError::Busy(_)), "{e}");
+    assert_eq!(dynb(&v).info().num_blocks(), 8 * CB);
+    p.lvs.resize_lvol(v.uuid(), 6 * MIB).unwrap();
+    assert_eq!(dynb(&v).info().num_blocks(), 6 * CB);
+}
+
+/// Reads through ancestors stop at the first one too short for the cluster (SPDK's blob
+/// backing device reads zeroes past its blob's end): a volume with data at cluster 8,
+/// snapshotted (S0), shrunk to 5, snapshotted again (S1) and grown back to 10 reads zeroes
+/// at cluster 8, not S0's data; a partial write there fills the rest of the cluster with
+/// zeroes too.
+#[test]
+fn a_grown_volume_does_not_see_past_a_shorter_ancestor() {
+    let p = pool_on_malloc(4096, 32 * MIB, MIB);
+    let v = p.lvs.create_lvol(opts("v", 10, true)).unwrap();
+    let bv = dynb(&v);
+    let h = Harness::new(&bv);
+    let a = pattern(4096, 9);
+    h.write(8 * CB, &a).unwrap();
+    h.write(8 * CB + 1, &a).unwrap();
+    h.write(2 * CB, &a).unwrap();
+    let s0 = p.lvs.snapshot(v.uuid(), "s0").unwrap();
+    p.lvs.resize_lvol(v.uuid(), 5 * MIB).unwrap();
+    let s1 = p.lvs.snapshot(v.uuid(), "s1").unwrap();
+    p.lvs.resize_lvol(v.uuid(), 10 * MIB).unwrap();
+    assert_eq!(bv.info().num_blocks(), 10 * CB);
+    assert_eq!(h.read(2 * CB, 1).unwrap(), a, "below both ends: S0's data");
+    assert_eq!(h.read(8 * CB, 1).unwrap(), vec![0; 4096], "past S1's end");
+    // A write into that cluster copies nothing of S0 into the rest of it.
+    h.write(8 * CB + 5, &a).unwrap();
+    assert_eq!(h.read(8 * CB + 5, 1).unwrap(), a);
+    assert_eq!(h.read(8 * CB, 2).unwrap(), vec![0; 8192]);
+    // S0 itself still has its data.
+    let h0 = Harness::new(&dynb(&s0));
+    assert_eq!(h0.read(8 * CB, 1).unwrap(), a);
+    drop(s1);
 }

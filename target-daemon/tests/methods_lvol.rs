@@ -202,6 +202,11 @@ fn spdk_rpc_py_drives_pools_and_volumes() {
             text(&shrink)
         );
         assert_eq!(blocks(&rpc, &ub), 120 * 256);
+        // An invalid size is -22 (EINVAL), not -16, for a volume in use.
+        let zero = rpc.run(&["bdev_lvol_resize", &ub, "0"], b"");
+        assert!(!zero.status.success());
+        assert!(text(&zero).contains("-22"), "{}", text(&zero));
+        assert_eq!(blocks(&rpc, &ub), 120 * 256);
         for args in [
             &["bdev_lvol_delete_lvstore", "-l", "pool"][..],
             &["bdev_lvol_delete", "pool/a"][..],
@@ -371,4 +376,70 @@ fn spdk_rpc_py_drives_snapshots_and_clones() {
         json!(["c"]),
         "the decoupled clone is no longer listed"
     );
+}
+
+/// A thick growth held at its device (an error bdev holding its zeroing) does not hold the
+/// daemon's claims lock: another RPC that needs it (here the injection's `clear`, which lets
+/// the growth go on) answers at once, and the growth then completes.
+#[test]
+fn a_long_growth_does_not_stall_other_rpcs() {
+    if !spdk_available() {
+        eprintln!("SPDK's rpc.py is not importable (pip install spdk==26.9); test skipped");
+        return;
+    }
+    let dir = TempDir::new("lvolgrow");
+    let mut d = Shoald::start_with(dir.path(), &["--empty"]);
+    let rpc = Rpc(&d.socket);
+    rpc.ok(&["bdev_malloc_create", "-b", "M0", "64", "4096"]);
+    rpc.ok(&["bdev_error_create", "M0"]);
+    rpc.ok(&["bdev_lvol_create_lvstore", "EE_M0", "lvs", "-c", "1048576"]);
+    let uv = rpc.ok(&["bdev_lvol_create", "-l", "lvs", "v", "4"]);
+    let uv = uv.trim();
+    // The next I/O of the pool (the growth's zeroing) is held.
+    rpc.ok(&[
+        "bdev_error_inject_error",
+        "EE_M0",
+        "all",
+        "pending",
+        "-n",
+        "1",
+    ]);
+    let sock = d.socket.to_str().expect("utf-8").to_string();
+    let grow = std::thread::spawn(move || {
+        let s = sock.as_str();
+        python(
+            &[
+                "-m",
+                "spdk.spdk_rpc",
+                "-s",
+                s,
+                "bdev_lvol_resize",
+                "lvs/v",
+                "16",
+            ],
+            b"",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!grow.is_finished(), "the growth was not held");
+    let t0 = std::time::Instant::now();
+    rpc.ok(&[
+        "-t",
+        "20",
+        "bdev_error_inject_error",
+        "EE_M0",
+        "clear",
+        "failure",
+    ]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "an RPC waited {:?} for the growth",
+        t0.elapsed()
+    );
+    let out = grow.join().expect("rpc.py");
+    assert!(out.status.success(), "{}", text(&out));
+    let b = rpc.json(&["bdev_get_bdevs", "-b", uv]);
+    assert_eq!(b[0]["num_blocks"], 16 * 256);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait(Duration::from_secs(20)).success());
 }

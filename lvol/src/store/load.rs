@@ -34,6 +34,10 @@ pub struct Loaded {
     pub prev_crc: u32,
     /// Journal pages replayed.
     pub replayed_pages: u64,
+    /// The staged mappings dropped ([`Table::drop_staged`]): `(volume, index, data
+    /// cluster)`. Their `Map` records are still in the journal; until an `Unmap` for each is
+    /// durable, their clusters are not free.
+    pub staged: Vec<(Uuid, u64, u64)>,
 }
 
 fn fmt(base: &str, source: FormatError) -> LvolError {
@@ -203,9 +207,10 @@ pub fn load(io: &SyncIo, base: &dyn Bdev, sb: Superblock) -> Result<Loaded, Lvol
         }
     }
     let staged = table.drop_staged();
-    if staged > 0 {
-        tracing::info!(bdev = %name, clusters = staged,
-            "a volume's growth did not complete before the pool was closed: its clusters are free");
+    if !staged.is_empty() {
+        tracing::info!(bdev = %name, clusters = staged.len(),
+            "a volume's growth did not complete before the pool was closed: its clusters are \
+             freed once that is journaled");
     }
     let used = table
         .validate(sb.total_clusters)
@@ -220,6 +225,7 @@ pub fn load(io: &SyncIo, base: &dyn Bdev, sb: Superblock) -> Result<Loaded, Lvol
         next_seq: seq,
         prev_crc: prev,
         replayed_pages: replayed,
+        staged,
     })
 }
 
@@ -236,6 +242,7 @@ pub fn fresh(sb: Superblock, name: &str) -> Loaded {
         next_seq: 1,
         prev_crc: 0,
         replayed_pages: 0,
+        staged: Vec::new(),
     }
 }
 

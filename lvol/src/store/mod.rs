@@ -34,7 +34,7 @@ pub use ops::LvolOptions;
 
 use crate::LvolError;
 use crate::format::check_name;
-use crate::format::record::{FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN};
+use crate::format::record::{FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN, Record};
 use crate::format::superblock::Superblock;
 use crate::lvol::{LvolBdev, LvolShared, PRODUCT_NAME};
 use home::{Home, Journal, with_home};
@@ -114,14 +114,22 @@ impl<T> Ticket<T> {
                 }
                 got.borrow().is_some()
             });
-            return got
-                .into_inner()
-                .ok_or_else(|| LvolError::Unavailable("timed out".into()));
+            return got.into_inner().ok_or_else(|| in_progress(timeout));
         }
-        self.0
-            .recv_timeout(timeout)
-            .map_err(|e| LvolError::Unavailable(e.to_string()))
+        self.0.recv_timeout(timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => in_progress(timeout),
+            crossbeam_channel::RecvTimeoutError::Disconnected => {
+                LvolError::Unavailable("the home reactor dropped the request".into())
+            }
+        })
     }
+}
+
+fn in_progress(waited: Duration) -> LvolError {
+    LvolError::InProgress(format!(
+        "not complete after {} s: the operation goes on in the pool and may still complete",
+        waited.as_secs()
+    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -187,7 +195,11 @@ impl Lvs {
         }
     }
 
-    fn start(base: Arc<dyn Bdev>, l: Loaded, home: ReactorHandle) -> Result<Arc<Lvs>, LvolError> {
+    fn start(
+        base: Arc<dyn Bdev>,
+        mut l: Loaded,
+        home: ReactorHandle,
+    ) -> Result<Arc<Lvs>, LvolError> {
         let lvs = Arc::new(Lvs {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             sb: l.sb,
@@ -221,15 +233,28 @@ impl Lvs {
                 return Err(LvolError::Invalid("a cycle of parents".into()));
             }
         }
+        // The clusters of staged mappings dropped at load are free only once an `Unmap` for
+        // each is durable: their `Map` records are still in the journal's replay window (a
+        // clean close writes no checkpoint), and records replayed later (a snapshot, a merge,
+        // a growth) must not take them back after another volume got them.
+        let staged = std::mem::take(&mut l.staged);
+        let held: BTreeSet<u64> = staged.iter().map(|&(_, _, p)| p).collect();
         let free: BTreeSet<u64> = l
             .used
             .iter()
             .enumerate()
             .filter(|(_, u)| !**u)
             .map(|(i, _)| i as u64)
+            .filter(|p| !held.contains(p))
             .collect();
         lvs.free.store(free.len() as u64, Ordering::Relaxed);
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        // Mapped by a volume of the table (a pool written before the drop was journaled
+        // could have given one to another volume): those stay in use.
+        let release: Vec<u64> = held
+            .into_iter()
+            .filter(|&p| usize::try_from(p).is_ok_and(|i| l.used.get(i) == Some(&false)))
+            .collect();
+        let (tx, rx) = crossbeam_channel::bounded::<Result<(), LvolError>>(1);
         let l2 = lvs.clone();
         let sent = home.send(move || {
             let r = (|| {
@@ -268,17 +293,50 @@ impl Lvs {
                 home::install(l2.id, h);
                 Ok::<(), BdevError>(())
             })();
-            let _ = tx.send(r);
+            if let Err(e) = r {
+                let _ = tx.send(Err(LvolError::Io {
+                    context: "opening the pool's base on its home reactor".into(),
+                    source: e,
+                }));
+                return;
+            }
+            if staged.is_empty() {
+                let _ = tx.send(Ok(()));
+                return;
+            }
+            let id = l2.id;
+            with_home(id, move |h| {
+                let rno = {
+                    let mut hm = h.borrow_mut();
+                    let mut rno = 0;
+                    for (lvol, index, _) in staged {
+                        rno = hm.append(Record::Unmap { lvol, index });
+                    }
+                    rno
+                };
+                let hc = h.clone();
+                h.borrow_mut().when_durable(
+                    rno,
+                    Box::new(move |r| {
+                        if r.is_ok() {
+                            let mut hm = hc.borrow_mut();
+                            hm.free.extend(release);
+                            hm.free_count_changed();
+                        } else {
+                            home::uninstall(id);
+                        }
+                        let _ = tx.send(r);
+                    }),
+                );
+                home::kick(h);
+            });
         });
         if !sent {
             return Err(LvolError::Unavailable(
                 "the home reactor has stopped".into(),
             ));
         }
-        Ticket(rx).wait(OP_WAIT)?.map_err(|e| LvolError::Io {
-            context: "opening the pool's base on its home reactor".into(),
-            source: e,
-        })?;
+        Ticket(rx).wait(OP_WAIT)??;
         tracing::info!(
             lvs = %lvs.name(), uuid = %lvs.sb.uuid, base = %lvs.base.info().name,
             volumes = lock(&lvs.lvols).len(), replayed_pages = l.replayed_pages,
@@ -317,7 +375,7 @@ impl Lvs {
             cb,
             self.sb.data_offset / bs,
         ));
-        let info = BdevInfo::new(
+        let (info, size_key) = BdevInfo::new_resizable(
             h.uuid.to_string(),
             Some(h.uuid),
             self.sb.block_size,
@@ -329,6 +387,7 @@ impl Lvs {
             .all(|&t| self.base.supports_flags(t, IoFlags::FUA));
         Arc::new(LvolBdev {
             info,
+            size_key,
             shared,
             name: Mutex::new(h.name.clone()),
             fua,

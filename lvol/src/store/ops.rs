@@ -90,7 +90,7 @@ impl Lvs {
             };
             if hm.busy.contains(&uuid) {
                 return reply(Err(LvolError::Busy(format!(
-                    "volume {}: a snapshot, inflate or decouple is in progress on it",
+                    "volume {}: a snapshot, inflate, decouple or resize is in progress on it",
                     meta.header.name
                 ))));
             }
@@ -166,13 +166,18 @@ impl Lvs {
     /// Makes a volume read-only.
     ///
     /// # Errors
-    /// No such volume.
+    /// No such volume; another operation in progress on it ([`LvolError::Busy`]: a resize,
+    /// which checked that the volume was writable when it began, or a snapshot, merge,
+    /// inflate or decouple).
     pub fn set_read_only(&self, uuid: Uuid) -> Result<(), LvolError> {
         self.on_home(move |h, reply| {
             let mut hm = h.borrow_mut();
             let Some(flags) = hm.table.lvols.get(&uuid).map(|m| m.header.flags) else {
                 return reply(Err(LvolError::NotFound(format!("volume {uuid}"))));
             };
+            if let Err(e) = super::snap::busy(&hm, &uuid) {
+                return reply(Err(e));
+            }
             if let Some(b) = lock(&hm.lvs.lvols).get(&uuid) {
                 b.shared.read_only.store(true, Ordering::Release);
             }

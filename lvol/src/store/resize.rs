@@ -15,8 +15,9 @@
 //!   (a table keeps them, but they are not part of the volume: "staged"), and then the
 //!   `ResizeLvol` record. The journal replays a prefix of its records, so a crash before the
 //!   `ResizeLvol` is durable leaves the old size and staged mappings, which the pool drops when
-//!   it opens (`Table::drop_staged`: the clusters are free again); after it, the new size with
-//!   every cluster mapped.
+//!   it opens (`Table::drop_staged`; it journals an `Unmap` for each, durably, before the
+//!   clusters are free again: `Lvs::start`); after it, the new size with every cluster
+//!   mapped.
 //!
 //! The new size reaches the I/O path only once the record is durable: the volume's I/O is
 //! frozen ([`super::freeze`]), its map replaced by one of the new length (a channel takes the
@@ -51,6 +52,26 @@ impl Lvs {
     /// ([`LvolError::ReadOnly`]); another operation in progress on it; too few free clusters
     /// to grow a thick volume ([`LvolError::NoSpace`], nothing changed); metadata I/O errors.
     pub fn resize_lvol(&self, uuid: Uuid, size_bytes: u64) -> Result<(), LvolError> {
+        self.resize_checked(uuid, size_bytes, false)
+    }
+
+    /// As [`Lvs::resize_lvol`], but refuses to make the volume smaller than it is when the
+    /// request reaches the pool ([`LvolError::Busy`]): for a caller that checked only that a
+    /// growth is asked for, not that the volume is unused (`bdev_lvol_resize` does not hold
+    /// its claims lock across a growth), and whose volume another request resized meanwhile.
+    ///
+    /// # Errors
+    /// As [`Lvs::resize_lvol`]; [`LvolError::Busy`] for a size below the volume's.
+    pub fn grow_lvol(&self, uuid: Uuid, size_bytes: u64) -> Result<(), LvolError> {
+        self.resize_checked(uuid, size_bytes, true)
+    }
+
+    fn resize_checked(
+        &self,
+        uuid: Uuid,
+        size_bytes: u64,
+        grow_only: bool,
+    ) -> Result<(), LvolError> {
         if size_bytes == 0 {
             return Err(LvolError::Invalid("a volume's size must not be 0".into()));
         }
@@ -60,12 +81,17 @@ impl Lvs {
         {
             return Err(LvolError::Invalid("size too large".into()));
         }
-        self.on_home(move |h, reply| resize_on_home(h, uuid, clusters, reply))
+        self.on_home(move |h, reply| resize_on_home(h, uuid, clusters, grow_only, reply))
     }
 }
 
 /// Checks the request; the volume's current size and whether it is thin.
-fn check(hm: &Home, uuid: Uuid, clusters: u64) -> Result<(u64, bool, ClearMethod), LvolError> {
+fn check(
+    hm: &Home,
+    uuid: Uuid,
+    clusters: u64,
+    grow_only: bool,
+) -> Result<(u64, bool, ClearMethod), LvolError> {
     if let Some(why) = &hm.j.failed {
         return Err(LvolError::Unavailable(why.clone()));
     }
@@ -82,6 +108,12 @@ fn check(hm: &Home, uuid: Uuid, clusters: u64) -> Result<(u64, bool, ClearMethod
     }
     busy(hm, &uuid)?;
     let old = m.header.num_clusters;
+    if grow_only && clusters < old {
+        return Err(LvolError::Busy(format!(
+            "volume {} was resized meanwhile to {old} clusters: {clusters} would shrink it",
+            m.header.name
+        )));
+    }
     if clusters > old {
         let mapped: u64 = hm.table.lvols.values().map(|m| m.header.num_clusters).sum();
         if clusters - old > MAX_POOL_CLUSTERS.saturating_sub(mapped) {
@@ -96,10 +128,10 @@ fn check(hm: &Home, uuid: Uuid, clusters: u64) -> Result<(u64, bool, ClearMethod
     Ok((old, m.header.flags & FLAG_THIN != 0, m.header.clear))
 }
 
-fn resize_on_home(h: &Rc<RefCell<Home>>, uuid: Uuid, clusters: u64, reply: Reply) {
+fn resize_on_home(h: &Rc<RefCell<Home>>, uuid: Uuid, clusters: u64, grow_only: bool, reply: Reply) {
     let (old, thin, clear) = {
         let mut hm = h.borrow_mut();
-        match check(&hm, uuid, clusters) {
+        match check(&hm, uuid, clusters, grow_only) {
             Ok(x) => {
                 if x.0 != clusters {
                     hm.busy.insert(uuid);
@@ -265,7 +297,9 @@ fn install_size(
     };
     let blocks = clusters.saturating_mul(sh.cluster_blocks);
     // Watchers (the NVMe-oF target) run here, with no borrow of the home held.
-    bdev.info.resize(blocks);
+    bdev.info
+        .resize(&bdev.size_key, blocks)
+        .map_err(|e| LvolError::Invalid(e.to_string()))?;
     tracing::info!(lvs = %bdev.lvs().map(|l| l.name()).unwrap_or_default(),
         lvol = %bdev.lvol_name(), uuid = %uuid, clusters, "volume resized");
     Ok(())

@@ -120,7 +120,7 @@ fn check_new(hm: &Home, name: &str) -> Result<(), LvolError> {
 pub(super) fn busy(hm: &Home, u: &Uuid) -> Result<(), LvolError> {
     if hm.busy.contains(u) {
         return Err(LvolError::Busy(format!(
-            "volume {u}: another snapshot, merge, inflate or decouple is in progress on it"
+            "volume {u}: a snapshot, merge, inflate, decouple or resize is in progress on it"
         )));
     }
     Ok(())
@@ -233,6 +233,7 @@ fn clone_on_home(
     let r = (|| {
         let mut hm = h.borrow_mut();
         check_new(&hm, name)?;
+        busy(&hm, &parent)?;
         let pm = hm
             .table
             .lvols

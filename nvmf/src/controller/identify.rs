@@ -243,10 +243,13 @@ pub fn dlfeat(ns: &Namespace) -> u8 {
 /// beyond one logical block (OPTPERF would make Linux report an odd 512-byte optimal I/O).
 pub fn identify_namespace(ns: &Namespace) -> IdentifyNamespace {
     let info = ns.bdev.info();
+    // Read once: the size may change meanwhile (a volume resized), and NSZE, NCAP, NUSE and
+    // NVMCAP must describe one size.
+    let blocks = info.num_blocks();
     let mut id = IdentifyNamespace::zeroed();
-    id.nsze = U64::new(info.num_blocks());
-    id.ncap = U64::new(info.num_blocks());
-    id.nuse = U64::new(info.num_blocks());
+    id.nsze = U64::new(blocks);
+    id.ncap = U64::new(blocks);
+    id.nuse = U64::new(blocks);
     id.nsfeat = 0;
     // One LBA format (NLBAF is 0's based), formatted with it (FLBAS 0), no metadata.
     id.nlbaf = 0;
@@ -255,7 +258,7 @@ pub fn identify_namespace(ns: &Namespace) -> IdentifyNamespace {
     // NMIC bit 0: the namespace may be attached to several controllers at once.
     id.nmic = 1;
     id.dlfeat = dlfeat(ns);
-    id.nvmcap = u128::from(info.size_bytes()).to_le_bytes();
+    id.nvmcap = (u128::from(blocks) * u128::from(info.block_size)).to_le_bytes();
     id.nguid = ns.nguid;
     id.eui64 = ns.eui64.unwrap_or([0; 8]);
     id

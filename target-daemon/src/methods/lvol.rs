@@ -97,6 +97,7 @@ fn lvol_error(ctx: &str, e: LvolError) -> RpcError {
         LvolError::Format { .. } => RpcError::errno(error::EINVAL, msg),
         LvolError::Io { .. } => RpcError::errno(error::EIO, msg),
         LvolError::Unavailable(_) => RpcError::internal(msg),
+        LvolError::InProgress(_) => RpcError::errno(error::ETIMEDOUT, msg),
     }
 }
 
@@ -406,16 +407,24 @@ fn rename(daemon: &Daemon, p: BdevLvolRename) -> Result<Value, RpcError> {
 /// open channel) up front with the same `-16`, and changes nothing. A namespace's hosts hear
 /// of a growth through a Namespace Attribute Changed event (the target watches its bdevs).
 fn resize(daemon: &Daemon, p: BdevLvolResize) -> Result<Value, RpcError> {
-    let stacked = lock(&daemon.stacked);
-    let (l, v) = find_lvol(daemon, &p.name)?;
     let ctx = format!("bdev_lvol_resize {}", p.name);
+    // The size first: an invalid one is -22 whether or not the volume is in use.
+    if p.size_in_mib == 0 {
+        return Err(RpcError::invalid_argument(format!(
+            "{ctx}: size_in_mib must not be 0"
+        )));
+    }
     let bytes = p
         .size_in_mib
         .checked_mul(1 << 20)
         .ok_or_else(|| RpcError::invalid_argument(format!("{ctx}: size_in_mib too large")))?;
+    let stacked = lock(&daemon.stacked);
+    let (l, v) = find_lvol(daemon, &p.name)?;
     let cluster = l.info().cluster_size;
     let now = v.info().size_bytes();
     if bytes.div_ceil(cluster).saturating_mul(cluster) < now {
+        // A shrink: the claims are checked, and the lock held until it is done (one journal
+        // record, no data written), so that no claim comes in between.
         let holder = claimed_by_any(daemon, &stacked, &v.info().name)
             .or_else(|| (v.info().open_channels() > 0).then(|| "an open channel".to_string()));
         if let Some(holder) = holder {
@@ -425,9 +434,25 @@ fn resize(daemon: &Daemon, p: BdevLvolResize) -> Result<Value, RpcError> {
                 v.alias()
             )));
         }
+        l.resize_lvol(v.uuid(), bytes)
+            .map_err(|e| lvol_error(&ctx, e))?;
+        drop(stacked);
+    } else {
+        // A growth, allowed in use: without the lock, which a thick growth zeroing its
+        // clusters would hold for as long as that takes, stalling every RPC that needs it.
+        // `grow_lvol` refuses to shrink a volume another request grew meanwhile.
+        drop(stacked);
+        l.grow_lvol(v.uuid(), bytes).map_err(|e| match e {
+            LvolError::InProgress(why) => RpcError::errno(
+                error::ETIMEDOUT,
+                format!(
+                    "{ctx}: {why}; the growth is still in progress (bdev_get_bdevs shows the \
+                     new size once it is done)"
+                ),
+            ),
+            e => lvol_error(&ctx, e),
+        })?;
     }
-    l.resize_lvol(v.uuid(), bytes)
-        .map_err(|e| lvol_error(&ctx, e))?;
     tracing::info!(lvol = %v.alias(), size_in_mib = p.size_in_mib, "lvol resized");
     Ok(Value::Bool(true))
 }

@@ -67,6 +67,8 @@ pub const EINVAL: i32 = 22;
 pub const ENOSPC: i32 = 28;
 /// `ENOTSUP` (same value as `EOPNOTSUPP` on Linux).
 pub const ENOTSUP: i32 = 95;
+/// `ETIMEDOUT`.
+pub const ETIMEDOUT: i32 = 110;
 
 /// The `error` member of a JSON-RPC response: a code and a human-readable message.
 ///
@@ -102,6 +104,7 @@ pub fn errno_text(errno: i32) -> &'static str {
         EINVAL => "Invalid argument",
         ENOSPC => "No space left on device",
         ENOTSUP => "Operation not supported",
+        ETIMEDOUT => "Connection timed out",
         _ => "Unknown error",
     }
 }

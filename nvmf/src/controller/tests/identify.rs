@@ -297,3 +297,38 @@ fn identify_transfer_length() {
     sqe.dptr = SglDescriptor::transport(8192);
     assert_eq!(data_of(f.run(&sqe)).len(), 4096);
 }
+
+/// A namespace whose device is resized while Identify Namespace is built: NSZE, NCAP, NUSE
+/// and NVMCAP always describe one size (the size is read once).
+#[test]
+fn identify_namespace_reads_one_size_while_the_device_resizes() {
+    let f = Fixture::new();
+    let ns = f.sub.namespace(1).unwrap();
+    let disk = f.disk.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let resizer = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            disk.resize(if n.is_multiple_of(2) { 1024 } else { 2048 })
+                .unwrap();
+            n += 1;
+        }
+        n
+    });
+    let t0 = std::time::Instant::now();
+    let mut bad = None;
+    while t0.elapsed() < std::time::Duration::from_secs(1) {
+        let id = crate::controller::identify::identify_namespace(&ns);
+        let (a, b, c) = (id.nsze.get(), id.ncap.get(), id.nuse.get());
+        let cap = u128::from_le_bytes(id.nvmcap);
+        if a != b || b != c || cap != u128::from(a) * 512 {
+            bad = Some((a, b, c, cap));
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let resizes = resizer.join().unwrap();
+    assert_eq!(bad, None, "after {resizes} resizes");
+    assert!(resizes > 2, "the device was not resized meanwhile");
+}

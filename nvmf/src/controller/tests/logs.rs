@@ -311,7 +311,7 @@ fn a_resized_namespace_is_a_changed_namespace() {
         (id.nsze.get(), id.ncap.get(), id.nuse.get())
     };
     assert_eq!(nsze(&f), (2048, 2048, 2048));
-    bdev.info().resize(1024);
+    f.disk.resize(1024).unwrap();
     assert_eq!(nsze(&f), (1024, 1024, 1024));
     assert_eq!(take_async_event(&f.ctrl), Some(0x0004_0002));
     assert_eq!(changed_list(&f, false), vec![1]);
@@ -327,9 +327,9 @@ fn a_resized_namespace_is_a_changed_namespace() {
         vec![1]
     );
     // The same size again tells nobody.
-    bdev.info().resize(1024);
+    f.disk.resize(1024).unwrap();
     assert_eq!(take_async_event(&f.ctrl), None);
-    bdev.info().resize(2048);
+    f.disk.resize(2048).unwrap();
     assert_eq!(take_async_event(&f.ctrl), Some(0x0004_0002));
     assert_eq!(changed_list(&f, false), vec![1]);
     // Removed: the subsystem stops watching; the removal itself is the last notice.
@@ -337,7 +337,7 @@ fn a_resized_namespace_is_a_changed_namespace() {
     assert_eq!(bdev.info().watchers(), 0);
     assert_eq!(take_async_event(&f.ctrl), Some(0x0004_0002));
     assert_eq!(changed_list(&f, false), vec![1]);
-    bdev.info().resize(512);
+    f.disk.resize(512).unwrap();
     assert_eq!(take_async_event(&f.ctrl), None);
     assert!(f.ctrl.state().changed_namespaces.is_empty());
 }

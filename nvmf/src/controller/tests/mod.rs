@@ -31,6 +31,8 @@ pub(super) struct Fixture {
     pub sub: Arc<Subsystem>,
     pub ctrl: Arc<ControllerShared>,
     pub transport: TransportConfig,
+    /// Namespace 1's device (its owner may change its size).
+    pub disk: Arc<MallocBdev>,
 }
 
 impl Fixture {
@@ -42,7 +44,8 @@ impl Fixture {
         };
         let sub = target.create_subsystem(SUBNQN, opts).unwrap();
         let bdev = MallocBdev::create("m0", None, 2048, 512).unwrap();
-        sub.add_namespace(bdev, None, None, None, None).unwrap();
+        sub.add_namespace(bdev.clone(), None, None, None, None)
+            .unwrap();
         sub.add_listener(ListenAddress::tcp("127.0.0.1", "4420"))
             .unwrap();
         let ctrl = connect(&sub);
@@ -51,6 +54,7 @@ impl Fixture {
             sub,
             ctrl,
             transport: TransportConfig::default(),
+            disk: bdev,
         }
     }
 
