@@ -29,8 +29,10 @@ step "deploy/ manifests against the Kubernetes API schemas"
 hack/validate-deploy.sh
 
 step "cargo test"
-cargo test --workspace 2>&1 | tee /tmp/shoal-cargo-test.log
-grep -E "^test result:" /tmp/shoal-cargo-test.log | awk '{p+=$4; f+=$6} END {print "unit/loopback tests:", p, "passed,", f, "failed"}'
+# A log of its own: runs side by side (several worktrees) must not count each other's results.
+test_log=$(mktemp /tmp/shoal-cargo-test.XXXXXX.log)
+cargo test --workspace 2>&1 | tee "$test_log"
+grep -E "^test result:" "$test_log" | awk '{p+=$4; f+=$6} END {print "unit/loopback tests:", p, "passed,", f, "failed"}'
 
 if [[ -z "${SKIP_FUZZ:-}" && -d nvmf/fuzz ]]; then
     step "fuzz targets: build and run briefly"
