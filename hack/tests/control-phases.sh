@@ -17,9 +17,16 @@ vol_events() {
     api GET "/v1/events?volume=$VOL&limit=1000${1:+&$1}" |
         jsq "'\n'.join('%s %s' % (e['kind'], e.get('node', '-')) for e in d['events'])"
 }
+# has_event KIND NODE [QUERY]: the volume's events hold KIND for NODE (the list is read whole
+# first: `grep -q` leaving a pipe early breaks the writer's pipe, which pipefail reports).
+has_event() {
+    local events
+    events=$(vol_events "${3:-}") || return 1
+    grep -qx "$1 $2" <<<"$events"
+}
 # expect_event KIND NODE: the volume's events hold KIND for NODE.
 expect_event() {
-    vol_events | grep -qx "$1 $2" || {
+    has_event "$1" "$2" || {
         vol_events >&2
         die "no $1 event for $2"
     }
@@ -71,10 +78,13 @@ phase_replica_node_killed() {
         "${HEAL_AFTER}s); replica count restored (3 online, node4 rebuilt) ${restored}s after the kill"
     [[ -n $prog ]] || die "the API never showed the rebuild's progress"
     note "A. rebuild progress seen in GET /v1/volumes/{id} (%):$prog"
+    # The list is read whole before it is searched: `grep -q` leaving a pipe early broke the
+    # writer's pipe (BrokenPipeError), which pipefail reported as a missing event.
+    events=$(api GET "/v1/events?limit=1000" |
+        jsq "'\n'.join('%s %s' % (e['kind'], e.get('node', '-')) for e in d['events'])")
     for e in "node_offline node2" "replica_faulted node2" "replica_replaced node2" \
         "rebuild_started node4" "rebuild_finished node4"; do
-        api GET "/v1/events?limit=1000" | jsq "'\n'.join('%s %s' % (e['kind'], e.get('node', '-')) for e in d['events'])" |
-            grep -qx "$e" || die "no event '$e'"
+        grep -qx "$e" <<<"$events" || die "no event '$e' in: $(tr '\n' ',' <<<"$events")"
     done
     [[ $(nexus_state) == online ]] || die "nexus $(nexus_state) after the rebuild"
     [[ $(nexus | jsq "len(d[0]['children'])") -eq 3 ]] || die "the nexus does not have 3 children"
@@ -86,7 +96,7 @@ phase_replica_node_killed() {
     t=$(elapsed)
     cluster_start_node 2
     end=$((SECONDS + 60))
-    until vol_events | grep -qx "replica_removed node2"; do
+    until has_event replica_removed node2; do
         ((SECONDS < end)) || die "node2's stale replica not removed within 60 s of its return"
         watch_io
         sleep 0.3
