@@ -37,8 +37,8 @@ SUM_MIBS="3 130 257 384 511 638 765 892 70 700"
 # shellcheck source=hack/tests/lib-nexus.sh
 . "$(dirname "$0")/lib-nexus.sh"
 
-# wait_guest LINE SECONDS: wait until the guest has printed "$NAME: LINE".
-wait_guest() {
+# wait_guest_says LINE SECONDS: wait until the guest has printed "$NAME: LINE".
+wait_guest_says() {
     local end=$((SECONDS + $2))
     while ((SECONDS < end)); do
         grep -q "^$NAME: $1" "$work/guest.log" 2>/dev/null && return 0
@@ -58,11 +58,11 @@ rebuild_field() {
 
 setup_nexus
 start_guest "$here/nexus-intent-guest.sh" SUM_MIBS="$SUM_MIBS"
-wait_guest written 150
+wait_guest_says written 150
 marked=$(nexus | jsq "d[0]['write_intent']['marked_regions']")
 note "guest: 8 MiB written and fsynced; $marked regions of 1 MiB marked in the write-intent bitmap"
 [[ $marked -gt 0 ]] || die "no region is marked after the guest's writes"
-wait_guest "load running" 60
+wait_guest_says "load running" 60
 sleep 1
 # Make the replicas disagree for sure: node3 freezes, so the writes in flight reach the local
 # child and node2 but wait in node3's socket; then node1 and node3 die (node3 never executes
@@ -104,7 +104,7 @@ note "resync after the crash: at most $((copied >> 20)) MiB per replica = $pct% 
 [[ $(nexus_state) == online ]] || die "nexus not online after the resync: $(nexus_state)"
 
 touch "$work/ctl/reconnect" "$work/ctl/stop"
-wait_guest "durable regions verified" 120
+wait_guest_says "durable regions verified" 120
 note "guest: $(tr -d '\r' <"$work/guest.log" | sed -n "s/^$NAME: load ended (\(.*\))\$/\1/p");" \
     "reconnected, and" \
     "the 8 durable regions verify after the crash"
