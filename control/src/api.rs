@@ -18,6 +18,7 @@
 //! | POST | `/v1/volumes/{id}/publish`, `/unpublish`, `/resize` | `Target`; 204; `Volume` |
 //! | GET, POST | `/v1/snapshots`, GET/DELETE `/v1/snapshots/{id}` | snapshots (412 to create: not implemented by `shoald` yet) |
 //! | GET | `/v1/capacity?zone=` | `{"available_bytes"}` |
+//! | GET | `/v1/events?volume=&node=&kind=&limit=` | `{"events": [Event]}`, the newest `limit` (100; at most 1000), oldest first |
 //!
 //! Errors are `{"error": {"code", "message"}}`: `invalid_argument` 400, `not_found` 404,
 //! `already_exists` 409, `failed_precondition` 412, `out_of_range` 416,
@@ -120,6 +121,7 @@ pub fn router(state: ApiState) -> Router {
             get(v::get_snapshot).delete(v::delete_snapshot),
         )
         .route("/v1/capacity", get(v::capacity))
+        .route("/v1/events", get(v::list_events))
         .fallback(|| async { ApiError::not_found("no such resource".into()) })
         .with_state(state)
 }

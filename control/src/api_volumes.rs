@@ -13,7 +13,7 @@ use crate::api::{ApiError, ApiState, answer, forward, parse_body};
 use crate::model::Status;
 use crate::pool::{self, PoolSpec, PoolState};
 use crate::volume::{VolumeRecord, VolumeSpec};
-use crate::{keys, volume_ops};
+use crate::{events, keys, volume_ops};
 
 /// Most volumes per page.
 const MAX_PAGE: i64 = 1000;
@@ -122,7 +122,10 @@ pub async fn get_volume(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let v = volume_ops::get(&s, &id).await?;
-    Ok(answer(StatusCode::OK, view(&s, &v).await?))
+    let nodes = s.store.list_nodes().await?;
+    let mut view = v.view(&nodes);
+    crate::heal::live_progress(&s, &v, &mut view).await;
+    Ok(answer(StatusCode::OK, view))
 }
 
 pub async fn create_volume(
@@ -265,4 +268,46 @@ pub async fn capacity(
         StatusCode::OK,
         json!({ "available_bytes": available }),
     ))
+}
+
+/// Default and largest number of events answered.
+const EVENTS_DEFAULT: usize = 100;
+
+pub async fn list_events(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mut f = events::Filter {
+        limit: EVENTS_DEFAULT,
+        ..events::Filter::default()
+    };
+    for (k, val) in &q {
+        match k.as_str() {
+            "limit" => {
+                f.limit = val
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=events::MAX_EVENTS).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!("limit {val:?}: 1 to {}", events::MAX_EVENTS))
+                    })?;
+            }
+            "volume" => {
+                volume_ops::get_check_id(val)?;
+                f.volume = Some(val.clone());
+            }
+            "node" => {
+                crate::model::validate_name("node", val)?;
+                f.node = Some(val.clone());
+            }
+            "kind" => {
+                let k: events::EventKind = serde_json::from_value(json!(val))
+                    .map_err(|_| ApiError::invalid(format!("kind {val:?}: not an event kind")))?;
+                f.kind = Some(k);
+            }
+            other => return Err(ApiError::invalid(format!("unknown parameter {other:?}"))),
+        }
+    }
+    let list = events::list(&s.store, &f).await?;
+    Ok(answer(StatusCode::OK, json!({ "events": list })))
 }

@@ -10,6 +10,7 @@
 //! | `pools/<node>/<name>` | [`crate::pool::PoolRecord`] | the leader (fenced) | until the pool is removed |
 //! | `volumes/<uuid>` | [`crate::volume::VolumeRecord`] | the leader (fenced) | until the volume is deleted |
 //! | `volume-names/<name>` | the volume's UUID (JSON string) | the leader (fenced) | as its volume |
+//! | `events/<ms>-<hex>` | [`crate::events::Event`] | the leader (fenced, with the change it reports) | the last [`crate::events::MAX_EVENTS`] |
 //!
 //! Per node that means one write at registration, one lease keep-alive every TTL/3 (no
 //! write), and one leader write per online/offline change. Per pool: one write when it is
@@ -90,4 +91,16 @@ pub fn volume(id: &str) -> String {
 #[must_use]
 pub fn volume_name(name: &str) -> String {
     format!("{PREFIX}volume-names/{name}")
+}
+
+/// Prefix of the events.
+#[must_use]
+pub fn events() -> String {
+    format!("{PREFIX}events/")
+}
+
+/// An event (ids sort by time).
+#[must_use]
+pub fn event(id: &str) -> String {
+    format!("{PREFIX}events/{id}")
 }

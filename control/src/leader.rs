@@ -15,8 +15,9 @@
 //!
 //! While it leads, an instance runs [`lead`]: it records each node's online/offline
 //! transitions with the time they were seen (the clock healing starts from) and logs them as
-//! events, brings pools online ([`crate::pool::reconcile`]) and finishes interrupted volume
-//! operations ([`crate::volume_ops::reconcile`]); the API's changes run on the leader too.
+//! events, brings pools online ([`crate::pool::reconcile`]), finishes interrupted volume
+//! operations ([`crate::volume_ops::reconcile`]) and heals volumes ([`crate::heal`]); the
+//! API's changes run on the leader too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,8 +27,9 @@ use etcd_client::LeaderKey;
 use tokio::sync::watch;
 
 use crate::ctx::Ctx;
+use crate::events::{Event, EventKind};
 use crate::model::{InstanceInfo, NodeState, Status};
-use crate::store::Store;
+use crate::store::{Store, encode};
 use crate::{Error, Result, keys, now_ms};
 
 /// Whether this instance leads, and with which election key.
@@ -146,15 +148,18 @@ async fn keep_alive(store: Store, lease: i64, ttl_secs: i64, lost: watch::Sender
     }
 }
 
-/// The leader's work, every half second: records nodes going offline and online (fenced on
-/// `leader_key`), brings declared pools online and refreshes their free space (every other
-/// pass), and finishes the volume operations a crash interrupted.
+/// The leader's work, every half second: records nodes going offline and online with their
+/// events (fenced on `leader_key`), brings declared pools online and refreshes their free
+/// space (every other pass), finishes the volume operations a crash interrupted, heals the
+/// published volumes ([`crate::heal`]) and keeps the last [`crate::events::MAX_EVENTS`]
+/// events (every tenth pass).
 ///
 /// # Errors
 /// [`Error::NotLeader`] once the fence fails; etcd errors end the term too.
 pub async fn lead(ctx: &Ctx, leader_key: &[u8]) -> Result<()> {
     let store = &ctx.store;
     let mut pass = 0u64;
+    let mut healer = crate::heal::Healer::new();
     let mut known: HashMap<String, Status> = store
         .node_states()
         .await?
@@ -171,13 +176,20 @@ pub async fn lead(ctx: &Ctx, leader_key: &[u8]) -> Result<()> {
                 status: node.status,
                 since_ms: now_ms(),
             };
+            let (kind, what) = match node.status {
+                Status::Offline => (EventKind::NodeOffline, "offline"),
+                Status::Online => (EventKind::NodeOnline, "online"),
+            };
+            let event = Event::new(kind, None, Some(id), format!("node {id} is {what}"));
             store
-                .fenced_put(leader_key, &keys::node_state(id), &state)
+                .fenced_txn(
+                    leader_key,
+                    vec![],
+                    vec![(keys::node_state(id), encode(&state)), event.put()],
+                    vec![],
+                )
                 .await?;
-            match node.status {
-                Status::Offline => tracing::warn!(node = %id, "event: node offline"),
-                Status::Online => tracing::info!(node = %id, "event: node online"),
-            }
+            event.log();
             known.insert(id.clone(), node.status);
         }
         let nodes = store.list_nodes().await?;
@@ -185,6 +197,10 @@ pub async fn lead(ctx: &Ctx, leader_key: &[u8]) -> Result<()> {
             crate::pool::reconcile(ctx, &nodes).await?;
         }
         crate::volume_ops::reconcile(ctx, &nodes).await?;
+        crate::heal::pass(ctx, &mut healer, &nodes).await?;
+        if pass.is_multiple_of(10) {
+            crate::events::trim(store, leader_key, crate::events::MAX_EVENTS).await?;
+        }
         pass += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

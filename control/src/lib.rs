@@ -25,6 +25,8 @@ pub mod api;
 mod api_volumes;
 pub mod cli;
 pub mod ctx;
+pub mod events;
+pub mod heal;
 pub mod keys;
 pub mod leader;
 pub mod model;

@@ -377,3 +377,47 @@ pub async fn destroy_nexus(c: &mut NodeClient, name: &str) -> Result<()> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// Adds child `uri` to nexus `name` (the nexus rebuilds it online: in full when new, only the
+/// segments it missed when it is the same replica coming back). A child that is there and not
+/// faulted already counts as added.
+///
+/// # Errors
+/// Node errors (`EBUSY` while the child's abandoned I/O is still out: retry later).
+pub async fn nexus_add_child(c: &mut NodeClient, name: &str, uri: &str) -> Result<()> {
+    match c
+        .call("nexus_add_child", json!({ "name": name, "uri": uri }))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_code(&e, &[EEXIST]) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes child `uri` from nexus `name`, if it is there.
+///
+/// # Errors
+/// Node errors (the nexus refuses to remove its last healthy child).
+pub async fn nexus_remove_child(c: &mut NodeClient, name: &str, uri: &str) -> Result<()> {
+    match c
+        .call("nexus_remove_child", json!({ "name": name, "uri": uri }))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_code(&e, &[ENODEV, ENOENT]) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every nexus of the node, by name, as `nexus_get` describes them.
+///
+/// # Errors
+/// Node errors; nonsense answers.
+pub async fn nexuses(c: &mut NodeClient) -> Result<Vec<Value>> {
+    let v = c.call("nexus_get", json!({})).await?;
+    match v.as_array() {
+        Some(a) => Ok(a.clone()),
+        None => Err(nonsense(c, "nexus_get", &v)),
+    }
+}

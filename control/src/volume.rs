@@ -126,6 +126,24 @@ pub enum VolumeState {
     Deleting,
 }
 
+/// Replica states (the `state` of a [`ReplicaRecord`]).
+pub mod replica_state {
+    /// Placed; its lvol being created (and, for a replacement, exported and added to the
+    /// nexus).
+    pub const CREATING: &str = "creating";
+    /// In service.
+    pub const ONLINE: &str = "online";
+    /// In the nexus, being rebuilt.
+    pub const REBUILDING: &str = "rebuilding";
+    /// Out of service (the nexus faulted it, or its node is offline): re-added or replaced.
+    pub const FAULTED: &str = "faulted";
+    /// Given up (in [`super::VolumeRecord::retired`]): deleted from its node when it is
+    /// reachable, never served again.
+    pub const RETIRED: &str = "retired";
+    /// Views only: `online` in etcd, but its node is offline.
+    pub const OFFLINE: &str = "offline";
+}
+
 /// One replica: a volume of a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaRecord {
@@ -135,8 +153,33 @@ pub struct ReplicaRecord {
     pub pool: String,
     /// The lvol's UUID once created.
     pub lvol_uuid: Option<String>,
-    /// `creating`, `online`, or (in views) `offline` when its node is.
+    /// One of [`replica_state`].
     pub state: String,
+    /// Why it is faulted (the nexus's fault reason, or `node offline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a replacement until its rebuild finishes: the node of the replica it replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// Views only: the rebuild's progress (0 to 100) as the nexus reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_progress: Option<u8>,
+}
+
+impl ReplicaRecord {
+    /// A replica planned on `node`'s pool `pool`.
+    #[must_use]
+    pub fn planned(node: &str, pool: &str) -> Self {
+        Self {
+            node: node.to_owned(),
+            pool: pool.to_owned(),
+            lvol_uuid: None,
+            state: replica_state::CREATING.into(),
+            reason: None,
+            replaces: None,
+            rebuild_progress: None,
+        }
+    }
 }
 
 /// Where a volume is published, and how far.
@@ -183,6 +226,9 @@ pub struct VolumeRecord {
     pub target: Option<TargetRecord>,
     /// When it was created (ms since the epoch).
     pub created_ms: u64,
+    /// Replicas given up (replaced), to delete from their nodes when they are reachable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<ReplicaRecord>,
 }
 
 impl VolumeRecord {
@@ -232,13 +278,16 @@ impl VolumeRecord {
             .iter()
             .map(|r| {
                 let mut r = r.clone();
-                if r.state == "online" && !online(&r.node) {
-                    r.state = "offline".into();
+                if r.state == replica_state::ONLINE && !online(&r.node) {
+                    r.state = replica_state::OFFLINE.into();
                 }
                 r
             })
             .collect();
-        let up = replica_list.iter().filter(|r| r.state == "online").count();
+        let up = replica_list
+            .iter()
+            .filter(|r| r.state == replica_state::ONLINE)
+            .count();
         let state = match self.state {
             VolumeState::Online | VolumeState::Degraded | VolumeState::Faulted => {
                 if up == 0 {

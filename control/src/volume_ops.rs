@@ -24,7 +24,7 @@ use crate::pool::{self, PoolRecord, PoolState};
 use crate::store::encode;
 use crate::volume::{
     NQN_PREFIX, ReplicaRecord, Target, TargetRecord, TargetState, VolumeRecord, VolumeSpec,
-    VolumeState,
+    VolumeState, replica_state,
 };
 use crate::{Error, Result, keys, now_ms};
 
@@ -34,7 +34,7 @@ pub fn host_nqn(node: &str) -> String {
     format!("{NQN_PREFIX}:node:{node}")
 }
 
-async fn put_volume(ctx: &Ctx, leader: &[u8], v: &VolumeRecord) -> Result<()> {
+pub(crate) async fn put_volume(ctx: &Ctx, leader: &[u8], v: &VolumeRecord) -> Result<()> {
     ctx.store
         .fenced_txn(
             leader,
@@ -56,6 +56,14 @@ pub async fn get(ctx: &Ctx, id: &str) -> Result<VolumeRecord> {
         .await?
         .map(|(v, _)| v)
         .ok_or_else(|| Error::NotFound(format!("no volume {id}")))
+}
+
+/// Checks that `id` is a volume id (a UUID).
+///
+/// # Errors
+/// [`Error::Invalid`].
+pub fn get_check_id(id: &str) -> Result<()> {
+    check_id(id)
 }
 
 fn check_id(id: &str) -> Result<()> {
@@ -103,6 +111,7 @@ pub fn place(
         replica_list: vec![],
         target: None,
         created_ms: 0,
+        retired: vec![],
     };
     // The best pool of each eligible node: (node, zone, pool, free).
     let mut cands: Vec<(&NodeView, Option<&str>, &PoolRecord)> = Vec::new();
@@ -185,12 +194,7 @@ pub fn place(
     Ok(chosen
         .into_iter()
         .filter_map(|i| cands.get(i))
-        .map(|(n, _, p)| ReplicaRecord {
-            node: n.record.id.clone(),
-            pool: p.spec.name.clone(),
-            lvol_uuid: None,
-            state: "creating".into(),
-        })
+        .map(|(n, _, p)| ReplicaRecord::planned(&n.record.id, &p.spec.name))
         .collect())
 }
 
@@ -241,6 +245,7 @@ pub async fn create(ctx: &Ctx, spec: VolumeSpec) -> Result<(VolumeRecord, bool)>
         replica_list,
         target: None,
         created_ms: now_ms(),
+        retired: vec![],
     };
     // The intent, and the name taken only if nobody took it meanwhile.
     ctx.store
@@ -286,7 +291,7 @@ async fn finish_create(
             Ok(uuid) => {
                 if let Some(r) = v.replica_list.get_mut(i) {
                     r.lvol_uuid = Some(uuid);
-                    r.state = "online".into();
+                    r.state = replica_state::ONLINE.into();
                 }
             }
             Err(e) => {
@@ -340,7 +345,8 @@ async fn remove_everywhere(
         take_down_target(ctx, leader, v, nodes).await?;
     }
     let mut first_err = None;
-    for r in &v.replica_list {
+    // Retired replicas too: a replaced replica not yet deleted from its node.
+    for r in v.replica_list.iter().chain(&v.retired) {
         let done = async {
             let node = Ctx::node(nodes, &r.node)?;
             let mut c = ctx.connect(node).await?;
@@ -497,6 +503,11 @@ async fn finish_publish(
     let mut children = Vec::new();
     for r in &v.replica_list {
         let Some(uuid) = &r.lvol_uuid else { continue };
+        // Only replicas known to be current: a new one, one that was being rebuilt or one
+        // the nexus had faulted is added by the healer afterwards, and rebuilt.
+        if r.state != replica_state::ONLINE {
+            continue;
+        }
         if r.node == t.node {
             children.push(format!("bdev:///{uuid}"));
             continue;

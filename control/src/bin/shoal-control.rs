@@ -43,6 +43,45 @@ enum Command {
     Node(NodeCommand),
     /// Which instance leads.
     Leader,
+    /// Volumes, with their replicas' states.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Events (node offline/online, replica faulted/replaced/removed, rebuilds).
+    #[command(subcommand)]
+    Event(EventCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum VolumeCommand {
+    /// Every volume, each replica's state (a progress bar for a rebuilding one).
+    List,
+    /// One volume.
+    Get {
+        /// The volume's id.
+        id: String,
+        /// Redraw every second while a replica is not online (a rebuild's progress bar).
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EventCommand {
+    /// The newest events, oldest first.
+    List {
+        /// Only this volume's.
+        #[arg(long)]
+        volume: Option<String>,
+        /// Only this node's.
+        #[arg(long)]
+        node: Option<String>,
+        /// Only this kind (node_offline, replica_faulted, rebuild_started, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,8 +107,9 @@ struct ServeArgs {
     /// Seconds a node call may take.
     #[arg(long, default_value_t = 30)]
     rpc_timeout: u64,
-    /// Seconds a replica's node may stay offline before the replica is replaced.
-    #[arg(long, default_value_t = 300)]
+    /// Seconds a replica's node may stay offline before the replica is replaced by a new
+    /// one elsewhere (a node back sooner gets its replica re-added and partly rebuilt).
+    #[arg(long, default_value_t = 10)]
     heal_after: u64,
 }
 
@@ -129,6 +169,83 @@ async fn run(args: Args) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             println!("{body:#}");
+            Ok(())
+        }
+        Command::Volume(VolumeCommand::List) => {
+            let body = cli::get(&args.api, "/v1/volumes")
+                .await
+                .map_err(|e| e.to_string())?;
+            if args.json {
+                println!("{body:#}");
+                return Ok(());
+            }
+            let mut vols = body["volumes"].as_array().cloned().unwrap_or_default();
+            // The list comes from etcd; a rebuilding volume's progress from its nexus.
+            for v in &mut vols {
+                let rebuilding = v["replica_list"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|r| r["state"] == "rebuilding"));
+                if rebuilding
+                    && let Some(id) = v["id"].as_str()
+                    && let Ok(one) = cli::get(&args.api, &format!("/v1/volumes/{id}")).await
+                {
+                    *v = one;
+                }
+            }
+            print!("{}", cli::volume_table(&vols));
+            Ok(())
+        }
+        Command::Volume(VolumeCommand::Get { id, watch }) => {
+            let path = format!("/v1/volumes/{id}");
+            let mut v = cli::get(&args.api, &path)
+                .await
+                .map_err(|e| e.to_string())?;
+            if args.json {
+                println!("{v:#}");
+                return Ok(());
+            }
+            print!("{}", cli::volume_table(std::slice::from_ref(&v)));
+            if !watch {
+                return Ok(());
+            }
+            let healthy = |v: &serde_json::Value| {
+                v["replica_list"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|r| r["state"] == "online"))
+            };
+            while !healthy(&v) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                v = cli::get(&args.api, &path)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for r in v["replica_list"].as_array().into_iter().flatten() {
+                    if r["state"] != "online" {
+                        print!("{}", cli::replica_line(r));
+                    }
+                }
+            }
+            println!("every replica online");
+            Ok(())
+        }
+        Command::Event(EventCommand::List {
+            volume,
+            node,
+            kind,
+            limit,
+        }) => {
+            let mut q = format!("/v1/events?limit={limit}");
+            for (k, v) in [("volume", volume), ("node", node), ("kind", kind)] {
+                if let Some(v) = v {
+                    q.push_str(&format!("&{k}={v}"));
+                }
+            }
+            let body = cli::get(&args.api, &q).await.map_err(|e| e.to_string())?;
+            if args.json {
+                println!("{body:#}");
+            } else {
+                let evs = body["events"].as_array().cloned().unwrap_or_default();
+                print!("{}", cli::event_table(&evs));
+            }
             Ok(())
         }
         Command::Leader => {

@@ -262,6 +262,18 @@ pub fn start_node(slice: Slice, n: u8, zone: &str, etcd: &str, dir: &Path, ttl: 
 
 /// `shoal-control serve` on `ip(n)`:8080.
 pub fn start_control(slice: Slice, n: u8, etcd: &str, dir: &Path, ttl: u32) -> (Proc, String) {
+    start_control_with(slice, n, etcd, dir, ttl, &[])
+}
+
+/// `shoal-control serve` on `ip(n)`:8080 with more arguments.
+pub fn start_control_with(
+    slice: Slice,
+    n: u8,
+    etcd: &str,
+    dir: &Path,
+    ttl: u32,
+    extra: &[&str],
+) -> (Proc, String) {
     let listen = slice.addr(n, 8080);
     let mut p = Proc::spawn(
         &format!("control-{n}"),
@@ -275,7 +287,8 @@ pub fn start_control(slice: Slice, n: u8, etcd: &str, dir: &Path, ttl: u32) -> (
                 &format!("control-{n}"),
                 "--lease-ttl",
                 &ttl.to_string(),
-            ]),
+            ])
+            .args(extra),
     );
     wait_for("shoal-control's API", Duration::from_secs(20), || {
         p.assert_running();
