@@ -11,13 +11,19 @@
 //! with its own etcd lease, probing its endpoint before every renewal. Its version says
 //! `SIMULATED`, so `shoal-control node list` shows what it is.
 //!
+//! Each node also listens on its NVMe/TCP address (port 4420), accepting and closing every
+//! connection: no NVMe/TCP is spoken there, it only tells the other simulated nodes that it is
+//! up. Every half second the process tries to connect to the addresses of its nexuses'
+//! remote children, and a child whose address refuses is faulted (`disconnected`), as a real
+//! nexus faults a child whose node died.
+//!
 //! Taking nodes offline: `kill -9` of the process (leases expire after their TTL, endpoints
 //! close), as a crash of those nodes; SIGTERM stops them cleanly (leases revoked). SIGUSR1
 //! prints the calls received so far, by method, as one JSON line on stdout.
 
 mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,12 +53,10 @@ struct Args {
     /// etcd endpoint(s), `http://host:port`.
     #[arg(long, required = true, value_delimiter = ',')]
     etcd: Vec<String>,
-    /// How many nodes this process simulates.
-    #[arg(long, default_value_t = 10)]
-    nodes: u8,
-    /// Number of the first node (node n is `<id-prefix>-<nnn>` on `<ip-prefix>.<n>`).
-    #[arg(long, default_value_t = 1)]
-    first: u8,
+    /// The numbers of the nodes this process simulates, 1 to 254: a comma-separated list
+    /// of numbers and ranges (`1-9,11-19`); node n is `<id-prefix>-<nnn>` on `<ip-prefix>.<n>`.
+    #[arg(long, default_value = "1-10", value_parser = parse_numbers)]
+    numbers: BTreeSet<u8>,
     /// The first three octets of the nodes' loopback addresses.
     #[arg(long, default_value = "127.77.0")]
     ip_prefix: String,
@@ -82,7 +86,31 @@ struct Args {
     log: String,
 }
 
+fn parse_numbers(s: &str) -> Result<BTreeSet<u8>, String> {
+    let mut out = BTreeSet::new();
+    for part in s.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let num = |x: &str| {
+            x.trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|n| (1..=254).contains(n))
+                .ok_or_else(|| format!("{x:?}: a node number is 1 to 254"))
+        };
+        let (a, b) = (num(a)?, num(b)?);
+        if a > b {
+            return Err(format!("{part:?}: an empty range"));
+        }
+        out.extend(a..=b);
+    }
+    Ok(out)
+}
+
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
+/// The remote children's addresses found not answering.
+type Down = Arc<Mutex<HashSet<String>>>;
+/// Port of the simulated nodes' NVMe/TCP stand-in.
+const NVMF_PORT: u16 = 4420;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -122,10 +150,6 @@ async fn run(args: Args) -> Result<(), String> {
     if a != 127 {
         return Err("--ip-prefix: simulated nodes listen on loopback (127.x.y) only".into());
     }
-    let last = u16::from(args.first) + u16::from(args.nodes);
-    if args.first == 0 || args.nodes == 0 || last > 255 {
-        return Err("--first and --nodes: node numbers 1 to 254".into());
-    }
     let token = args
         .rpc_token_file
         .as_deref()
@@ -136,9 +160,11 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("etcd {:?}: {e}", args.etcd))?;
     let counts: Counts = Arc::default();
+    let down: Down = Arc::default();
+    let mut all = Vec::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut agents = Vec::new();
-    for n in args.first..=u8::try_from(last - 1).unwrap_or(254) {
+    for &n in &args.numbers {
         let ip = Ipv4Addr::new(a, b, c, n);
         let listener = TcpListener::bind((ip, 0))
             .await
@@ -151,7 +177,17 @@ async fn run(args: Args) -> Result<(), String> {
             args.uring_gib.saturating_mul(1 << 30),
             Duration::from_millis(args.rebuild_ms),
         )));
-        tokio::spawn(serve(listener, node, token.clone(), counts.clone()));
+        let nvmf = TcpListener::bind((ip, NVMF_PORT))
+            .await
+            .map_err(|e| format!("node {n}: cannot listen on {ip}:{NVMF_PORT}: {e}"))?;
+        tokio::spawn(accept_and_close(nvmf));
+        all.push(node.clone());
+        let shared = Shared {
+            token: token.clone(),
+            counts: counts.clone(),
+            down: down.clone(),
+        };
+        tokio::spawn(serve(listener, node, shared));
         let mut labels = BTreeMap::new();
         labels.insert("simulated".to_owned(), "true".to_owned());
         if args.zones > 0 {
@@ -160,7 +196,7 @@ async fn run(args: Args) -> Result<(), String> {
         let cfg = AgentConfig {
             node_id: id,
             // Recorded for hosts; nothing listens there (a simulated node serves no NVMe/TCP).
-            nvmf_addr: SocketAddr::from((ip, 4420)),
+            nvmf_addr: SocketAddr::from((ip, NVMF_PORT)),
             rpc_endpoint: rpc,
             token: token.clone(),
             labels,
@@ -173,9 +209,9 @@ async fn run(args: Args) -> Result<(), String> {
             stop_rx.clone(),
         )));
     }
+    tokio::spawn(probe_peers(all, down));
     tracing::warn!(
-        nodes = args.nodes,
-        first = args.first,
+        nodes = args.numbers.len(),
         "SIMULATED nodes serving (no data, no NVMe/TCP)"
     );
     wait_for_signals(&counts).await?;
@@ -205,22 +241,56 @@ async fn wait_for_signals(counts: &Counts) -> Result<(), String> {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    node: Arc<Mutex<SimNode>>,
+/// Accepts and closes connections: the node is up (its NVMe/TCP stand-in).
+async fn accept_and_close(listener: TcpListener) {
+    loop {
+        if listener.accept().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every half second: which remote children's addresses refuse a connection.
+async fn probe_peers(nodes: Vec<Arc<Mutex<SimNode>>>, down: Down) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let peers: BTreeSet<String> = nodes
+            .iter()
+            .filter_map(|n| n.lock().ok().map(|n| n.peers()))
+            .flatten()
+            .collect();
+        let mut now_down = HashSet::new();
+        for p in peers {
+            let Ok(addr) = p.parse::<SocketAddr>() else {
+                continue;
+            };
+            let up = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !up {
+                now_down.insert(p);
+            }
+        }
+        if let Ok(mut d) = down.lock() {
+            *d = now_down;
+        }
+    }
+}
+
+/// What every connection of every node shares.
+#[derive(Clone)]
+struct Shared {
     token: Option<String>,
     counts: Counts,
-) {
+    down: Down,
+}
+
+async fn serve(listener: TcpListener, node: Arc<Mutex<SimNode>>, shared: Shared) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(
-                    stream,
-                    node.clone(),
-                    token.clone(),
-                    counts.clone(),
-                ));
+                tokio::spawn(connection(stream, node.clone(), shared.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -235,15 +305,10 @@ fn error(id: &Value, code: i64, message: &str) -> Value {
 }
 
 /// Serves one connection: bare JSON values in, one answer each; a token first when set.
-async fn connection(
-    mut stream: TcpStream,
-    node: Arc<Mutex<SimNode>>,
-    token: Option<String>,
-    counts: Counts,
-) {
+async fn connection(mut stream: TcpStream, node: Arc<Mutex<SimNode>>, shared: Shared) {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut authed = token.is_none();
+    let mut authed = shared.token.is_none();
     loop {
         let mut answers = Vec::new();
         let mut close = false;
@@ -252,8 +317,7 @@ async fn connection(
             loop {
                 match it.next() {
                     Some(Ok(req)) => {
-                        let (answer, fatal) =
-                            answer(&req, &node, token.as_deref(), &mut authed, &counts);
+                        let (answer, fatal) = answer(&req, &node, &shared, &mut authed);
                         answers.push(answer);
                         if fatal {
                             close = true;
@@ -288,19 +352,14 @@ async fn connection(
 }
 
 /// The answer to one request, and whether the connection must close.
-fn answer(
-    req: &Value,
-    node: &Mutex<SimNode>,
-    token: Option<&str>,
-    authed: &mut bool,
-    counts: &Counts,
-) -> (Value, bool) {
+fn answer(req: &Value, node: &Mutex<SimNode>, shared: &Shared, authed: &mut bool) -> (Value, bool) {
+    let token = shared.token.as_deref();
     let id = req.get("id").cloned().unwrap_or(Value::Null);
     let Some(method) = req.get("method").and_then(Value::as_str) else {
         return (error(&id, -32600, "Invalid Request"), false);
     };
     let params = req.get("params").cloned().unwrap_or(Value::Null);
-    if let Ok(mut c) = counts.lock() {
+    if let Ok(mut c) = shared.counts.lock() {
         *c.entry(method.to_owned()).or_default() += 1;
     }
     if method == "rpc_auth" {
@@ -321,7 +380,12 @@ fn answer(
         );
     }
     let result = match node.lock() {
-        Ok(mut n) => n.handle(method, &params, Instant::now()),
+        Ok(mut n) => {
+            if let Ok(down) = shared.down.lock() {
+                n.fault_unreachable(&down);
+            }
+            n.handle(method, &params, Instant::now())
+        }
         Err(_) => Err(state::RpcErr(
             -32603,
             "simulated node state poisoned".into(),

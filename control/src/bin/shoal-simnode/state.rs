@@ -7,10 +7,12 @@
 //! nexus a list of children whose states change by the clock (a child added is `rebuilding`
 //! for the configured rebuild time, then `online`). The answers have the shapes and error
 //! codes `shoald` gives (`target-daemon/src/methods`), so the control plane's own code runs
-//! unchanged against it. The nexus never faults a child by itself (a real one would fault a
-//! child whose node died, on its next I/O or keep-alive).
+//! unchanged against it. A remote child whose node stops answering is faulted
+//! (`disconnected`) as a real nexus's would be at its next I/O: the I/O side tells
+//! [`SimNode::fault_unreachable`] which addresses are down; it stays faulted until it is
+//! added again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -76,6 +78,27 @@ struct Child {
     uri: String,
     /// `None`: online; `Some(t)`: rebuilding until `t`.
     rebuilt_at: Option<Instant>,
+    /// Faulted, and why.
+    fault: Option<&'static str>,
+}
+
+impl Child {
+    fn new(uri: String, rebuilt_at: Option<Instant>) -> Self {
+        Self {
+            uri,
+            rebuilt_at,
+            fault: None,
+        }
+    }
+
+    fn online(&self, now: Instant) -> bool {
+        self.fault.is_none() && self.rebuilt_at.is_none_or(|t| now >= t)
+    }
+}
+
+/// The `host:port` of a remote child's URI (`nvmf://host:port/nqn...`).
+fn remote_addr(uri: &str) -> Option<&str> {
+    uri.strip_prefix("nvmf://")?.split('/').next()
 }
 
 struct Nexus {
@@ -134,6 +157,25 @@ impl SimNode {
             tcp: false,
             subsystems: BTreeMap::new(),
             nexuses: BTreeMap::new(),
+        }
+    }
+
+    /// The addresses of the remote children of every nexus.
+    #[must_use]
+    pub fn peers(&self) -> BTreeSet<String> {
+        self.nexuses
+            .values()
+            .flat_map(|n| &n.children)
+            .filter_map(|c| remote_addr(&c.uri).map(str::to_owned))
+            .collect()
+    }
+
+    /// Faults (`disconnected`) every remote child at an address of `down`.
+    pub fn fault_unreachable(&mut self, down: &HashSet<String>) {
+        for c in self.nexuses.values_mut().flat_map(|n| &mut n.children) {
+            if c.fault.is_none() && remote_addr(&c.uri).is_some_and(|a| down.contains(a)) {
+                c.fault = Some("disconnected");
+            }
         }
     }
 
@@ -482,6 +524,8 @@ impl SimNode {
             .children
             .iter()
             .map(|c| match c.rebuilt_at {
+                _ if c.fault.is_some() => json!({"uri": c.uri, "state": "faulted",
+                    "fault_reason": c.fault, "rebuild": null}),
                 Some(t) if now < t => {
                     let left = t.saturating_duration_since(now).as_millis();
                     let total = rebuild.as_millis().max(1);
@@ -495,8 +539,13 @@ impl SimNode {
                           "duration_ms": u64::try_from(rebuild.as_millis()).unwrap_or(u64::MAX)}))}),
             })
             .collect();
+        let state = if n.children.iter().all(|c| c.online(now)) {
+            "online"
+        } else {
+            "degraded"
+        };
         json!({"name": name, "uuid": n.uuid, "size": n.size, "block_size": 4096,
-               "num_blocks": n.size / 4096, "state": "online", "children": kids})
+               "num_blocks": n.size / 4096, "state": state, "children": kids})
     }
 
     fn nexus_get(&self, name: Option<&str>, now: Instant) -> R {
@@ -548,13 +597,7 @@ impl SimNode {
         let n = Nexus {
             uuid: opt_s(p, "uuid").unwrap_or_default().to_owned(),
             size: u(p, "size")?,
-            children: uris
-                .into_iter()
-                .map(|uri| Child {
-                    uri,
-                    rebuilt_at: None,
-                })
-                .collect(),
+            children: uris.into_iter().map(|uri| Child::new(uri, None)).collect(),
         };
         self.nexuses.insert(name.to_owned(), n);
         Ok(json!(name))
@@ -567,13 +610,17 @@ impl SimNode {
             .nexuses
             .get_mut(name)
             .ok_or_else(|| err(ENODEV, format!("nexus {name}")))?;
-        if n.children.iter().any(|c| c.uri == uri) {
-            return Err(err(EEXIST, format!("child {uri} is in nexus {name}")));
+        if let Some(c) = n.children.iter_mut().find(|c| c.uri == uri) {
+            if c.fault.is_none() {
+                return Err(err(EEXIST, format!("child {uri} is in nexus {name}")));
+            }
+            // A faulted child added again: rebuilt (the simulation does not tell a partial
+            // rebuild from a full one).
+            *c = Child::new(uri.to_owned(), Some(now + rebuild));
+            return Ok(json!(true));
         }
-        n.children.push(Child {
-            uri: uri.to_owned(),
-            rebuilt_at: Some(now + rebuild),
-        });
+        n.children
+            .push(Child::new(uri.to_owned(), Some(now + rebuild)));
         Ok(json!(true))
     }
 
@@ -587,12 +634,11 @@ impl SimNode {
             .iter()
             .position(|c| c.uri == uri)
             .ok_or_else(|| err(ENODEV, format!("child {uri}")))?;
-        let online = |c: &Child| c.rebuilt_at.is_none_or(|t| now >= t);
         let others_online = n
             .children
             .iter()
             .enumerate()
-            .any(|(j, c)| j != i && online(c));
+            .any(|(j, c)| j != i && c.online(now));
         if !others_online {
             return Err(err(EBUSY, "the last healthy child cannot be removed"));
         }
@@ -602,136 +648,4 @@ impl SimNode {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node() -> SimNode {
-        SimNode::new("n1", 4 << 20, 1 << 30, Duration::from_secs(2))
-    }
-
-    fn call(n: &mut SimNode, m: &str, p: Value) -> R {
-        n.handle(m, &p, Instant::now())
-    }
-
-    #[test]
-    fn a_pool_fills_up_and_empties() {
-        let mut n = node();
-        call(
-            &mut n,
-            "bdev_malloc_create",
-            json!({"name": "b", "num_blocks": 2560, "block_size": 4096}),
-        )
-        .unwrap();
-        call(
-            &mut n,
-            "bdev_lvol_create_lvstore",
-            json!({"bdev_name": "b", "lvs_name": "p"}),
-        )
-        .unwrap();
-        let l = call(&mut n, "bdev_lvol_get_lvstores", Value::Null).unwrap();
-        assert_eq!(l[0]["total_data_clusters"], 1);
-        let uuid = call(
-            &mut n,
-            "bdev_lvol_create",
-            json!({"lvs_name": "p", "lvol_name": "v", "size": 4 << 20}),
-        )
-        .unwrap();
-        let e = call(
-            &mut n,
-            "bdev_lvol_create",
-            json!({"lvs_name": "p", "lvol_name": "w", "size": 1}),
-        )
-        .unwrap_err();
-        assert_eq!(e.0, ENOSPC);
-        assert_eq!(
-            call(
-                &mut n,
-                "bdev_lvol_create",
-                json!({"lvs_name": "p", "lvol_name": "v", "size": 1})
-            )
-            .unwrap_err()
-            .0,
-            EEXIST
-        );
-        call(&mut n, "bdev_lvol_delete", json!({"name": uuid})).unwrap();
-        let l = call(&mut n, "bdev_lvol_get_lvstores", Value::Null).unwrap();
-        assert_eq!(l[0]["free_clusters"], 1);
-        assert_eq!(
-            call(&mut n, "bdev_lvol_get_lvols", json!({"lvs_name": "q"}))
-                .unwrap_err()
-                .0,
-            ENODEV
-        );
-    }
-
-    #[test]
-    fn a_child_rebuilds_then_is_online() {
-        let mut n = node();
-        let t0 = Instant::now();
-        n.handle(
-            "nexus_create",
-            &json!({"name": "x", "uuid": "u", "size": 4096, "children": ["nvmf://a/b"]}),
-            t0,
-        )
-        .unwrap();
-        n.handle(
-            "nexus_add_child",
-            &json!({"name": "x", "uri": "nvmf://c/d"}),
-            t0,
-        )
-        .unwrap();
-        let g = n.handle("nexus_get", &json!({}), t0).unwrap();
-        assert_eq!(g[0]["children"][1]["state"], "rebuilding");
-        let g = n
-            .handle("nexus_get", &json!({}), t0 + Duration::from_secs(3))
-            .unwrap();
-        assert_eq!(g[0]["children"][1]["state"], "online");
-        assert_eq!(
-            n.handle(
-                "nexus_remove_child",
-                &json!({"name": "x", "uri": "nvmf://a/b"}),
-                t0
-            )
-            .unwrap_err()
-            .0,
-            EBUSY
-        );
-        n.handle(
-            "nexus_remove_child",
-            &json!({"name": "x", "uri": "nvmf://a/b"}),
-            t0 + Duration::from_secs(3),
-        )
-        .unwrap();
-    }
-
-    #[test]
-    fn unknown_and_malformed_calls_are_errors() {
-        let mut n = node();
-        assert_eq!(
-            call(&mut n, "bdev_nope", Value::Null).unwrap_err().0,
-            METHOD_NOT_FOUND
-        );
-        assert_eq!(
-            call(&mut n, "bdev_lvol_create", json!({"lvs_name": 3}))
-                .unwrap_err()
-                .0,
-            INVALID_PARAMS
-        );
-        assert_eq!(
-            call(&mut n, "nvmf_get_subsystems", json!({"nqn": "x"}))
-                .unwrap_err()
-                .0,
-            ENODEV
-        );
-        assert_eq!(
-            call(
-                &mut n,
-                "bdev_malloc_create",
-                json!({"name": "b", "num_blocks": u64::MAX, "block_size": 4096})
-            )
-            .unwrap_err()
-            .0,
-            EINVAL
-        );
-    }
-}
+mod tests;
