@@ -6,12 +6,15 @@
 #   etcd           CLUSTER_IP:ETCD_PORT (client) and :ETCD_PORT+1 (peer)
 #   node N         shoald: NVMe/TCP on 127.0.0.N:NX_PORT, JSON-RPC on 127.0.0.N:RPC_PORT (token)
 #                  and on the socket $work/nN.sock; zone zN; pool "pool" on $work/diskN.img
-#   shoal-control  http://CLUSTER_IP:API_PORT (SHOAL_API), with the nodes' token
+#   shoal-control  http://CLUSTER_IP:API_PORT (SHOAL_API), with the nodes' token; with
+#                  CONTROL_INSTANCES=2 a second one on :API_PORT+1 (it waits, the first leads)
 #
 # The caller sets: work (a directory), bin (where shoald and shoal-control are), and an
 # associative array pid (the processes started, by name, for its cleanup); log and die.
 # Env: CLUSTER_NODES [4], NX_PORT [4420], CLUSTER_IP [127.0.0.5], ETCD_PORT [2379],
-# API_PORT [8080], RPC_PORT [NX_PORT + 840], POOL_MIB [512], LEASE_TTL [3].
+# API_PORT [8080], RPC_PORT [NX_PORT + 840], POOL_MIB [512], LEASE_TTL [3],
+# CONTROL_INSTANCES [1], HEAL_AFTER [shoal-control's default: seconds before a replica whose
+# node is offline is replaced].
 
 CLUSTER_NODES=${CLUSTER_NODES:-4}
 NX_PORT=${NX_PORT:-4420}
@@ -21,6 +24,8 @@ API_PORT=${API_PORT:-8080}
 RPC_PORT=${RPC_PORT:-$((NX_PORT + 840))}
 POOL_MIB=${POOL_MIB:-512}
 LEASE_TTL=${LEASE_TTL:-3}
+CONTROL_INSTANCES=${CONTROL_INSTANCES:-1}
+HEAL_AFTER=${HEAL_AFTER:-}
 ETCD_URL=http://$CLUSTER_IP:$ETCD_PORT
 SHOAL_API=http://$CLUSTER_IP:$API_PORT
 
@@ -37,6 +42,16 @@ api() {
         return 1
     fi
     printf '%s\n' "$out"
+}
+
+# wait_leader SECONDS: until the API (SHOAL_API) names a leader.
+wait_leader() {
+    local end=$((SECONDS + $1))
+    while ((SECONDS < end)); do
+        api GET /v1/leader 2>/dev/null | grep -q '"id"' && return 0
+        sleep 0.2
+    done
+    die "no shoal-control leads after $1 s"
 }
 
 # wait_port ADDR PORT SECONDS WHAT
@@ -70,6 +85,28 @@ cluster_start_node() {
     pid[agent$n]=$!
 }
 
+# cluster_start_etcd: etcd (again, on the same data directory after a stop).
+cluster_start_etcd() {
+    etcd --name shoal --data-dir "$work/etcd" \
+        --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
+        --listen-peer-urls "http://$CLUSTER_IP:$((ETCD_PORT + 1))" \
+        --initial-advertise-peer-urls "http://$CLUSTER_IP:$((ETCD_PORT + 1))" \
+        --initial-cluster "shoal=http://$CLUSTER_IP:$((ETCD_PORT + 1))" \
+        --logger zap --log-level warn >>"$work/etcd.log" 2>&1 &
+    pid[etcd]=$!
+    wait_port "$CLUSTER_IP" "$ETCD_PORT" 20 etcd
+}
+
+# cluster_start_control I: shoal-control instance I (1, 2, ...) on API_PORT + I - 1.
+cluster_start_control() {
+    local i=$1 port=$((API_PORT + $1 - 1))
+    "$bin/shoal-control" serve --etcd "$ETCD_URL" --listen "$CLUSTER_IP:$port" \
+        --id "control$i" --lease-ttl "$LEASE_TTL" --rpc-token-file "$work/token" \
+        ${HEAL_AFTER:+--heal-after "$HEAL_AFTER"} >>"$work/control$i.log" 2>&1 &
+    pid[control$i]=$!
+    wait_port "$CLUSTER_IP" "$port" 20 "shoal-control $i"
+}
+
 # cluster_up: everything above, and waits until the nodes are online and the pools too.
 cluster_up() {
     local n online
@@ -80,19 +117,14 @@ cluster_up() {
         port_free "127.0.0.$n" "$RPC_PORT"
     done
     (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/token")
-    etcd --name shoal --data-dir "$work/etcd" \
-        --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
-        --listen-peer-urls "http://$CLUSTER_IP:$((ETCD_PORT + 1))" \
-        --initial-advertise-peer-urls "http://$CLUSTER_IP:$((ETCD_PORT + 1))" \
-        --initial-cluster "shoal=http://$CLUSTER_IP:$((ETCD_PORT + 1))" \
-        --logger zap --log-level warn >"$work/etcd.log" 2>&1 &
-    pid[etcd]=$!
-    wait_port "$CLUSTER_IP" "$ETCD_PORT" 20 etcd
-    "$bin/shoal-control" serve --etcd "$ETCD_URL" --listen "$CLUSTER_IP:$API_PORT" \
-        --id control1 --lease-ttl "$LEASE_TTL" --rpc-token-file "$work/token" \
-        >>"$work/control1.log" 2>&1 &
-    pid[control1]=$!
-    wait_port "$CLUSTER_IP" "$API_PORT" 20 shoal-control
+    cluster_start_etcd
+    cluster_start_control 1
+    # The first leads (it campaigned first); the others wait.
+    wait_leader 20
+    for n in $(seq 2 "$CONTROL_INSTANCES"); do
+        port_free "$CLUSTER_IP" "$((API_PORT + n - 1))"
+        cluster_start_control "$n"
+    done
     for n in $(seq "$CLUSTER_NODES"); do cluster_start_node "$n"; done
     local end=$((SECONDS + 30))
     while ((SECONDS < end)); do

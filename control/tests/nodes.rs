@@ -107,7 +107,15 @@ fn nodes_register_and_go_offline_when_shoald_or_the_agent_dies() {
         },
     );
     let log = std::fs::read_to_string(dir.0.join("control-21.log")).unwrap();
-    assert!(log.contains("event: node offline"), "{log}");
+    assert!(log.contains("event: node node-13 is offline"), "{log}");
+    // And through the API, as a structured event.
+    let (st, evs) = http(
+        "GET",
+        &format!("{api}/v1/events?node=node-13&kind=node_offline"),
+        None,
+    );
+    assert_eq!(st, 200, "{evs}");
+    assert_eq!(evs["events"].as_array().unwrap().len(), 1, "{evs}");
     nodes[0].shoald.assert_running();
 }
 

@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
-# System test of the control plane: etcd, four shoald nodes with their agents and
-# shoal-control (hack/lib-cluster.sh); a 3-replica volume is created and published through the
-# API, and the Linux host in the QEMU guest connects to it and runs fio rounds with crc32c
-# verify (nexus-fio-guest.sh); then it is unpublished and deleted, and no node holds anything of
-# it any more (lvols, nexus, subsystems asked of each node).
+# System test of the control plane: etcd, four shoald nodes with their agents and two
+# shoal-control instances (hack/lib-cluster.sh); a 3-replica volume is created and published
+# through the API, and the Linux host in the QEMU guest connects to it and runs fio rounds
+# with crc32c verify (nexus-fio-guest.sh) while, one at a time:
+#   A. a replica node (shoald and its agent, not the nexus's node) is killed with SIGKILL: the
+#      leader replaces its replica on the fourth node once it has been offline for HEAL_AFTER,
+#      the nexus rebuilds it while fio writes, the API shows the rebuild's progress and the
+#      events; the killed node comes back and its stale replica is deleted, never exported;
+#   B. the leading shoal-control is killed with SIGKILL: the second takes over, I/O goes on,
+#      the volume's state is intact;
+#   C. etcd is stopped and started again: I/O goes on, the state is intact afterwards.
+# Then every node holds exactly what the control plane says (lvols, nexus, subsystems asked
+# of each node), and after unpublishing, every replica, exported on its own and read by the
+# guest through NVMe/TCP, holds what the guest's device held (sha256 of the data after the
+# label region). Finally delete: nothing of the volume is left on any node.
 #
 #   node1  127.0.0.1:NX_PORT  the nexus (published there: the guest reaches only the host's
-#                             127.0.0.1, as 10.0.2.2)
-#   node2-4 127.0.0.2-4       replicas where the control plane places them
+#                             127.0.0.1, as 10.0.2.2), and a replica
+#   node2-4 127.0.0.2-4       replicas where the control plane places them (node2 and node3
+#                             first: equal pools, ties broken by node id), node4 spare
 #
-# Env: NX_PORT [4425], CLUSTER_IP [127.0.0.5], ETCD_PORT [2385], API_PORT [8085]; KEEP=1
-# keeps the work directory; SHOAL_BIN_DIR=DIR runs the binaries found there.
+# Env: NX_PORT [4425], CLUSTER_IP [127.0.0.5], ETCD_PORT [2385], API_PORT [8085] (and +1 for
+# the second instance), HEAL_AFTER [4], ETCD_DOWN [10]; KEEP=1 keeps the work directory;
+# SHOAL_BIN_DIR=DIR runs the binaries found there. About 2 minutes after the build (two guest
+# boots under TCG, the phases, the replica checksums).
 set -euo pipefail
 NAME=control-volume
 NX_PORT=${NX_PORT:-4425}
@@ -19,6 +32,10 @@ GUEST_TIMEOUT=${GUEST_TIMEOUT:-240}
 . "$(dirname "$0")/lib-nexus.sh"
 ETCD_PORT=${ETCD_PORT:-2385}
 API_PORT=${API_PORT:-8085}
+CONTROL_INSTANCES=2
+HEAL_AFTER=${HEAL_AFTER:-4}
+ETCD_DOWN=${ETCD_DOWN:-10} # seconds etcd stays stopped in phase C (3 lease TTLs)
+REBUILD_MIB=16 # MiB/s: the 64 MiB replica's rebuild takes seconds, while fio writes
 # shellcheck source=hack/lib-cluster.sh
 . hack/lib-cluster.sh
 
@@ -53,12 +70,25 @@ nx_errors() { rpc 1 bdev_get_iostat "{\"name\": \"$VOL\"}" | jsq "d['bdevs'][0][
 [[ $(nexus_state) == online ]] || die "nexus $(nexus_state)"
 note "published on node1 in $(since "$t")s as $NQN_NX; nexus online with $(nexus | jsq "len(d[0]['children'])") children"
 
+rpc 1 nexus_set_rebuild_rate "{\"name\": \"$VOL\", \"mib_per_sec\": $REBUILD_MIB}" >/dev/null
+[[ $placed == "node1 node2 node3" ]] || die "expected the replicas on node1-3 (node4 spare): $placed"
+
+# shellcheck source=hack/tests/control-phases.sh
+. "$here/control-phases.sh"
+
 # --- the Linux host ---------------------------------------------------------------------------
 start_guest "$here/nexus-fio-guest.sh"
 wait_rounds_after 0 150
-wait_rounds_after 1 60
-note "guest: fio rounds 1-$(rounds) with crc32c verify done"
+note "guest: fio round 1 with crc32c verify done"
+
+phase_replica_node_killed
+phase_leader_killed
+phase_etcd_restarted
+
+wait_rounds_after "$(rounds)" 120
 finish_guest
+check_holdings
+compare_replicas_via_guest
 
 # --- unpublish and delete: nothing left anywhere --------------------------------------------
 t=$(elapsed)

@@ -1,0 +1,229 @@
+# shellcheck shell=bash
+# The failure phases of test-control-volume.sh (sourced after lib-nexus.sh and
+# lib-cluster.sh, with VOL the published volume, its nexus on node1, replicas on node1-3 and
+# node4 spare, and the guest's fio rounds running). Each phase logs what it measured with note.
+
+# vol_get: the volume as the API (SHOAL_API) shows it.
+vol_get() { api GET "/v1/volumes/$VOL"; }
+# vol_nodes JSON: its replicas' nodes, sorted, on one line.
+vol_nodes() { jsq "' '.join(sorted(r['node'] for r in d['replica_list']))"; }
+# vol_shape JSON: what must survive a control-plane or etcd outage: replicas, their states and
+# UUIDs, the target.
+vol_shape() {
+    jsq "(sorted((r['node'], r['state'], r['lvol_uuid']) for r in d['replica_list']), d['target'], d['state'])"
+}
+# vol_events [QUERY]: the volume's events as "kind node" lines.
+vol_events() {
+    api GET "/v1/events?volume=$VOL&limit=1000${1:+&$1}" |
+        jsq "'\n'.join('%s %s' % (e['kind'], e.get('node', '-')) for e in d['events'])"
+}
+# expect_event KIND NODE: the volume's events hold KIND for NODE.
+expect_event() {
+    vol_events | grep -qx "$1 $2" || {
+        vol_events >&2
+        die "no $1 event for $2"
+    }
+}
+# watch_io: fail at once when the guest fails or a node that should run died.
+watch_io() {
+    guest_alive || die "the guest ended (see its console)"
+    if grep -q '^FAIL:' "$work/guest.log"; then die "the guest failed"; fi
+    check_nodes
+}
+
+# kill_node N: SIGKILL to shoald N and its agent (the whole node dies).
+kill_node() {
+    kill -KILL "${pid[$1]}" "${pid[agent$1]}"
+    wait "${pid[$1]}" "${pid[agent$1]}" 2>/dev/null || true
+    unset "pid[$1]" "pid[agent$1]"
+}
+
+# A. node2 (a replica, not the nexus's node) is killed during a fio round. Measured: the time
+# from the kill until the replacement is placed on node4, and until the replica count is
+# restored (3 replicas online: node4's rebuilt). fio must go on and pass its verify. Then
+# node2 comes back with its pool: its stale replica is deleted, never exported.
+phase_replica_node_killed() {
+    local t r0 v="" nodes="" placed="" restored="" prog="" p end
+    sleep 1
+    r0=$(rounds)
+    t=$(elapsed)
+    kill_node 2
+    log "node2 (shoald and agent) killed with SIGKILL during fio round $((r0 + 1))"
+    end=$((SECONDS + 120))
+    while ((SECONDS < end)); do
+        if v=$(vol_get 2>/dev/null); then
+            nodes=$(vol_nodes <<<"$v")
+            if [[ $nodes == "node1 node3 node4" ]]; then
+                [[ -n $placed ]] || placed=$(since "$t")
+                p=$(jsq "max([r.get('rebuild_progress', -1) for r in d['replica_list']])" <<<"$v")
+                ((p >= 0 && p < 100)) && prog+=" $p"
+                if [[ $(jsq "all(r['state'] == 'online' for r in d['replica_list'])" <<<"$v") == True ]]; then
+                    restored=$(since "$t")
+                    break
+                fi
+            fi
+        fi
+        watch_io
+        sleep 0.2
+    done
+    [[ -n $restored ]] || die "the replica count was not restored within 120 s: $v"
+    note "A. node2 SIGKILL: replacement placed on node4 ${placed}s after the kill (HEAL_AFTER" \
+        "${HEAL_AFTER}s); replica count restored (3 online, node4 rebuilt) ${restored}s after the kill"
+    [[ -n $prog ]] || die "the API never showed the rebuild's progress"
+    note "A. rebuild progress seen in GET /v1/volumes/{id} (%):$prog"
+    for e in "node_offline node2" "replica_faulted node2" "replica_replaced node2" \
+        "rebuild_started node4" "rebuild_finished node4"; do
+        api GET "/v1/events?limit=1000" | jsq "'\n'.join('%s %s' % (e['kind'], e.get('node', '-')) for e in d['events'])" |
+            grep -qx "$e" || die "no event '$e'"
+    done
+    [[ $(nexus_state) == online ]] || die "nexus $(nexus_state) after the rebuild"
+    [[ $(nexus | jsq "len(d[0]['children'])") -eq 3 ]] || die "the nexus does not have 3 children"
+    wait_rounds_after "$(rounds)" 120
+    note "A. events node_offline, replica_faulted, replica_replaced, rebuild_started/finished;" \
+        "fio rounds $r0 -> $(rounds) passed their verify"
+    log "$(SHOAL_API=$SHOAL_API "$bin/shoal-control" --api "$SHOAL_API" volume get "$VOL")"
+
+    t=$(elapsed)
+    cluster_start_node 2
+    end=$((SECONDS + 60))
+    until vol_events | grep -qx "replica_removed node2"; do
+        ((SECONDS < end)) || die "node2's stale replica not removed within 60 s of its return"
+        watch_io
+        sleep 0.3
+    done
+    [[ $(rpc 2 bdev_lvol_get_lvols | jsq "len([l for l in d if l['name'] == '$VOL'])") -eq 0 ]] ||
+        die "node2 still holds the stale replica"
+    [[ $(rpc 2 nvmf_get_subsystems | jsq "len([s for s in d if s['subtype'] != 'Discovery'])") -eq 0 ]] ||
+        die "node2 exports something"
+    note "A. node2 back: its stale replica deleted $(since "$t")s after its restart, never exported"
+}
+
+# B. the leading shoal-control is killed: the second instance takes over; I/O goes on; the
+# volume's state is the same.
+phase_leader_killed() {
+    local t r0 before after api2=http://$CLUSTER_IP:$((API_PORT + 1)) end
+    [[ $(api GET /v1/leader | jsq "d['leader']['id']") == control1 ]] || die "control1 should lead"
+    before=$(vol_get | vol_shape)
+    r0=$(rounds)
+    t=$(elapsed)
+    kill -KILL "${pid[control1]}"
+    wait "${pid[control1]}" 2>/dev/null || true
+    unset "pid[control1]"
+    SHOAL_API=$api2
+    end=$((SECONDS + 30))
+    until [[ $(api GET /v1/instance 2>/dev/null | jsq "d['leader']") == True ]]; do
+        ((SECONDS < end)) || die "control2 did not take over within 30 s"
+        watch_io
+        sleep 0.1
+    done
+    note "B. control1 (leader) SIGKILL: control2 leads $(since "$t")s later (lease TTL ${LEASE_TTL}s)"
+    wait_rounds_after "$r0" 120
+    after=$(vol_get | vol_shape)
+    [[ $after == "$before" ]] || die "the volume changed across the failover: $before -> $after"
+    [[ $(nx_errors) -eq 0 ]] || die "the nexus counted I/O errors"
+    note "B. fio rounds $r0 -> $(rounds) meanwhile; volume state intact through control2"
+}
+
+# C. etcd stopped (SIGTERM) while fio runs, for at least ETCD_DOWN seconds (longer than the
+# leases: the leader steps down, the agents lose their registrations) and a fio round, then
+# etcd starts again on its data: the API answers again, the state is intact, nothing was
+# healed that did not need it.
+phase_etcd_restarted() {
+    local t r0 before after end
+    before=$(vol_get | vol_shape)
+    r0=$(rounds)
+    t=$(elapsed)
+    kill -TERM "${pid[etcd]}"
+    wait "${pid[etcd]}" 2>/dev/null || true
+    unset "pid[etcd]"
+    log "etcd stopped"
+    if vol_get >/dev/null 2>&1; then die "the API answered a volume without etcd"; fi
+    wait_rounds_after "$r0" 120
+    while (($(awk -v a="$t" -v b="$(elapsed)" 'BEGIN { print int(b - a) }') < ETCD_DOWN)); do
+        watch_io
+        sleep 0.5
+    done
+    [[ $(nx_errors) -eq 0 ]] || die "the nexus counted I/O errors"
+    note "C. etcd stopped for $(since "$t")s: fio rounds $r0 -> $(rounds) completed without it"
+    cluster_start_etcd
+    log "etcd started again"
+    t=$(elapsed)
+    end=$((SECONDS + 60))
+    until after=$(vol_get 2>/dev/null | vol_shape) && [[ $after == "$before" ]] &&
+        [[ $(api GET /v1/nodes | grep -o '"status":"online"' | wc -l) -eq 4 ]] &&
+        api GET /v1/leader | grep -q '"id"'; do
+        ((SECONDS < end)) || die "after etcd's restart: the volume is $after (was $before), or not every node online, or no leader"
+        watch_io
+        sleep 0.3
+    done
+    note "C. etcd back: leader, 4 nodes online and the volume intact $(since "$t")s later"
+    # Long enough for a healer misled by the outage to act (HEAL_AFTER), then check again.
+    sleep "$((HEAL_AFTER + 2))"
+    after=$(vol_get | vol_shape)
+    [[ $after == "$before" ]] || die "the volume changed after etcd's restart: $before -> $after"
+    [[ $(nx_errors) -eq 0 ]] || die "the nexus counted I/O errors"
+}
+
+# check_holdings: every node holds exactly what the control plane says: the volume's lvol on
+# its replica nodes only (and no other lvol), the nexus on node1 only, the volume's export on
+# node1 and a replica's export on each other replica node, nothing else.
+check_holdings() {
+    local v reps n lv want_lv subs want_subs nx
+    v=$(vol_get)
+    reps=" $(vol_nodes <<<"$v") "
+    for n in 1 2 3 4; do
+        lv=$(rpc "$n" bdev_lvol_get_lvols | jsq "' '.join(sorted(l['name'] for l in d))")
+        want_lv=""
+        [[ $reps == *" node$n "* ]] && want_lv=$VOL
+        [[ $lv == "$want_lv" ]] || die "node$n holds lvols [$lv], the control plane says [$want_lv]"
+        nx=$(rpc "$n" nexus_get | jsq "' '.join(x['name'] for x in d)")
+        [[ $nx == "$([[ $n -eq 1 ]] && echo "$VOL")" ]] || die "node$n holds nexuses [$nx]"
+        subs=$(rpc "$n" nvmf_get_subsystems |
+            jsq "' '.join(sorted(s['nqn'] for s in d if s['subtype'] != 'Discovery'))")
+        want_subs=""
+        if [[ $n -eq 1 ]]; then
+            want_subs=$NQN_NX
+        elif [[ $reps == *" node$n "* ]]; then
+            want_subs=nqn.2016-06.io.shoal:replica:$VOL:node$n
+        fi
+        [[ $subs == "$want_subs" ]] || die "node$n exports [$subs], the control plane says [$want_subs]"
+    done
+    note "every node holds exactly what the control plane says (replicas on${reps% }, nexus on node1)"
+}
+
+# compare_replicas_via_guest: unpublish, export each replica's lvol on its own (on the host's
+# 127.0.0.1, which the guest reaches), and let the guest checksum each through NVMe/TCP: every
+# one must equal the device checksum the guest took through the nexus.
+compare_replicas_via_guest() {
+    local n port uuid nqn checks="" sums fail=0 line
+    api POST "/v1/volumes/$VOL/unpublish" '{}' >/dev/null || die "unpublish"
+    for n in $(vol_get | vol_nodes | sed 's/node//g'); do
+        port=$((NX_PORT + 10 + n))
+        port_free 127.0.0.1 "$port"
+        uuid=$(rpc "$n" bdev_lvol_get_lvols | jsq "[l['uuid'] for l in d if l['name'] == '$VOL'][0]")
+        nqn=nqn.2016-06.io.shoal:check:node$n
+        rpc "$n" nvmf_create_subsystem "{\"nqn\": \"$nqn\", \"allow_any_host\": true,
+            \"serial_number\": \"SHOALCHECK$n\"}" >/dev/null
+        rpc "$n" nvmf_subsystem_add_ns "{\"nqn\": \"$nqn\", \"namespace\": {\"bdev_name\": \"$uuid\"}}" >/dev/null
+        rpc "$n" nvmf_subsystem_add_listener "{\"nqn\": \"$nqn\", \"listen_address\": {\"trtype\": \"TCP\",
+            \"adrfam\": \"IPv4\", \"traddr\": \"127.0.0.1\", \"trsvcid\": \"$port\"}}" >/dev/null
+        checks+=" $nqn:$port"
+    done
+    hack/guest/run.sh --no-build -q -t 180 --loglevel 5 -l "$work/guest-sum.log" \
+        -e CHECKS="${checks# }" -e NX_SIZE="$NX_SIZE" -e LABEL_BYTES="$LABEL_BYTES" \
+        -e TAG="$NAME" "$here/replica-sum-guest.sh" >"$work/run-sum.out" 2>&1 ||
+        { cat "$work/run-sum.out" >&2; die "the replica checksum guest failed"; }
+    sums=$(grep "^$NAME: replica " "$work/guest-sum.log")
+    [[ $(wc -l <<<"$sums") -eq 3 ]] || die "expected 3 replica checksums: $sums"
+    while read -r line; do
+        log "$line"
+        [[ ${line##* } == "$gsum" ]] || fail=1
+    done <<<"$sums"
+    log "guest device (through the nexus) sha256 $gsum"
+    [[ $fail -eq 0 ]] || die "the replicas differ from the device the guest wrote"
+    for n in $(vol_get | vol_nodes | sed 's/node//g'); do
+        rpc "$n" nvmf_delete_subsystem "{\"nqn\": \"nqn.2016-06.io.shoal:check:node$n\"}" >/dev/null
+    done
+    note "the 3 replicas (node4's rebuilt one among them), each read through its own NVMe/TCP" \
+        "export, are byte-identical to the device the guest wrote"
+}
