@@ -23,6 +23,7 @@
 pub mod agent;
 pub mod api;
 mod api_volumes;
+pub mod binary;
 pub mod cli;
 pub mod ctx;
 pub mod events;

@@ -126,28 +126,13 @@ enum NodeCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::io::stderr)
-        .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("shoal-control: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("shoal-control: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = args.log.clone();
+    shoal_control::binary::run(
+        "shoal-control",
+        &log,
+        shoal_control::binary::Runtime::MultiThread(2),
+        run(args),
+    )
 }
 
 async fn run(args: Args) -> Result<(), String> {

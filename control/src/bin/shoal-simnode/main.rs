@@ -114,27 +114,13 @@ const NVMF_PORT: u16 = 4420;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::io::stderr)
-        .init();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("shoal-simnode: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("shoal-simnode: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = args.log.clone();
+    shoal_control::binary::run(
+        "shoal-simnode",
+        &log,
+        shoal_control::binary::Runtime::CurrentThread,
+        run(args),
+    )
 }
 
 async fn run(args: Args) -> Result<(), String> {
