@@ -18,7 +18,7 @@ use shoal_bdev::{
     Bdev, BdevError, BdevIo, ErrorKind, IoBuf, IoChannel, IoSink, IoType, SgList, open_channel,
 };
 use shoal_nvmf::host::{PRODUCT_NAME, RemoteBdev};
-use shoal_nvmf::subsystem::TransportConfig;
+use shoal_nvmf::target::subsystem::TransportConfig;
 
 const NUM_BLOCKS: u64 = 256;
 

@@ -12,8 +12,8 @@ use shoal_bdev::Bdev;
 use shoal_bdev::reactor::ReactorHandle;
 use shoal_bdev::registry::BdevRegistry;
 use shoal_nvmf::host::RemoteBdev;
-use shoal_nvmf::subsystem::{ListenAddress, Target};
-use shoal_nvmf::tcp::{self, listener};
+use shoal_nvmf::target::subsystem::{ListenAddress, Target};
+use shoal_nvmf::target::tcp::{self, TcpTransport};
 
 /// How a bdev was created, so that `save_config` can recreate it.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub struct Daemon {
     pub recipes: Mutex<Vec<(String, BdevRecipe)>>,
     /// Subsystems, namespaces, hosts and transport.
     pub target: Arc<Target>,
+    /// The target's NVMe/TCP listeners and connections.
+    pub tcp: TcpTransport,
     /// The reactors, in core order; listeners accept on the first.
     pub reactors: Vec<ReactorHandle>,
     /// Typed handles to the stacked (error, delay) bdevs; its lock also serialises bdev and
@@ -50,10 +52,12 @@ pub struct Daemon {
 impl Daemon {
     /// A daemon over running reactors.
     pub fn new(reactors: Vec<ReactorHandle>) -> Daemon {
+        let target = Arc::new(Target::new());
         Daemon {
             bdevs: BdevRegistry::new(),
             recipes: Mutex::new(Vec::new()),
-            target: Arc::new(Target::new()),
+            tcp: TcpTransport::new(target.clone()),
+            target,
             reactors,
             stacked: Mutex::new(crate::methods::Stacked::default()),
             listeners: Mutex::new(BTreeMap::new()),
@@ -87,14 +91,12 @@ impl Daemon {
             return Ok(());
         }
         let reactors = self.reactors.clone();
-        let target = self.target.clone();
+        let t = self.tcp.clone();
         let a = addr.clone();
         let limits = tcp::limits::ListenLimits::from(&self.target.transport());
-        let starter: listener::ConnStarter =
-            Arc::new(move |accepted| tcp::start_conn(target.clone(), accepted));
         let bound = self
             .first_reactor()?
-            .call(move || listener::listen(a, reactors, starter, limits).map_err(|e| e.to_string()))
+            .call(move || t.listen(a, reactors, limits).map_err(|e| e.to_string()))
             .ok_or("the reactor has stopped")??;
         tracing::info!("listening on {bound} (NVMe/TCP)");
         ls.insert(key, (addr.clone(), 1));
@@ -115,7 +117,8 @@ impl Daemon {
         ls.remove(&key);
         let a = addr.clone();
         if let Ok(r) = self.first_reactor() {
-            let _ = r.call(move || listener::unlisten(&a));
+            let t = self.tcp.clone();
+            let _ = r.call(move || t.unlisten(&a));
         }
     }
 
@@ -147,14 +150,16 @@ impl Daemon {
                 .collect()
         };
         if let Ok(r) = self.first_reactor() {
+            let t = self.tcp.clone();
             let _ = r.call(move || {
                 for a in &addrs {
-                    listener::unlisten(a);
+                    t.unlisten(a);
                 }
             });
         }
         for r in &self.reactors {
-            let _ = r.call(tcp::close_all);
+            let t = self.tcp.clone();
+            let _ = r.call(move || t.close_all());
         }
     }
 

@@ -1,5 +1,5 @@
 //! The host side: Shoal's NVMe/TCP initiator, on Shoal's reactors, built on the same PDU
-//! codec ([`crate::pdu`]) and NVMe structures ([`crate::spec`]) as the target.
+//! codec ([`crate::wire::pdu`]) and NVMe structures ([`crate::wire::spec`]) as the target.
 //!
 //! # Layers
 //!

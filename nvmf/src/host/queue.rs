@@ -20,13 +20,13 @@ use shoal_bdev::{BdevError, BdevIo, IoBuf, IoFlags, IoSink, IoType, SgList};
 
 use super::cmd::{self, Dir};
 use super::error::{HostError, to_bdev_error};
-use crate::pdu::{
+use crate::wire::pdu::{
     CapsuleCmd, DataDigest, Deframer, Digests, FrameOptions, IcReq, MAX_HEADER_SPACE, PduHeader,
     Role,
 };
-use crate::spec::opcode::io;
-use crate::spec::{Cqe, SglDescriptor, Sqe};
-use crate::txq::{HOST_ARENA, TxQueue};
+use crate::wire::spec::opcode::io;
+use crate::wire::spec::{Cqe, SglDescriptor, Sqe};
+use crate::wire::txq::{HOST_ARENA, TxQueue};
 
 /// Who hears about a finished request.
 pub(crate) enum Waiter {
@@ -297,7 +297,7 @@ impl QueueCore {
         self.deframer = Deframer::new(Role::Host);
         self.gate = Gate::Closed;
         let ic = IcReq {
-            pfv: crate::pdu::ic::PFV_1_0,
+            pfv: crate::wire::pdu::ic::PFV_1_0,
             hpda: 0,
             digests: want,
             maxr2t: 0,
@@ -699,7 +699,11 @@ fn write_pdu(
     data_len: usize,
     fill: impl FnOnce(&mut [u8]),
 ) {
-    let dg = if ddgst { crate::pdu::DIGEST_LEN } else { 0 };
+    let dg = if ddgst {
+        crate::wire::pdu::DIGEST_LEN
+    } else {
+        0
+    };
     let total = header_len + data_len + dg;
     let out = tx.append(total);
     let (Some(h), Some(src)) = (out.get_mut(..header_len), hdr.get(..header_len)) else {

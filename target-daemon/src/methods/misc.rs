@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
-use shoal_nvmf::subsystem::{DISCOVERY_NQN, Subsystem, SubsystemKind};
+use shoal_nvmf::target::subsystem::{DISCOVERY_NQN, Subsystem, SubsystemKind};
 
 use super::lock;
 use super::nvmf::transport_json;
