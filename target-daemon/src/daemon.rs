@@ -5,7 +5,7 @@
 //! I/O path.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde_json::Value;
 use shoal_bdev::Bdev;
@@ -38,7 +38,7 @@ pub struct Daemon {
     pub reactors: Vec<ReactorHandle>,
     /// Typed handles to the stacked (error, delay) bdevs; its lock also serialises bdev and
     /// claim changes in the RPC methods.
-    pub stacked: Mutex<crate::methods::Stacked>,
+    pub stacked: Mutex<crate::stacked::Stacked>,
     /// Addresses being listened on, with the number of subsystems using each.
     listeners: Mutex<BTreeMap<(String, String), (ListenAddress, usize)>>,
     /// Remote replicas (NVMe/TCP controllers) opened for nexuses, so that shutdown can
@@ -59,7 +59,7 @@ impl Daemon {
             tcp: TcpTransport::new(target.clone()),
             target,
             reactors,
-            stacked: Mutex::new(crate::methods::Stacked::default()),
+            stacked: Mutex::new(crate::stacked::Stacked::default()),
             listeners: Mutex::new(BTreeMap::new()),
             remotes: Mutex::new(Vec::new()),
             pools: Mutex::new(Vec::new()),
@@ -71,9 +71,19 @@ impl Daemon {
     /// asked, so it follows renames of the volume and of its pool.
     pub fn bdev(&self, name: &str) -> Option<Arc<dyn Bdev>> {
         self.bdevs.get(name).or_else(|| {
-            let uuid = crate::methods::lvol::alias_to_name(self, name)?;
+            let uuid = self.lvol_alias_to_name(name)?;
             self.bdevs.get(&uuid)
         })
+    }
+
+    /// The bdev name (UUID) of the volume whose alias is `lvs_name/lvol_name`, if there is one.
+    pub fn lvol_alias_to_name(&self, alias: &str) -> Option<String> {
+        let (lvs, lvol) = alias.split_once('/')?;
+        let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let pool = pools.iter().find(|p| p.name() == lvs)?;
+        pool.lvol(lvol)
+            .filter(|l| l.lvol_name() == lvol)
+            .map(|l| l.info().name.clone())
     }
 
     fn first_reactor(&self) -> Result<&ReactorHandle, String> {

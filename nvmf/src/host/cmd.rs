@@ -147,14 +147,6 @@ pub fn deallocate(nsid: u32) -> Sqe {
     sqe
 }
 
-/// One Dataset Management range: context attributes 0, length in blocks, starting LBA.
-pub fn dsm_range(slba: u64, nlb: u32) -> [u8; 16] {
-    let mut r = [0u8; 16];
-    r[4..8].copy_from_slice(&nlb.to_le_bytes());
-    r[8..16].copy_from_slice(&slba.to_le_bytes());
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,8 +179,5 @@ mod tests {
             IoCommand::DatasetManagement { nr, ad } => assert!(nr == 1 && ad),
             other => panic!("{other:?}"),
         }
-        let r = dsm_range(0x0102_0304_0506_0708, 9);
-        assert_eq!(&r[4..8], &[9, 0, 0, 0]);
-        assert_eq!(r[8], 0x08);
     }
 }

@@ -277,7 +277,7 @@ impl IoCommand {
             },
             io::COMPARE => Self::Compare { slba, nlb },
             io::DATASET_MANAGEMENT => Self::DatasetManagement {
-                nr: u16::from(byte(sqe.cdw10.get(), 0)) + 1,
+                nr: crate::wire::spec::dsm::range_count(sqe.cdw10.get()),
                 ad: bit(sqe.cdw11.get(), 2),
             },
             other => Self::Unknown(other),

@@ -32,9 +32,6 @@ use crate::rpc::params::NoParams;
 use crate::rpc::params::misc::{FrameworkGetConfig, SpdkKillInstance};
 use crate::rpc::{Registry, RpcError, RpcState, StateMask};
 
-/// Ticks per second of the `ticks` Shoal reports (nanoseconds of a monotonic clock).
-pub const TICK_RATE: u64 = 1_000_000_000;
-
 /// Nanoseconds since the first call in this process (SPDK reports TSC ticks).
 #[must_use]
 pub fn ticks() -> u64 {

@@ -34,8 +34,8 @@ use shoal_nvmf::target::subsystem::{ListenAddress, Subsystem, SubsystemKind};
 use shoal_nvmf::target::tcp;
 use uuid::Uuid;
 
+use super::TICK_RATE;
 use super::check_tgt;
-use super::misc::TICK_RATE;
 use super::nvmf::{find_subsystem, is_tcp};
 use crate::daemon::Daemon;
 use crate::rpc::params::HexBytes;

@@ -15,8 +15,10 @@
 //! - [`identify`]: Identify Controller / Namespace and namespace identification descriptors.
 //! - [`log`]: log page identifiers and log page layouts, including the discovery log.
 //! - [`features`]: feature identifiers.
+//! - [`dsm`]: Dataset Management ranges.
 
 pub mod cqe;
+pub mod dsm;
 pub mod fabrics;
 pub mod features;
 pub mod identify;

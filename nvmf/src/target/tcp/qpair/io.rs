@@ -8,6 +8,7 @@ use super::wire::{self, Fatal, H2CData};
 use super::{Action, Phase, QueuePair};
 use crate::target::controller::nvme_status_for;
 use crate::wire::command::{DataTransfer, IoCommand, data_transfer, lba_range};
+use crate::wire::spec::dsm::{self, DsmRange};
 use crate::wire::spec::{Sqe, Status};
 
 /// A namespace as one queue pair sees it: its channel and its device (whose size is read
@@ -97,7 +98,7 @@ impl<C: Clone> QueuePair<C> {
                 }
                 0
             }
-            IoCommand::DatasetManagement { nr, .. } => u64::from(*nr) * 16,
+            IoCommand::DatasetManagement { nr, .. } => u64::from(dsm::data_len(*nr)),
             _ => 0,
         };
         if want > u64::from(self.transport.max_io_size) {
@@ -112,7 +113,7 @@ impl<C: Clone> QueuePair<C> {
             // Section 4.1.3 of Base 2.0: the SGL describes less data than the command transfers.
             return self.respond(cid, Status::DATA_SGL_LENGTH_INVALID.with_dnr(), 0);
         }
-        let Some(idx) = self.slots.alloc(cid, cmd, chan, bs) else {
+        let Some(idx) = self.slots.alloc(cid, cmd, chan, bs, blocks) else {
             // The host exceeded the queue size it connected with; let it retry later.
             return self.respond(cid, Status::TRANSIENT_TRANSPORT_ERROR, 0);
         };
@@ -248,20 +249,23 @@ impl<C: Clone> QueuePair<C> {
                     // section 3.2.3).
                     return self.finish(idx, Status::SUCCESS);
                 }
-                let mut range = [0u8; 16];
+                // Every range is checked before any is submitted: a command with a bad range
+                // deallocates nothing.
                 let mut ios = Vec::with_capacity(usize::from(nr));
                 for r in 0..nr {
-                    let at = usize::from(r) * 16;
-                    shoal_bdev::buf::sg_copy_out(&slot.data, at, &mut range);
-                    // Figure "Dataset Management - Range": context attributes (bytes 3:0),
-                    // length in blocks (7:4), starting LBA (15:8).
-                    let nlb = u32::from_le_bytes([range[4], range[5], range[6], range[7]]);
-                    let mut slba = [0u8; 8];
-                    slba.copy_from_slice(&range[8..16]);
-                    if nlb == 0 {
-                        continue;
+                    let copy =
+                        |at, dst: &mut [u8]| shoal_bdev::buf::sg_copy_out(&slot.data, at, dst);
+                    let len = usize::try_from(slot.data_len).unwrap_or(0);
+                    let Some(range) = DsmRange::read(r, len, copy) else {
+                        // The data was sized from NR when the capsule arrived.
+                        return self.finish(idx, Status::DATA_SGL_LENGTH_INVALID.with_dnr());
+                    };
+                    if let Err(s) = range.check(slot.ns_blocks) {
+                        return self.finish(idx, s);
                     }
-                    ios.push(BdevIo::unmap(u64::from_le_bytes(slba), u64::from(nlb)));
+                    if range.nlb() > 0 {
+                        ios.push(BdevIo::unmap(range.slba(), u64::from(range.nlb())));
+                    }
                 }
                 if ios.is_empty() {
                     return self.finish(idx, Status::SUCCESS);

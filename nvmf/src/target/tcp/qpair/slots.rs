@@ -28,6 +28,9 @@ pub(super) struct Slot<C> {
     pub(super) chan: Option<C>,
     /// Its namespace's block size.
     pub(super) block_size: u32,
+    /// Its namespace's size in blocks when its capsule arrived (for the ranges of a Dataset
+    /// Management, which come with its data).
+    pub(super) ns_blocks: u64,
     /// Host data (writes, compares, dataset management).
     pub(super) data: SgList,
     /// Bytes the command transfers.
@@ -50,6 +53,7 @@ impl<C> Slot<C> {
             cmd: IoCommand::Flush,
             chan: None,
             block_size: 0,
+            ns_blocks: 0,
             data: SgList::new(),
             data_len: 0,
             received: 0,
@@ -109,6 +113,7 @@ impl<C> Slots<C> {
         cmd: IoCommand,
         chan: C,
         block_size: u32,
+        ns_blocks: u64,
     ) -> Option<u16> {
         let idx = self.free.pop()?;
         let (w, b) = bit(cid);
@@ -121,6 +126,7 @@ impl<C> Slots<C> {
         s.cmd = cmd;
         s.chan = Some(chan);
         s.block_size = block_size;
+        s.ns_blocks = ns_blocks;
         s.data.clear();
         s.data_len = 0;
         s.received = 0;

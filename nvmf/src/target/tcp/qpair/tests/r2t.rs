@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::wire::pdu::term::Fes;
+use crate::wire::spec::dsm::DsmRange;
 use crate::wire::spec::opcode::io;
+use zerocopy::IntoBytes;
 
 /// The next PDU, which must be an R2T; returns (cccid, ttag, r2to, r2tl).
 fn r2t(s: &mut Sim) -> (u16, u16, u32, u32) {
@@ -176,12 +178,7 @@ fn dataset_management_deallocates_every_range_and_answers_once_after_all() {
     sqe.cdw10.set(2); // three ranges
     sqe.cdw11.set(1 << 2); // deallocate
     sqe.dptr = SglDescriptor::in_capsule(48);
-    let mut ranges = Vec::new();
-    for (slba, nlb) in [(0u64, 4u32), (10, 0), (100, 8)] {
-        ranges.extend_from_slice(&0u32.to_le_bytes());
-        ranges.extend_from_slice(&nlb.to_le_bytes());
-        ranges.extend_from_slice(&slba.to_le_bytes());
-    }
+    let ranges = dsm_data(&[(0, 4), (10, 0), (100, 8)]);
     q.capsule(sqe, &ranges);
     assert_eq!(q.pending.len(), 2, "a range of 0 blocks does nothing");
     q.complete(0, None);
@@ -189,6 +186,57 @@ fn dataset_management_deallocates_every_range_and_answers_once_after_all() {
     q.complete(0, Some(shoal_bdev::BdevError::Closed));
     let c = resp(&mut q);
     assert!(c.cid() == 12 && !c.status().is_success());
+    sound(&mut q);
+}
+
+/// The data of a Dataset Management: one 16-byte range per `(slba, nlb)`.
+fn dsm_data(ranges: &[(u64, u32)]) -> Vec<u8> {
+    ranges
+        .iter()
+        .flat_map(|&(slba, nlb)| DsmRange::new(slba, nlb).as_bytes().to_vec())
+        .collect()
+}
+
+/// NVM Command Set 1.0, section 3.2.3: a range past the namespace's end (or whose end does not
+/// fit in 64 bits) is LBA Out of Range, and no range of the command is deallocated.
+#[test]
+fn dataset_management_with_a_range_out_of_the_namespace_deallocates_nothing() {
+    let (_t, _a, mut q) = pair(TransportConfig::default(), false);
+    let bad = [
+        (BLOCKS, 1),
+        (BLOCKS - 1, 2),
+        (u64::MAX, 1),
+        (u64::MAX - 1, u32::MAX),
+    ];
+    for (cid, last) in (20u16..).zip(bad) {
+        let mut sqe = Sqe::new(io::DATASET_MANAGEMENT, cid);
+        sqe.nsid.set(1);
+        sqe.cdw10.set(1); // two ranges
+        sqe.cdw11.set(1 << 2);
+        sqe.dptr = SglDescriptor::in_capsule(32);
+        q.capsule(sqe, &dsm_data(&[(0, 4), last]));
+        let c = resp(&mut q);
+        assert_eq!(c.cid(), cid);
+        assert!(
+            same(c.status(), Status::LBA_OUT_OF_RANGE),
+            "{last:?}: {:?}",
+            c.status()
+        );
+        assert!(
+            q.pending.is_empty(),
+            "{last:?}: the good range was submitted"
+        );
+    }
+    // The last block, and a range of no blocks anywhere, are fine.
+    let mut sqe = Sqe::new(io::DATASET_MANAGEMENT, 30);
+    sqe.nsid.set(1);
+    sqe.cdw10.set(1);
+    sqe.cdw11.set(1 << 2);
+    sqe.dptr = SglDescriptor::in_capsule(32);
+    q.capsule(sqe, &dsm_data(&[(BLOCKS - 1, 1), (u64::MAX, 0)]));
+    assert_eq!(q.pending.len(), 1);
+    q.complete(0, None);
+    assert!(resp(&mut q).status().is_success());
     sound(&mut q);
 }
 
