@@ -438,9 +438,67 @@ fn a_pause_nobody_resumes_lapses_and_a_late_resume_fails() {
         late.is_err(),
         "a resume after the deadline must fail: {late:?}"
     );
-    // A snapshot through the API still works afterwards.
-    let (st, s) = take_snapshot(&api, "after", &vol);
-    assert_eq!(st, 201, "{s}");
+    // A snapshot through the command-line client still works afterwards.
+    let s = ctl_json(&api, &["snapshot", "create", &vol, "after"]);
+    assert_eq!(s["ready"], true, "{s}");
+    let sid = s["id"].as_str().unwrap().to_owned();
+    assert!(ctl_text(&api, &["snapshot", "list"]).contains("after"));
+    assert_eq!(ctl_json(&api, &["snapshot", "get", &sid])["name"], "after");
+
+    // What a leader killed in the middle leaves in etcd, written the same way: a snapshot
+    // `creating` with one replica's lvol made (rolled back), and one `deleting` (finished).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt
+        .block_on(shoal_control::store::Store::connect(
+            std::slice::from_ref(&c.etcd),
+            Duration::from_secs(3),
+        ))
+        .unwrap();
+    let put = |k: String, v: Value| {
+        let mut kv = store.client().kv_client();
+        rt.block_on(kv.put(k, serde_json::to_vec(&v).unwrap(), None))
+            .unwrap();
+    };
+    let prefix = shoal_control::keys::PREFIX;
+    let half = "6a1f3e56-0000-4000-8000-00000000beef";
+    let r0 = &v["replica_list"][0];
+    let (n0, lv0) = (
+        r0["node"].as_str().unwrap(),
+        r0["lvol_uuid"].as_str().unwrap(),
+    );
+    node_call(
+        node(&c, n0).rpc,
+        "bdev_lvol_snapshot",
+        json!({"lvol_name": lv0, "snapshot_name": half}),
+    );
+    put(
+        format!("{prefix}snapshots/{half}"),
+        json!({"id": half, "name": "crashed", "volume_id": vol, "size_bytes": SIZE, "thin": false,
+            "created_ms": 1, "state": "creating",
+            "replica_list": [{"node": n0, "pool": "pool", "lvol_uuid": null}]}),
+    );
+    put(format!("{prefix}snapshot-names/crashed"), json!(half));
+    let mut rec = s.clone();
+    rec["state"] = json!("deleting");
+    rec["thin"] = json!(false);
+    rec["created_ms"] = json!(1000);
+    put(format!("{prefix}snapshots/{sid}"), rec);
+    wait_for(
+        "the leader rolled back and finished",
+        Duration::from_secs(20),
+        || {
+            let (_, l) = http("GET", &format!("{api}/v1/snapshots"), None);
+            l["snapshots"].as_array().unwrap().is_empty()
+        },
+    );
+    let names: Vec<String> = lvols(&c).into_iter().map(|(_, n)| n).collect();
+    assert!(!names.contains(&half.to_owned()), "{names:?}");
+    assert!(!names.contains(&sid), "{names:?}");
+    let (st, b) = take_snapshot(&api, "crashed", &vol);
+    assert_eq!(st, 201, "the name is free again: {b}");
 }
 
 fn shoal_control_call(
