@@ -6,7 +6,9 @@
 //! snapshots are byte-identical (the nexus paused its writes at one point of the stream) and
 //! do not change while the writes go on; a volume made from the snapshot (a clone per
 //! replica, plus a third replica rebuilt in full) reads back equal to it; deleting in either
-//! order leaves nothing on any node. A pause nobody resumes lapses by itself.
+//! order leaves nothing on any node. A pause nobody resumes lapses by itself (and a snapshot
+//! meanwhile answers 503); a new leader rolls back a half-taken snapshot and finishes a
+//! half-deleted one; a replica being rebuilt is left out of a snapshot.
 
 mod common;
 #[path = "common/host.rs"]
@@ -391,7 +393,7 @@ fn consistent_snapshots_volumes_from_them_and_clean_deletes() {
 }
 
 #[test]
-fn a_pause_nobody_resumes_lapses_and_a_late_resume_fails() {
+fn lapsed_pauses_interrupted_snapshots_and_rebuilding_replicas() {
     let c = cluster("pause");
     let api = c.api.clone();
     let h = host::Host::new();
@@ -410,6 +412,9 @@ fn a_pause_nobody_resumes_lapses_and_a_late_resume_fails() {
     );
     let generation = p["generation"].as_u64().unwrap();
     assert_eq!(p["in_sync"].as_array().unwrap().len(), 2, "{p}");
+    // Meanwhile a snapshot cannot pause the nexus: 503, nothing kept.
+    let (st, b) = take_snapshot(&api, "busy", &vol);
+    assert_eq!(st, 503, "{b}");
     let b = h.connect(
         &format!(
             "{}:{}",
@@ -499,6 +504,49 @@ fn a_pause_nobody_resumes_lapses_and_a_late_resume_fails() {
     assert!(!names.contains(&sid), "{names:?}");
     let (st, b) = take_snapshot(&api, "crashed", &vol);
     assert_eq!(st, 201, "the name is free again: {b}");
+    let (st, b) = take_snapshot(&api, "busy", &vol);
+    assert_eq!(st, 201, "{b}");
+
+    // A replica being rebuilt is not snapshotted: its contents are not the volume's yet.
+    let tn = t["node"].as_str().unwrap();
+    node_call(
+        target.rpc,
+        "nexus_set_rebuild_rate",
+        json!({"name": vol, "mib_per_sec": 1}),
+    );
+    let other = v["replica_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_str().unwrap())
+        .find(|n| *n != tn)
+        .unwrap();
+    let kids = node_call(target.rpc, "nexus_get", json!({"name": vol}));
+    let uri = kids[0]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["uri"].as_str().unwrap().to_owned())
+        .find(|u| u.contains(&format!(":{other}?")))
+        .unwrap();
+    node_call(
+        target.rpc,
+        "nexus_fault_child",
+        json!({"name": vol, "uri": uri}),
+    );
+    wait_for("a replica rebuilding", Duration::from_secs(20), || {
+        let (_, v) = http("GET", &format!("{api}/v1/volumes/{vol}"), None);
+        v["replica_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["state"] == "rebuilding")
+    });
+    let (st, s) = take_snapshot(&api, "during-rebuild", &vol);
+    assert_eq!(st, 201, "{s}");
+    let reps = s["replica_list"].as_array().unwrap();
+    assert_eq!(reps.len(), 1, "only the replica in sync: {s}");
+    assert_eq!(reps[0]["node"], tn, "{s}");
 }
 
 fn shoal_control_call(

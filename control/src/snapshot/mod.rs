@@ -43,6 +43,7 @@ use crate::ctx::Ctx;
 use crate::events::{Event, EventKind};
 use crate::model::NodeView;
 use crate::node_ops;
+use crate::node_rpc::NodeRpcError;
 use crate::store::encode;
 use crate::volume::{MAX_VOLUME_NAME, TargetState, VolumeRecord, VolumeState, replica_state};
 use crate::{Error, Result, keys, now_ms, volume_ops};
@@ -363,12 +364,25 @@ async fn take(
             tracing::warn!("SHOAL_TEST_SNAPSHOT_NO_PAUSE=1: snapshot taken without a pause");
         } else {
             let ms = u64::try_from(PAUSE_DEADLINE.as_millis()).unwrap_or(u64::MAX);
-            let ans = c
+            let ans = match c
                 .call(
                     "nexus_pause_io",
                     json!({ "name": v.lvol_name(), "timeout_ms": ms }),
                 )
-                .await?;
+                .await
+            {
+                Ok(a) => a,
+                // EBUSY: another pause is in force (an earlier attempt's, which lapses).
+                Err(NodeRpcError::Rpc {
+                    code: -16, message, ..
+                }) => {
+                    return Err(Error::Unavailable(format!(
+                        "node {target}: {message}; retry within {} s",
+                        PAUSE_DEADLINE.as_secs()
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let generation = ans.get("generation").and_then(Value::as_u64);
             let in_sync: Option<Vec<&str>> = ans
                 .get("in_sync")
