@@ -6,6 +6,7 @@
 //! | operation | etcd writes (each fenced on the leader's key) | node calls |
 //! |---|---|---|
 //! | create | 1 txn: `volumes/<id>` (state `creating`, the placement) + `volume-names/<name>` (only if absent); 1 put: state `online` with the lvol UUIDs; 1 put per pool whose free space changed | per replica: `bdev_lvol_get_lvols`, `bdev_lvol_create`; `bdev_lvol_get_lvstores` |
+//! | create from a snapshot | as create | per replica: `bdev_lvol_get_lvols`, `bdev_lvol_clone` of the snapshot's replica on that node (see [`crate::snapshot`]) |
 //! | create that fails | the above, then 1 txn deleting both keys (or `deleting` when a node could not be cleaned) | `bdev_lvol_delete` of what was made |
 //! | publish | 1 put: `target` (`publishing`); 1 put: `published` | per remote replica: its subsystem (get, create, add_ns, add_host, add_listener); on the target: `nexus_get`, `nexus_create`, the volume's subsystem |
 //! | unpublish | 1 put: `unpublishing`; 1 put: no target | `nvmf_delete_subsystem`, `nexus_destroy`, the replicas' subsystems |
