@@ -38,8 +38,12 @@ pub enum EventKind {
     RebuildStarted,
     /// The replica's rebuild finished: it is online again.
     RebuildFinished,
-    /// A faulted replica cannot be replaced (no node with room within the topology).
+    /// A faulted replica cannot be replaced (no node with room within the topology), or a
+    /// nexus whose node died cannot be moved (no online node with a current replica).
     HealBlocked,
+    /// A nexus whose node was offline was re-created on another node holding a current
+    /// replica, and exported again with the same NQN, namespace and address.
+    NexusMoved,
 }
 
 impl EventKind {
@@ -55,6 +59,7 @@ impl EventKind {
             Self::RebuildStarted => "rebuild_started",
             Self::RebuildFinished => "rebuild_finished",
             Self::HealBlocked => "heal_blocked",
+            Self::NexusMoved => "nexus_moved",
         }
     }
 
@@ -236,6 +241,7 @@ mod tests {
             EventKind::RebuildStarted,
             EventKind::RebuildFinished,
             EventKind::HealBlocked,
+            EventKind::NexusMoved,
         ] {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
