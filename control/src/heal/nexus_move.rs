@@ -8,7 +8,8 @@
 //!    `online` (in service the last time the healer looked at the nexus, with its lvol);
 //!    among them the node with the fewest nexuses, then by id. None: a `heal_blocked` event
 //!    (once per term) and nothing else; the volume waits (a replica that may have missed
-//!    writes is never made the source of a nexus).
+//!    writes is never made the source of a nexus). A chosen node that goes offline before the
+//!    move is finished is replaced by another choice.
 //! 2. **Fence the old nexus.** If the old node's `shoald` still answers the control plane
 //!    (only its agent died, say), its nexus and the volume's export are taken down first; a
 //!    node that does not answer is presumed dead. Then, step 4, the old node's host NQN is
@@ -95,10 +96,15 @@ pub(super) async fn run(
     v: &mut VolumeRecord,
     nodes: &[NodeView],
 ) -> Result<()> {
-    if !moving(v) {
+    // A move not begun, or one whose chosen node went offline before it finished: choose.
+    let chosen_lost = v
+        .target
+        .as_ref()
+        .is_some_and(|t| moving(v) && !is_online(nodes, &t.node));
+    if !moving(v) || chosen_lost {
         start(ctx, leader, h, v, nodes).await?;
     }
-    if moving(v) {
+    if moving(v) && v.target.as_ref().is_some_and(|t| is_online(nodes, &t.node)) {
         finish(ctx, leader, v, nodes).await?;
     }
     Ok(())
@@ -111,10 +117,11 @@ async fn start(
     v: &mut VolumeRecord,
     nodes: &[NodeView],
 ) -> Result<()> {
-    let Some(t) = super::published(v).cloned() else {
+    let Some(t) = v.target.clone() else {
         return Ok(());
     };
-    let old = t.node.clone();
+    // The node the nexus was on (for a move being chosen again: the first one's).
+    let old = t.moved_from.clone().unwrap_or_else(|| t.node.clone());
     let volumes: Vec<VolumeRecord> = ctx.store.list(&keys::volumes()).await?;
     let nexuses = |id: &str| {
         volumes
@@ -127,6 +134,7 @@ async fn start(
         .iter()
         .filter(|r| {
             r.node != old
+                && r.node != t.node
                 && r.state == rs::ONLINE
                 && r.lvol_uuid.is_some()
                 && is_online(nodes, &r.node)
@@ -150,7 +158,9 @@ async fn start(
         return Ok(());
     };
     h.blocked.remove(&key);
-    fence_old(ctx, nodes, v, &old).await?;
+    if t.moved_from.is_none() {
+        fence_old(ctx, nodes, v, &old).await?;
+    }
     let mut events = Vec::new();
     for r in v.replica_list.iter_mut().filter(|r| r.node == old) {
         if r.state != rs::FAULTED && r.state != rs::CREATING {
