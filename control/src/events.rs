@@ -38,12 +38,16 @@ pub enum EventKind {
     RebuildStarted,
     /// The replica's rebuild finished: it is online again.
     RebuildFinished,
-    /// A faulted replica cannot be replaced (no node with room within the topology).
+    /// A faulted replica cannot be replaced (no node with room within the topology), or a
+    /// nexus whose node died cannot be moved (no online node with a current replica).
     HealBlocked,
     /// A snapshot of a volume was taken (every in-sync replica, at one point of its writes).
     SnapshotCreated,
     /// A snapshot was deleted from every node.
     SnapshotDeleted,
+    /// A nexus whose node was offline was re-created on another node holding a current
+    /// replica, and exported again with the same NQN, namespace and address.
+    NexusMoved,
 }
 
 impl EventKind {
@@ -61,6 +65,7 @@ impl EventKind {
             Self::HealBlocked => "heal_blocked",
             Self::SnapshotCreated => "snapshot_created",
             Self::SnapshotDeleted => "snapshot_deleted",
+            Self::NexusMoved => "nexus_moved",
         }
     }
 
@@ -242,6 +247,7 @@ mod tests {
             EventKind::RebuildStarted,
             EventKind::RebuildFinished,
             EventKind::HealBlocked,
+            EventKind::NexusMoved,
         ] {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }

@@ -207,6 +207,10 @@ pub struct TargetRecord {
     pub trsvcid: String,
     /// How far.
     pub state: TargetState,
+    /// While the nexus is being moved off a dead node (`publishing` on the new node): the old
+    /// node. The healer finishes such a move ([`crate::heal`]), not the plain publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
 }
 
 /// A volume in etcd.

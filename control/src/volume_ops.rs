@@ -471,6 +471,7 @@ pub async fn publish(ctx: &Ctx, id: &str, node: Option<String>) -> Result<Target
             traddr: chosen.record.nvmf_addr.ip().to_string(),
             trsvcid: chosen.record.nvmf_addr.port().to_string(),
             state: TargetState::Publishing,
+            moved_from: None,
         });
         put_volume(ctx, &leader, &v).await?;
     }
@@ -510,6 +511,26 @@ async fn finish_publish(
     v: &mut VolumeRecord,
     nodes: &[NodeView],
 ) -> Result<()> {
+    let Some(t) = v.target.clone() else {
+        return Ok(());
+    };
+    make_target(ctx, v, nodes).await?;
+    if let Some(t) = v.target.as_mut() {
+        t.state = TargetState::Published;
+        t.moved_from = None;
+    }
+    put_volume(ctx, leader, v).await?;
+    tracing::info!(volume = %v.id, node = %t.node, nqn = %t.nqn, "event: volume published");
+    Ok(())
+}
+
+/// The node steps of a publish (idempotent; nothing written to etcd): exports the `online`
+/// replicas to the target's node, creates the nexus there from them (its labels decide which
+/// are current) and exports it on the target's address.
+///
+/// # Errors
+/// Node errors; [`Error::Unavailable`] when no replica can be reached.
+pub(crate) async fn make_target(ctx: &Ctx, v: &VolumeRecord, nodes: &[NodeView]) -> Result<()> {
     let Some(t) = v.target.clone() else {
         return Ok(());
     };
@@ -576,13 +597,7 @@ async fn finish_publish(
             serial: &v.serial(),
         },
     )
-    .await?;
-    if let Some(t) = v.target.as_mut() {
-        t.state = TargetState::Published;
-    }
-    put_volume(ctx, leader, v).await?;
-    tracing::info!(volume = %v.id, node = %t.node, nqn = %t.nqn, "event: volume published");
-    Ok(())
+    .await
 }
 
 /// Unpublishes a volume (idempotent).
@@ -667,9 +682,10 @@ pub async fn reconcile(ctx: &Ctx, nodes: &[NodeView]) -> Result<()> {
     let ids: Vec<VolumeRecord> = ctx.store.list(&keys::volumes()).await?;
     for v in ids {
         let pending = matches!(v.state, VolumeState::Creating | VolumeState::Deleting)
-            || v.target
-                .as_ref()
-                .is_some_and(|t| t.state != TargetState::Published);
+            || v.target.as_ref().is_some_and(|t| {
+                // (A nexus moving off a dead node is the healer's: `heal::nexus_move`.)
+                t.state != TargetState::Published && t.moved_from.is_none()
+            });
         if !pending {
             continue;
         }

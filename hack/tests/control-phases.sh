@@ -174,9 +174,88 @@ phase_etcd_restarted() {
     [[ $(nx_errors) -eq 0 ]] || die "the nexus counted I/O errors"
 }
 
+# D. node1, the nexus's own node, is killed (shoald and agent, SIGKILL) while the guest's fio
+# runs; the guest connected with --ctrl-loss-tmo, so its kernel keeps reconnecting to the
+# address it connected to. Once node1 has been offline for HEAL_AFTER, the leader re-creates
+# the nexus on a node holding a current replica (node3: the fewest nexuses, then the id) with
+# the same NQN, namespace UUID and address (127.0.0.1:NX_PORT, which node1's death freed), and
+# the guest's reconnect lands there: fio goes on with the same block device and passes its
+# verify. Measured: the kill until the move is recorded, and until I/O resumes (the new
+# nexus's first completed read or write: the outage the application saw). Then node1's
+# replica is replaced on node2 and rebuilt; node1 comes back with no nexus and no export, and
+# its stale replica is deleted. NX_NODE follows the nexus.
+phase_nexus_node_killed() {
+    local t r0 v="" moved="" resumed="" ops end new=""
+    sleep 1
+    r0=$(rounds)
+    t=$(elapsed)
+    kill_node 1
+    log "node1 (the nexus's node: shoald and agent) killed with SIGKILL during fio round $((r0 + 1))"
+    end=$((SECONDS + 120))
+    while ((SECONDS < end)); do
+        if [[ -z $new ]] && v=$(vol_get 2>/dev/null); then
+            new=$(jsq "(d['target'] or {}).get('node', '')" <<<"$v")
+            [[ $new == node1 ]] && new=""
+            [[ -n $new ]] && moved=$(since "$t")
+        fi
+        if [[ -n $new ]]; then
+            ops=$(rpc "${new#node}" bdev_get_iostat "{\"name\": \"$VOL\"}" 2>/dev/null |
+                jsq "d['bdevs'][0]['num_read_ops'] + d['bdevs'][0]['num_write_ops']" 2>/dev/null) || ops=0
+            if ((ops > 0)); then
+                resumed=$(since "$t")
+                break
+            fi
+        fi
+        guest_alive || die "the guest ended (see its console)"
+        if grep -q '^FAIL:' "$work/guest.log"; then die "the guest failed"; fi
+        sleep 0.2
+    done
+    [[ -n $moved ]] || die "the nexus did not move within 120 s: $v"
+    [[ -n $resumed ]] || die "the guest's I/O did not resume on $new within 120 s"
+    NX_NODE=${new#node}
+    [[ $new == node3 ]] || die "the nexus moved to $new, expected node3 (a current replica, fewest nexuses)"
+    v=$(vol_get)
+    [[ $(jsq "d['target']['nqn'] + ' ' + d['target']['traddr'] + ':' + d['target']['trsvcid']" <<<"$v") == \
+        "$NQN_NX 127.0.0.1:$NX_PORT" ]] || die "the target changed its NQN or address: $v"
+    [[ $(rpc "$NX_NODE" bdev_get_bdevs "{\"name\": \"$VOL\"}" | jsq "d[0]['uuid']") == "$VOL" ]] ||
+        die "the new nexus's namespace UUID is not the volume's"
+    note "D. node1 (nexus) SIGKILL: nexus re-created on $new ${moved}s after the kill (lease TTL" \
+        "${LEASE_TTL}s + HEAL_AFTER ${HEAL_AFTER}s); guest I/O resumed ${resumed}s after the kill" \
+        "(the outage: reconnect-delay 1 s, same NQN, namespace and address)"
+    expect_event nexus_moved "$new"
+    expect_event replica_faulted node1
+    wait_rounds_after "$r0" 120
+    note "D. fio rounds $r0 -> $(rounds) passed their verify across the move (the same block device)"
+
+    # node1's replica: replaced on node2 (the only node without one) and rebuilt.
+    end=$((SECONDS + 120))
+    until v=$(vol_get 2>/dev/null) && [[ $(vol_nodes <<<"$v") == "node2 node3 node4" ]] &&
+        [[ $(jsq "all(r['state'] == 'online' for r in d['replica_list'])" <<<"$v") == True ]]; do
+        ((SECONDS < end)) || die "node1's replica not replaced and rebuilt within 120 s: $v"
+        watch_io
+        sleep 0.3
+    done
+    note "D. node1's replica replaced on node2 and rebuilt $(since "$t")s after the kill"
+    t=$(elapsed)
+    cluster_start_node 1
+    end=$((SECONDS + 60))
+    until has_event replica_removed node1; do
+        ((SECONDS < end)) || die "node1's stale replica not removed within 60 s of its return"
+        watch_io
+        sleep 0.3
+    done
+    [[ $(rpc 1 nexus_get | jsq "len(d)") -eq 0 ]] || die "node1 serves a nexus again"
+    [[ $(rpc 1 bdev_lvol_get_lvols | jsq "len([l for l in d if l['name'] == '$VOL'])") -eq 0 ]] ||
+        die "node1 still holds the stale replica"
+    [[ $(rpc 1 nvmf_get_subsystems | jsq "len([s for s in d if s['subtype'] != 'Discovery'])") -eq 0 ]] ||
+        die "node1 exports something"
+    note "D. node1 back: no nexus, no export; its stale replica deleted $(since "$t")s after its restart"
+    wait_rounds_after "$(rounds)" 120
+}
+
 # check_holdings: every node holds exactly what the control plane says: the volume's lvol on
-# its replica nodes only (and no other lvol), the nexus on node1 only, the volume's export on
-# node1 and a replica's export on each other replica node, nothing else.
+# its replica nodes only (and no other lvol), the nexus on node NX_NODE only, the volume's
+# export there and a replica's export on each other replica node, nothing else.
 check_holdings() {
     local v reps n lv want_lv subs want_subs nx
     v=$(vol_get)
@@ -187,18 +266,18 @@ check_holdings() {
         [[ $reps == *" node$n "* ]] && want_lv=$VOL
         [[ $lv == "$want_lv" ]] || die "node$n holds lvols [$lv], the control plane says [$want_lv]"
         nx=$(rpc "$n" nexus_get | jsq "' '.join(x['name'] for x in d)")
-        [[ $nx == "$([[ $n -eq 1 ]] && echo "$VOL")" ]] || die "node$n holds nexuses [$nx]"
+        [[ $nx == "$([[ $n -eq $NX_NODE ]] && echo "$VOL")" ]] || die "node$n holds nexuses [$nx]"
         subs=$(rpc "$n" nvmf_get_subsystems |
             jsq "' '.join(sorted(s['nqn'] for s in d if s['subtype'] != 'Discovery'))")
         want_subs=""
-        if [[ $n -eq 1 ]]; then
+        if [[ $n -eq $NX_NODE ]]; then
             want_subs=$NQN_NX
         elif [[ $reps == *" node$n "* ]]; then
             want_subs=nqn.2016-06.io.shoal:replica:$VOL:node$n
         fi
         [[ $subs == "$want_subs" ]] || die "node$n exports [$subs], the control plane says [$want_subs]"
     done
-    note "every node holds exactly what the control plane says (replicas on${reps% }, nexus on node1)"
+    note "every node holds exactly what the control plane says (replicas on${reps% }, nexus on node$NX_NODE)"
 }
 
 # compare_replicas_via_guest: unpublish, export each replica's lvol on its own (on the host's

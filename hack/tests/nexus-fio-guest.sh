@@ -5,7 +5,8 @@
 #
 # Env (from the host script): NX_NQN, NX_PORT (the nexus's subsystem on $GUEST_HOST_IP),
 # CTL_PORT (an HTTP server on the host serving its control directory), NX_SIZE (bytes), TAG
-# (the test's name, which starts every progress line), MODE (verify, the default, or overlap),
+# (the test's name, which starts every progress line), CONNECT_OPTS (more `nvme connect`
+# options, e.g. --ctrl-loss-tmo), MODE (verify, the default, or overlap),
 # and for MODE=overlap: REGION (bytes written, from offset 0), ROUND_SECS.
 #
 # 1. connect; check the namespace size;
@@ -39,7 +40,8 @@ MODE=${MODE:-verify}
 stop_requested() { timeout 10 wget -q -O /dev/null "http://$H:$CTL_PORT/stop" 2>/dev/null; }
 
 step "nvme connect $NX_NQN at $H:$NX_PORT"
-nvme connect -t tcp -a "$H" -s "$NX_PORT" -n "$NX_NQN" || fail "connect"
+# shellcheck disable=SC2086 # CONNECT_OPTS is split into options on purpose
+nvme connect -t tcp -a "$H" -s "$NX_PORT" -n "$NX_NQN" ${CONNECT_OPTS:-} || fail "connect"
 DEV=$(nvme_wait_dev "$NX_NQN") || fail "no block device for $NX_NQN"
 blocks=$(cat "/sys/block/${DEV#/dev/}/size")
 [ "$((blocks * 512))" -eq "$NX_SIZE" ] || fail "$DEV has $((blocks * 512)) bytes, not $NX_SIZE"

@@ -9,7 +9,11 @@
 #      events; the killed node comes back and its stale replica is deleted, never exported;
 #   B. the leading shoal-control is killed with SIGKILL: the second takes over, I/O goes on,
 #      the volume's state is intact;
-#   C. etcd is stopped and started again: I/O goes on, the state is intact afterwards.
+#   C. etcd is stopped and started again: I/O goes on, the state is intact afterwards;
+#   D. the nexus's own node (node1) is killed with SIGKILL: the leader re-creates the nexus on
+#      a node with a current replica (same NQN, namespace and address); the guest, connected
+#      with --ctrl-loss-tmo, reconnects and fio goes on; the outage is measured; node1's
+#      replica is replaced and node1, back, holds nothing of the volume.
 # Then every node holds exactly what the control plane says (lvols, nexus, subsystems asked
 # of each node), and after unpublishing, every replica, exported on its own and read by the
 # guest through NVMe/TCP, holds what the guest's device held (sha256 of the data after the
@@ -64,9 +68,11 @@ NQN_NX=$(jsq "d['nqn']" <<<"$target")
 [[ $(jsq "d['traddr'] + ':' + d['trsvcid']" <<<"$target") == "127.0.0.1:$NX_PORT" ]] ||
     die "unexpected target: $target"
 [[ $(api POST "/v1/volumes/$VOL/publish" '{}') == "$target" ]] || die "publishing twice differs"
-# lib-nexus.sh's helpers, on this volume's nexus (named by the volume's id).
-nexus() { rpc 1 nexus_get "{\"name\": \"$VOL\"}"; }
-nx_errors() { rpc 1 bdev_get_iostat "{\"name\": \"$VOL\"}" | jsq "d['bdevs'][0]['num_errors']"; }
+# lib-nexus.sh's helpers, on this volume's nexus (named by the volume's id) on node NX_NODE
+# (node1 until phase D moves it).
+NX_NODE=1
+nexus() { rpc "$NX_NODE" nexus_get "{\"name\": \"$VOL\"}"; }
+nx_errors() { rpc "$NX_NODE" bdev_get_iostat "{\"name\": \"$VOL\"}" | jsq "d['bdevs'][0]['num_errors']"; }
 [[ $(nexus_state) == online ]] || die "nexus $(nexus_state)"
 note "published on node1 in $(since "$t")s as $NQN_NX; nexus online with $(nexus | jsq "len(d[0]['children'])") children"
 
@@ -77,13 +83,15 @@ rpc 1 nexus_set_rebuild_rate "{\"name\": \"$VOL\", \"mib_per_sec\": $REBUILD_MIB
 . "$here/control-phases.sh"
 
 # --- the Linux host ---------------------------------------------------------------------------
-start_guest "$here/nexus-fio-guest.sh"
+# --ctrl-loss-tmo: the host keeps reconnecting for a minute when the nexus's node dies (D).
+start_guest "$here/nexus-fio-guest.sh" CONNECT_OPTS="--ctrl-loss-tmo=60 --reconnect-delay=1"
 wait_rounds_after 0 150
 note "guest: fio round 1 with crc32c verify done"
 
 phase_replica_node_killed
 phase_leader_killed
 phase_etcd_restarted
+phase_nexus_node_killed
 
 wait_rounds_after "$(rounds)" 120
 finish_guest

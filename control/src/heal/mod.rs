@@ -29,10 +29,15 @@
 //! what etcd holds: a `creating` replica is created, exported and added again ("already
 //! there" counts as done), a `rebuilding` one is watched, a retired one is removed.
 //!
+//! A published volume whose nexus's own node has been offline for `--heal-after` has its
+//! nexus **moved** to a node holding a current replica, with the same NQN, namespace and
+//! address ([`nexus_move`]); the replica on the dead node is then replaced as above.
+//!
 //! Unpublished volumes are not healed (there is no nexus to rebuild from); their retired
-//! replicas are still deleted. Moving a nexus whose node died is not done yet.
+//! replicas are still deleted.
 
 mod children;
+pub mod nexus_move;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -157,7 +162,8 @@ pub async fn pass(ctx: &Ctx, h: &mut Healer, nodes: &[NodeView]) -> Result<()> {
                 .iter()
                 .find(|n| n.get("name").and_then(Value::as_str) == Some(&v.id))
         });
-        if !needs_work(v, nodes, nexus) {
+        let moves = nexus_move::moving(v) || nexus_move::due(ctx, h, nodes, v);
+        if !moves && !needs_work(v, nodes, nexus) {
             continue;
         }
         let _g = ctx.ops.lock().await;
@@ -173,7 +179,12 @@ pub async fn pass(ctx: &Ctx, h: &mut Healer, nodes: &[NodeView]) -> Result<()> {
         {
             continue;
         }
-        match heal_volume(ctx, &leader, h, &mut cur, nodes, nexus).await {
+        let done = if moves {
+            nexus_move::run(ctx, &leader, h, &mut cur, nodes).await
+        } else {
+            heal_volume(ctx, &leader, h, &mut cur, nodes, nexus).await
+        };
+        match done {
             Ok(()) => {}
             Err(e @ (Error::Etcd(_) | Error::NotLeader)) => return Err(e),
             Err(e) => tracing::info!(volume = %v.id, error = %e, "heal: not yet"),

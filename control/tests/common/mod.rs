@@ -173,33 +173,39 @@ fn profile_dir() -> PathBuf {
 /// does not build other packages' binaries).
 pub fn shoald_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = profile_dir();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "shoal-target", "--bin", "shoald"]);
-        match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(profile) => {
-                cmd.args(["--profile", profile]);
-            }
+    BIN.get_or_init(|| build_bin("shoal-target", "shoald"))
+        .clone()
+}
+
+/// `shoal-perf` of this build (an NVMe/TCP host with data verification), built as above.
+pub fn perf_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_bin("shoal-benches", "shoal-perf"))
+        .clone()
+}
+
+fn build_bin(package: &str, bin: &str) -> PathBuf {
+    let dir = profile_dir();
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "-q", "-p", package, "--bin", bin]);
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
         }
-        if let Some(target) = dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target);
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
         }
-        let st = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
-            "cargo build -p shoal-target --bin shoald failed"
-        );
-        dir.join("shoald")
-    })
-    .clone()
+    }
+    if let Some(target) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let st = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "cargo build -p {package} --bin {bin} failed");
+    dir.join(bin)
 }
 
 pub fn token_file(dir: &Path) -> PathBuf {
