@@ -34,6 +34,7 @@ pub mod model;
 pub mod node_ops;
 pub mod node_rpc;
 pub mod pool;
+pub mod resize;
 pub mod store;
 pub mod volume;
 pub mod volume_ops;
