@@ -9,7 +9,9 @@
 #      events; the killed node comes back and its stale replica is deleted, never exported;
 #   B. the leading shoal-control is killed with SIGKILL: the second takes over, I/O goes on,
 #      the volume's state is intact;
-#   C. etcd is stopped and started again: I/O goes on, the state is intact afterwards.
+#   C. etcd is stopped and started again: I/O goes on, the state is intact afterwards;
+#   D. the volume grows by 32 MiB (replicas, then the nexus): the guest's block device shows
+#      the new size without reconnecting, fio goes on.
 # Then every node holds exactly what the control plane says (lvols, nexus, subsystems asked
 # of each node), and after unpublishing, every replica, exported on its own and read by the
 # guest through NVMe/TCP, holds what the guest's device held (sha256 of the data after the
@@ -84,6 +86,7 @@ note "guest: fio round 1 with crc32c verify done"
 phase_replica_node_killed
 phase_leader_killed
 phase_etcd_restarted
+phase_resize
 
 wait_rounds_after "$(rounds)" 120
 finish_guest
