@@ -38,16 +38,33 @@ pub enum CliError {
 /// # Errors
 /// [`CliError`].
 pub async fn get(base: &str, path: &str) -> Result<Value, CliError> {
+    request(base, path, None).await
+}
+
+/// POSTs `body` to `path` of the API at `base` (for operations that may take a while: a
+/// thick volume's growth zeroes its new clusters).
+///
+/// # Errors
+/// [`CliError`].
+pub async fn post(base: &str, path: &str, body: &Value) -> Result<Value, CliError> {
+    request(base, path, Some(body)).await
+}
+
+async fn request(base: &str, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let http = |source| CliError::Http {
         url: url.clone(),
         source,
     };
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(if body.is_some() { 300 } else { 10 }))
         .build()
         .map_err(http)?;
-    let resp = client.get(&url).send().await.map_err(http)?;
+    let resp = match body {
+        Some(b) => client.post(&url).json(b).send().await,
+        None => client.get(&url).send().await,
+    }
+    .map_err(http)?;
     let status = resp.status();
     let body: Value = resp.json().await.map_err(http)?;
     if !status.is_success() {

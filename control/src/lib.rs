@@ -35,6 +35,7 @@ pub mod model;
 pub mod node_ops;
 pub mod node_rpc;
 pub mod pool;
+pub mod resize;
 pub mod snapshot;
 pub mod store;
 pub mod volume;

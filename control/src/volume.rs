@@ -237,6 +237,10 @@ pub struct VolumeRecord {
     /// (clones) carry until its nexus relabels them (`nexus_create`'s `adopt_uuid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<String>,
+    /// A growth under way (`crate::resize`): the size asked for, recorded before any replica
+    /// grows; `spec.size_bytes` takes it once every replica and the nexus have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resizing_to: Option<u64>,
 }
 
 impl VolumeRecord {
@@ -246,14 +250,27 @@ impl VolumeRecord {
         &self.id
     }
 
-    /// Bytes of each replica: the size plus the nexus's label region, rounded up to `cluster`.
+    /// Bytes of each replica: the size (the one a growth under way asks for, so that a
+    /// replica made meanwhile, a replacement, already has it) plus the nexus's label region,
+    /// rounded up to `cluster`.
     #[must_use]
     pub fn replica_bytes(&self, cluster: u64) -> u64 {
-        let raw = self.spec.size_bytes.saturating_add(META_BYTES);
-        let c = cluster.max(1);
-        raw.div_ceil(c).saturating_mul(c)
+        replica_bytes_for(
+            self.resizing_to.unwrap_or(0).max(self.spec.size_bytes),
+            cluster,
+        )
     }
+}
 
+/// Bytes of a replica of a `size_bytes` volume in a pool of `cluster`-byte clusters.
+#[must_use]
+pub fn replica_bytes_for(size_bytes: u64, cluster: u64) -> u64 {
+    let raw = size_bytes.saturating_add(META_BYTES);
+    let c = cluster.max(1);
+    raw.div_ceil(c).saturating_mul(c)
+}
+
+impl VolumeRecord {
     /// The stable NQN of the volume's export.
     #[must_use]
     pub fn nqn(&self) -> String {

@@ -114,6 +114,7 @@ pub fn place(
         created_ms: 0,
         retired: vec![],
         adopt: None,
+        resizing_to: None,
     };
     // The best pool of each eligible node: (node, zone, pool, free).
     let mut cands: Vec<(&NodeView, Option<&str>, &PoolRecord)> = Vec::new();
@@ -248,6 +249,7 @@ pub async fn create(ctx: &Ctx, spec: VolumeSpec) -> Result<(VolumeRecord, bool)>
         created_ms: now_ms(),
         retired: vec![],
         adopt: from.map(|s| s.volume_id),
+        resizing_to: None,
     };
     // The intent, and the name taken only if nobody took it meanwhile.
     ctx.store
@@ -652,28 +654,16 @@ async fn take_down_target(
     Ok(())
 }
 
-/// Resizes a volume: not possible until `shoald` implements `bdev_lvol_resize`.
+/// Grows a volume (see [`crate::resize`]).
 ///
 /// # Errors
-/// [`Error::OutOfRange`] when smaller; [`Error::FailedPrecondition`] when larger.
+/// See [`crate::resize::resize`].
 pub async fn resize(ctx: &Ctx, id: &str, size_bytes: u64) -> Result<VolumeRecord> {
-    let v = get(ctx, id).await?;
-    if size_bytes < v.spec.size_bytes {
-        return Err(Error::OutOfRange(format!(
-            "volume {id} has {} bytes; shrinking to {size_bytes} is not supported",
-            v.spec.size_bytes
-        )));
-    }
-    if size_bytes == v.spec.size_bytes {
-        return Ok(v);
-    }
-    Err(Error::FailedPrecondition(
-        "resize needs bdev_lvol_resize, which shoald does not implement yet (it answers -95); the volume is unchanged".into(),
-    ))
+    crate::resize::resize(ctx, id, size_bytes).await
 }
 
 /// The leader's pass over the volumes: finishes what a crash interrupted (`creating`,
-/// `deleting`, `publishing`, `unpublishing`). One volume's error does not stop the others.
+/// `deleting`, `publishing`, `unpublishing`, a growth). One volume's error does not stop the others.
 ///
 /// # Errors
 /// etcd errors and [`Error::NotLeader`].
@@ -682,6 +672,7 @@ pub async fn reconcile(ctx: &Ctx, nodes: &[NodeView]) -> Result<()> {
     let ids: Vec<VolumeRecord> = ctx.store.list(&keys::volumes()).await?;
     for v in ids {
         let pending = matches!(v.state, VolumeState::Creating | VolumeState::Deleting)
+            || v.resizing_to.is_some()
             || v.target.as_ref().is_some_and(|t| {
                 // (A nexus moving off a dead node is the healer's: `heal::nexus_move`.)
                 t.state != TargetState::Published && t.moved_from.is_none()
@@ -698,6 +689,9 @@ pub async fn reconcile(ctx: &Ctx, nodes: &[NodeView]) -> Result<()> {
                 .await
                 .map(|_| ()),
             (VolumeState::Deleting, _) => remove_everywhere(ctx, &leader, &mut v, nodes).await,
+            _ if v.resizing_to.is_some() => {
+                crate::resize::finish(ctx, &leader, &mut v, nodes).await
+            }
             (_, Some(TargetState::Publishing)) => finish_publish(ctx, &leader, &mut v, nodes).await,
             (_, Some(TargetState::Unpublishing)) => {
                 take_down_target(ctx, &leader, &mut v, nodes).await

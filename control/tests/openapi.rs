@@ -284,7 +284,14 @@ fn the_server_answers_as_the_document_says() {
             "post",
             "/v1/volumes/ID/resize".into(),
             Some(json!({"size_bytes": 16 << 20})),
-            412,
+            200,
+        ),
+        (
+            "/v1/volumes/{id}/resize",
+            "post",
+            "/v1/volumes/ID/resize".into(),
+            Some(json!({"size_bytes": 1u64 << 40})),
+            507,
         ),
         (
             "/v1/volumes/{id}/resize",

@@ -355,13 +355,50 @@ fn volumes_are_placed_published_and_deleted_without_leftovers() {
     let (_, got) = http("GET", &format!("{url}/{id}"), None);
     assert_eq!(got["target"], t);
 
-    // Resize: larger is not possible yet, smaller never.
+    // Resize, published: every replica grows, then the nexus (online, every child in it).
+    let grown: u64 = 96 << 20;
     let (st, b) = http(
         "POST",
         &format!("{url}/{id}/resize"),
-        Some(json!({"size_bytes": 128 << 20})),
+        Some(json!({"size_bytes": grown})),
     );
-    assert_eq!((st, code(&b)), (412, "failed_precondition"), "{b}");
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["size_bytes"], grown, "{b}");
+    let (_, got) = http("GET", &format!("{url}/{id}"), None);
+    assert_eq!(got["size_bytes"], grown, "{got}");
+    for r in got["replica_list"].as_array().unwrap() {
+        let n = c.nodes.iter().find(|n| n.id == r["node"]).unwrap();
+        let bd = node_call(n.rpc, "bdev_get_bdevs", json!({"name": r["lvol_uuid"]}));
+        let bytes = bd[0]["num_blocks"].as_u64().unwrap() * bd[0]["block_size"].as_u64().unwrap();
+        assert!(bytes >= grown + (1 << 20), "{}: {bd}", n.id);
+    }
+    let nx = node_call(target.rpc, "nexus_get", json!({"name": id}));
+    assert_eq!(nx[0]["size"], grown, "{nx}");
+    assert_eq!(nx[0]["state"], "online", "{nx}");
+    // The exported namespace has the new size (Identify Namespace reads it from the nexus).
+    let subs = node_call(target.rpc, "bdev_get_bdevs", json!({"name": id}));
+    assert_eq!(
+        subs[0]["num_blocks"].as_u64().unwrap() * subs[0]["block_size"].as_u64().unwrap(),
+        grown,
+        "{subs}"
+    );
+    // Again: nothing to do. By the command-line client too.
+    let again = ctl_json(&c.api, &["volume", "resize", &id, &grown.to_string()]);
+    assert_eq!(again["size_bytes"], grown, "{again}");
+    // No room: 507 naming the node and pool, the volume unchanged.
+    let (st, b) = http(
+        "POST",
+        &format!("{url}/{id}/resize"),
+        Some(json!({"size_bytes": 1u64 << 30})),
+    );
+    assert_eq!((st, code(&b)), (507, "resource_exhausted"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("pool"),
+        "{b}"
+    );
+    let (_, got) = http("GET", &format!("{url}/{id}"), None);
+    assert_eq!(got["size_bytes"], grown, "{got}");
+    // Smaller: never.
     let (st, b) = http(
         "POST",
         &format!("{url}/{id}/resize"),

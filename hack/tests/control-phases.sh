@@ -251,6 +251,35 @@ phase_nexus_node_killed() {
         die "node1 exports something"
     note "D. node1 back: no nexus, no export; its stale replica deleted $(since "$t")s after its restart"
     wait_rounds_after "$(rounds)" 120
+# E. the volume grows by 32 MiB while fio runs: the API answers once every replica and the
+# nexus have the new size; the guest's block device (/sys/block/nvmeXnY/size, printed after
+# each fio round) shows it without reconnecting (the target's Namespace Attribute Changed
+# event); fio goes on without an error. NX_SIZE becomes the new size (the replicas are
+# compared over it at the end). Self-contained: needs only VOL, the guest and the nexus (NX_NODE).
+phase_resize() {
+    local t r0 grown=$((NX_SIZE + (32 << 20))) v n uuid bytes end
+    r0=$(rounds)
+    t=$(elapsed)
+    v=$(api POST "/v1/volumes/$VOL/resize" "{\"size_bytes\": $grown}") || die "resize"
+    [[ $(jsq "d['size_bytes']" <<<"$v") -eq $grown ]] || die "resize answered $v"
+    note "E. volume grown from $NX_SIZE to $grown bytes in $(since "$t")s (the replicas, then the nexus)"
+    [[ $(nexus | jsq "d[0]['size']") -eq $grown ]] || die "the nexus has $(nexus | jsq "d[0]['size']") bytes"
+    for n in $(vol_nodes <<<"$v" | sed 's/node//g'); do
+        uuid=$(rpc "$n" bdev_lvol_get_lvols | jsq "[l['uuid'] for l in d if l['name'] == '$VOL'][0]")
+        bytes=$(rpc "$n" bdev_get_bdevs "{\"name\": \"$uuid\"}" | jsq "d[0]['num_blocks'] * d[0]['block_size']")
+        ((bytes >= grown + LABEL_BYTES)) || die "node$n's replica has $bytes bytes"
+    done
+    end=$((SECONDS + 90))
+    until grep -q "^$NAME: size $((grown / 512))" "$work/guest.log" 2>/dev/null; do
+        ((SECONDS < end)) || die "the guest's device did not show $grown bytes within 90 s"
+        watch_io
+        sleep 0.3
+    done
+    note "E. the guest's block device shows $grown bytes $(since "$t")s after the request (no reconnect)"
+    wait_rounds_after "$r0" 120
+    [[ $(nx_errors) -eq 0 ]] || die "the nexus counted I/O errors"
+    note "E. fio rounds $r0 -> $(rounds) passed their verify across the growth"
+    NX_SIZE=$grown
 }
 
 # check_holdings: every node holds exactly what the control plane says: the volume's lvol on

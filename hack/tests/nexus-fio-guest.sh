@@ -91,6 +91,8 @@ while :; do
     n=$((n + 1))
     [ "$n" -le "$MAX_ROUNDS" ] || fail "the host did not say stop after $MAX_ROUNDS rounds"
     round "$n" round || fail "fio round $n"
+    # The device's size now (512-byte sectors): a growth shows here without a reconnect.
+    echo "$TAG: size $(cat "/sys/block/${DEV#/dev/}/size")"
     stop_requested && break
 done
 step "$TAG: stopped after $n rounds"

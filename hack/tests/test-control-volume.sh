@@ -14,6 +14,8 @@
 #      a node with a current replica (same NQN, namespace and address); the guest, connected
 #      with --ctrl-loss-tmo, reconnects and fio goes on; the outage is measured; node1's
 #      replica is replaced and node1, back, holds nothing of the volume.
+#   E. the volume grows by 32 MiB (replicas, then the nexus): the guest's block device shows
+#      the new size without reconnecting, fio goes on.
 # Then every node holds exactly what the control plane says (lvols, nexus, subsystems asked
 # of each node), and after unpublishing, every replica, exported on its own and read by the
 # guest through NVMe/TCP, holds what the guest's device held (sha256 of the data after the
@@ -92,6 +94,7 @@ phase_replica_node_killed
 phase_leader_killed
 phase_etcd_restarted
 phase_nexus_node_killed
+phase_resize
 
 wait_rounds_after "$(rounds)" 120
 finish_guest

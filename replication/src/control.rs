@@ -67,6 +67,10 @@ pub(crate) enum Op {
     Destroy {
         reply: Reply<Result<(), NexusError>>,
     },
+    Resize {
+        size_bytes: u64,
+        reply: Reply<Result<(), NexusError>>,
+    },
 }
 
 /// One child as the control path knows it.
@@ -146,7 +150,7 @@ pub(crate) fn label_for(
         clean,
         block_size: nx.geo.block_size,
         data_offset_blocks: nx.geo.meta_blocks,
-        data_blocks: nx.geo.data_blocks,
+        data_blocks: nx.label_blocks.load(Ordering::Acquire),
     }
 }
 
@@ -348,7 +352,8 @@ pub(crate) async fn run(ctx: Ctx) {
             | Op::Add { reply, .. }
             | Op::Remove { reply, .. }
             | Op::StopRebuild { reply, .. }
-            | Op::Destroy { reply } => reply.send(Err(NexusError::Destroyed)),
+            | Op::Destroy { reply }
+            | Op::Resize { reply, .. } => reply.send(Err(NexusError::Destroyed)),
             Op::Failed { .. } | Op::RebuildEnded { .. } => {}
         }
     }
@@ -430,6 +435,9 @@ async fn apply(ctx: &Ctx, op: Op) {
             }
         }
         Op::Destroy { reply } => reply.send(crate::destroy::destroy(ctx).await),
+        Op::Resize { size_bytes, reply } => {
+            reply.send(crate::resize::resize(ctx, size_bytes).await);
+        }
     }
 }
 
@@ -456,7 +464,7 @@ async fn fault(ctx: &Ctx, uri: &ChildUri) -> Result<(), NexusError> {
 
 /// Checks that `spec` can be a child of `nx`.
 pub(crate) fn check_child(nx: &Nexus, spec: &ChildSpec) -> Result<(), NexusError> {
-    crate::create::check_spec(&nx.geo, (nx.write_zeroes, nx.unmap), spec)
+    crate::create::check_spec(&nx.geo_now(), (nx.write_zeroes, nx.unmap), spec)
 }
 
 /// The generation after `g`; an error at the end of the range (reached only from a label that
@@ -517,7 +525,7 @@ async fn add(ctx: &Ctx, spec: ChildSpec) -> Result<(), NexusError> {
         bdev: spec.bdev.clone(),
         local: spec.local,
         dirty: existing.as_ref().map_or_else(
-            || Arc::new(DirtyMap::new(nx.geo.segments, true)),
+            || Arc::new(DirtyMap::new(nx.geo_now().segments, true)),
             |e| e.2.clone(),
         ),
         abandoned: AtomicU64::new(0),

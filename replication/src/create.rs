@@ -216,9 +216,13 @@ fn plan(
     };
     let mut replicas_seen = BTreeSet::new();
     for (i, l) in &labels {
+        // A label of a smaller volume is a growth (the replicas grew, or a nexus grew and
+        // stopped before every label recorded it: no write had reached past the old end
+        // then, since a nexus records its new size everywhere first); a larger one would
+        // cut the volume short.
         if l.block_size != geo.block_size
             || l.data_offset_blocks != geo.meta_blocks
-            || l.data_blocks != geo.data_blocks
+            || l.data_blocks > geo.data_blocks
         {
             return Err(NexusError::Invalid(format!(
                 "child {} holds a volume of {} blocks of {} bytes; asked for {} blocks of {}",
@@ -364,7 +368,7 @@ pub(crate) async fn create(
         );
     }
     let plan = plan(&opts, &geo, &children, &reads)?;
-    let info = BdevInfo::new(
+    let info = BdevInfo::new_resizable(
         opts.name.clone(),
         Some(plan.volume),
         geo.block_size,

@@ -20,6 +20,9 @@
 //! * **Rebuild** ([`rebuild`]): a new or returning child is copied online, segment by segment
 //!   under range locks, at a rate that can be limited; a child back from a short absence is
 //!   copied only where it missed writes (a dirty-segment map, [`dirty`]).
+//! * **Growth** (module `resize`, [`Nexus::resize`]): once every online child holds the new
+//!   size, the labels record it, then the bdev grows; writes past the old end are mirrored
+//!   and rebuilt like any other.
 //! * **Write-intent bitmap** ([`intent`]): the regions that may hold writes not every replica
 //!   has are recorded on every child before such a write goes out, so that after a crash of
 //!   the nexus only those regions are resynchronised.
@@ -47,6 +50,7 @@ mod order;
 mod pause;
 mod persist;
 pub mod rebuild;
+mod resize;
 mod routing;
 pub mod state;
 mod uri;

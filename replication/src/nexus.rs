@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shoal_bdev::reactor::{Reactor, ReactorHandle};
-use shoal_bdev::{Bdev, BdevChannel, BdevError, BdevInfo, IoFlags, IoType};
+use shoal_bdev::{Bdev, BdevChannel, BdevError, BdevInfo, IoFlags, IoType, SizeKey};
 use uuid::Uuid;
 
 use crate::control::{Op, State};
@@ -200,7 +200,13 @@ pub struct IntentStatus {
 /// A replicated volume.
 pub struct Nexus {
     pub(crate) info: BdevInfo,
+    /// Grows `info` (`crate::resize`).
+    pub(crate) size_key: SizeKey,
+    /// The size the labels record, in blocks: ahead of `info` while a growth is being
+    /// recorded (`crate::resize`), equal otherwise.
+    pub(crate) label_blocks: AtomicU64,
     pub(crate) home: ReactorHandle,
+    /// The geometry at creation; the size may have grown since (see [`Nexus::geo_now`]).
     pub(crate) geo: Geometry,
     pub(crate) io_timeout: Duration,
     pub(crate) write_zeroes: bool,
@@ -242,7 +248,7 @@ impl std::fmt::Debug for Nexus {
 
 impl Nexus {
     pub(crate) fn new(
-        info: BdevInfo,
+        (info, size_key): (BdevInfo, SizeKey),
         home: ReactorHandle,
         geo: Geometry,
         io_timeout: Duration,
@@ -253,7 +259,9 @@ impl Nexus {
         let order = WriteOrder::new(info.block_size, !unordered_for_tests());
         Nexus {
             order,
+            label_blocks: AtomicU64::new(info.num_blocks()),
             info,
+            size_key,
             home,
             geo,
             io_timeout,
@@ -293,6 +301,25 @@ impl Nexus {
     #[doc(hidden)]
     pub fn set_write_order(&self, on: bool) {
         self.order.set_enabled(on);
+    }
+
+    /// The geometry at the size the labels record now (a growth included).
+    pub(crate) fn geo_now(&self) -> Geometry {
+        let data_blocks = self.label_blocks.load(Ordering::Acquire);
+        Geometry {
+            data_blocks,
+            segments: data_blocks.div_ceil(self.geo.seg_blocks),
+            ..self.geo
+        }
+    }
+
+    /// Grows the nexus to `size_bytes` (a multiple of the block size, at least its size; the
+    /// same size is a no-op). Every online child must hold the metadata region and the new
+    /// size; none may be rebuilding. The new size is recorded in the children's labels (a new
+    /// generation) before any I/O may reach past the old end; then the bdev grows and its
+    /// watchers (the NVMe-oF subsystem: a Namespace Attribute Changed event) are told.
+    pub fn resize(&self, size_bytes: u64) -> Ticket<Result<(), NexusError>> {
+        self.request(|reply| Op::Resize { size_bytes, reply })
     }
 
     pub(crate) fn next_child_id(&self) -> u64 {

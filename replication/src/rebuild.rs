@@ -238,9 +238,13 @@ pub(crate) fn start(nx: &Arc<Nexus>, st: &mut State, idx: usize) {
     let Some(entry) = st.children.get_mut(idx) else {
         return;
     };
-    let total = entry.shared.dirty.count();
+    // Segments past the end of the child's map (the nexus grew since it was made) are
+    // copied whatever the map says.
+    let segments = nx.geo_now().segments;
+    let map = &entry.shared.dirty;
+    let total = map.count() + segments.saturating_sub(map.segments());
     let ctl = Arc::new(RebuildCtl {
-        full: total == nx.geo.segments,
+        full: total >= segments,
         total: AtomicU64::new(total),
         copied: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
@@ -355,16 +359,24 @@ impl Job<'_> {
                 return RebuildOutcome::Stopped;
             }
             let dirty = &self.child.dirty;
-            let Some(first) = dirty.next_dirty(self.cursor.get()) else {
-                return RebuildOutcome::Completed;
+            // The size now: the nexus may have grown since the rebuild started. A segment
+            // past the end of the child's map (made before a growth) is always copied: writes
+            // the child missed there were not recorded.
+            let now = self.nx.geo_now();
+            let past_map = |s: u64| s >= dirty.segments() && s < now.segments;
+            let cursor = self.cursor.get();
+            let first = match dirty.next_dirty(cursor) {
+                Some(f) => f,
+                None if past_map(cursor.max(dirty.segments())) => cursor.max(dirty.segments()),
+                None => return RebuildOutcome::Completed,
             };
             let mut n = 1;
-            while n < max_run && dirty.is_dirty(first + n) {
+            while n < max_run && (dirty.is_dirty(first + n) || past_map(first + n)) {
                 n += 1;
             }
             self.cursor.set(first + n);
             let start = first * geo.seg_blocks;
-            let blocks = (n * geo.seg_blocks).min(geo.data_blocks.saturating_sub(start));
+            let blocks = (n * geo.seg_blocks).min(now.data_blocks.saturating_sub(start));
             if blocks == 0 {
                 return RebuildOutcome::Completed;
             }

@@ -93,6 +93,13 @@ enum VolumeCommand {
         #[arg(long)]
         watch: bool,
     },
+    /// Grow a volume (its replicas, then its nexus; a host sees the new size).
+    Resize {
+        /// The volume's id.
+        id: String,
+        /// The new size in bytes (a multiple of 4096, at least the current size).
+        size_bytes: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,6 +215,21 @@ async fn run(args: Args) -> Result<(), String> {
                 }
             }
             print!("{}", cli::volume_table(&vols));
+            Ok(())
+        }
+        Command::Volume(VolumeCommand::Resize { id, size_bytes }) => {
+            let v = cli::post(
+                &args.api,
+                &format!("/v1/volumes/{id}/resize"),
+                &serde_json::json!({ "size_bytes": size_bytes }),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if args.json {
+                println!("{v:#}");
+            } else {
+                print!("{}", cli::volume_table(std::slice::from_ref(&v)));
+            }
             Ok(())
         }
         Command::Volume(VolumeCommand::Get { id, watch }) => {

@@ -161,7 +161,7 @@ pub(crate) fn start(
 }
 
 impl AdminCtx {
-    fn rc(&self) -> Option<Rc<AdminCtx>> {
+    pub(crate) fn rc(&self) -> Option<Rc<AdminCtx>> {
         self.me.upgrade()
     }
 
@@ -307,14 +307,21 @@ impl AdminCtx {
                 max_xfer: est.info.max_transfer,
             };
             g.info = Some(est.info);
-            g.namespaces = est.namespaces;
+            // Namespaces gone with the reconnect leave; the others are updated (and their
+            // watchers told of a size that changed meanwhile) below.
+            g.namespaces
+                .retain(|n| est.namespaces.iter().any(|f| f.nsid == n.nsid));
             (g.assoc, ev)
         };
+        self.shared.update_namespaces(&est.namespaces);
         tracing::debug!(assoc, cntlid = est.cntlid, "controller associated");
         self.recovery_done();
         self.shared.set_state(ControllerState::Connected, None);
         self.start_keep_alive();
         self.shared.notify_queues(&ev);
+        if !self.shared.discovery {
+            self.arm_events(assoc);
+        }
     }
 
     fn close_now(&self) {
@@ -459,7 +466,7 @@ fn got_csts(ctx: &Rc<AdminCtx>, job: Job, c: RawCompletion) {
         });
 }
 
-fn first_page(c: &RawCompletion) -> [u8; IDENTIFY_DATA_SIZE] {
+pub(crate) fn first_page(c: &RawCompletion) -> [u8; IDENTIFY_DATA_SIZE] {
     let mut page = [0u8; IDENTIFY_DATA_SIZE];
     shoal_bdev::buf::sg_copy_out(&c.data, 0, &mut page);
     page

@@ -100,6 +100,12 @@ pub fn set_features(fid: FeatureId, cdw11: u32) -> Sqe {
     sqe
 }
 
+/// Asynchronous Event Request (NVMe Base 2.0 section 5.2): no parameters; the controller
+/// completes it when an event occurs.
+pub fn async_event_request() -> Sqe {
+    Sqe::new(admin::ASYNC_EVENT_REQUEST, 0)
+}
+
 /// Keep Alive (NVMe Base 2.0 section 5.25).
 pub fn keep_alive() -> Sqe {
     Sqe::new(admin::KEEP_ALIVE, 0)

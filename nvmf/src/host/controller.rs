@@ -202,7 +202,22 @@ pub(crate) struct CtrlShared {
     /// Connect to a discovery controller: no I/O queues, no namespaces.
     pub(crate) discovery: bool,
     inner: Mutex<CtrlInner>,
+    /// Who follows a namespace's size ([`CtrlShared::watch_namespace`]).
+    ns_watchers: Mutex<Vec<NsWatch>>,
 }
+
+/// Told the new Identify Namespace data of a namespace whose size changed, on the admin
+/// reactor: it should only record it (a [`RemoteBdev`](super::RemoteBdev) resizes its
+/// `BdevInfo`).
+pub(crate) type NsWatcher = Arc<dyn Fn(&NamespaceInfo) + Send + Sync>;
+
+struct NsWatch {
+    id: u64,
+    nsid: u32,
+    f: NsWatcher,
+}
+
+static NEXT_NS_WATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 static NEXT_CTRL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -223,6 +238,71 @@ impl CtrlShared {
                 queues: Vec::new(),
                 next_qid: 1,
             }),
+            ns_watchers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Calls `f` with namespace `nsid`'s data each time its size changes; ended by
+    /// [`CtrlShared::unwatch_namespace`] with the returned id.
+    pub(crate) fn watch_namespace(&self, nsid: u32, f: NsWatcher) -> u64 {
+        let id = NEXT_NS_WATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ns_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(NsWatch { id, nsid, f });
+        id
+    }
+
+    pub(crate) fn unwatch_namespace(&self, id: u64) {
+        self.ns_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|w| w.id != id);
+    }
+
+    /// Records fresh Identify Namespace data of an active namespace (after an event, an
+    /// explicit refresh or a reconnect) and tells the namespace's watchers if its size
+    /// changed. A namespace whose block size changed is not taken: its users would address
+    /// other bytes with the same LBAs (they fail on the target's checks instead).
+    pub(crate) fn update_namespaces(&self, fresh: &[NamespaceInfo]) {
+        let mut changed = Vec::new();
+        {
+            let mut g = self.lock();
+            for ns in fresh {
+                match g.namespaces.iter_mut().find(|n| n.nsid == ns.nsid) {
+                    Some(old) if old.block_size != ns.block_size => {
+                        tracing::warn!(subnqn = %self.opts.subnqn, nsid = ns.nsid,
+                            old = old.block_size, new = ns.block_size,
+                            "namespace changed its block size; keeping the old geometry");
+                    }
+                    Some(old) => {
+                        if old.num_blocks != ns.num_blocks {
+                            tracing::info!(subnqn = %self.opts.subnqn, nsid = ns.nsid,
+                                old = old.num_blocks, new = ns.num_blocks, "namespace resized");
+                            changed.push(ns.clone());
+                        }
+                        *old = ns.clone();
+                    }
+                    None => g.namespaces.push(ns.clone()),
+                }
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let ws: Vec<(u32, NsWatcher)> = self
+            .ns_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|w| (w.nsid, w.f.clone()))
+            .collect();
+        for ns in &changed {
+            for (nsid, f) in &ws {
+                if *nsid == ns.nsid {
+                    f(ns);
+                }
+            }
         }
     }
 
@@ -356,6 +436,48 @@ impl Controller {
             .iter()
             .find(|n| n.nsid == nsid)
             .cloned()
+    }
+
+    /// Reads Identify Namespace of `nsid` again and records it (telling its watchers, e.g. a
+    /// [`RemoteBdev`](super::RemoteBdev), if its size changed); what a Namespace Attribute
+    /// Changed notice does by itself, for a caller that cannot wait for the notice. Blocks;
+    /// call it from any thread but the admin reactor's.
+    ///
+    /// # Errors
+    /// `Reconnecting` while the association is down; `Closed`; `NoNamespace` for a namespace
+    /// not active (any more); the command's status or transport error.
+    pub fn refresh_namespace(&self, nsid: u32) -> Result<NamespaceInfo, HostError> {
+        if on_reactor(&self.shared.admin) {
+            return Err(HostError::Reactor(
+                "Controller::refresh_namespace blocks on the admin reactor",
+            ));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let id = self.shared.id;
+        let sent = self.shared.admin.send(move || {
+            let mut tx = Some(tx);
+            admin::with_admin(id, |a| {
+                let Some(tx) = tx.take() else { return };
+                let shared = a.shared.clone();
+                a.refresh_namespaces(
+                    vec![nsid],
+                    Box::new(move |r| {
+                        let r = r.and_then(|fresh| {
+                            shared.update_namespaces(&fresh);
+                            fresh.into_iter().next().ok_or(HostError::NoNamespace(nsid))
+                        });
+                        let _ = tx.send(r);
+                    }),
+                );
+            });
+            if let Some(tx) = tx {
+                let _ = tx.send(Err(HostError::Closed));
+            }
+        });
+        if !sent {
+            return Err(HostError::Closed);
+        }
+        rx.recv().unwrap_or(Err(HostError::Closed))
     }
 
     /// The options it was connected with.

@@ -13,6 +13,9 @@
 //!   CSTS.RDY within CAP.TO), Identify, Number of Queues, namespaces, keep-alive every
 //!   KATO / 2, shutdown (CC.SHN); and recovery from a lost association with a
 //!   controller-loss timeout.
+//! - `aen` (private): an Asynchronous Event Request kept outstanding; a Namespace Attribute
+//!   Changed notice (or [`RemoteBdev::refresh_size`]) re-reads Identify Namespace, and a
+//!   [`RemoteBdev`] follows its namespace's new size.
 //! - The public API: [`Controller`], [`IoQueuePair`], [`RemoteBdev`], [`discover`].
 //!
 //! # Using it
@@ -49,6 +52,7 @@
 //! (as a `BdevError`, see [`to_bdev_error`]).
 
 mod admin;
+mod aen;
 mod cmd;
 mod conn;
 mod controller;

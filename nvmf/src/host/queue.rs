@@ -26,7 +26,7 @@ use crate::wire::pdu::{
     Role,
 };
 use crate::wire::spec::dsm::DsmRange;
-use crate::wire::spec::opcode::io;
+use crate::wire::spec::opcode::{admin as admin_op, io};
 use crate::wire::spec::{Cqe, SglDescriptor, Sqe};
 use crate::wire::txq::{HOST_ARENA, TxQueue};
 
@@ -155,6 +155,9 @@ pub(super) struct Slot {
     /// A Dataset Management range (the data of a deallocate), used instead of the buffers.
     pub(super) inline: Option<DsmRange>,
     pub(super) deadline: Instant,
+    /// No deadline: an Asynchronous Event Request, which the controller completes only
+    /// when an event occurs (NVMe Base 2.0 section 5.2).
+    pub(super) untimed: bool,
 }
 
 /// Which requests may be issued.
@@ -222,6 +225,7 @@ impl QueueCore {
             r2t_end: 0,
             inline: None,
             deadline: Instant::now(),
+            untimed: false,
         };
         QueueCore {
             qid,
@@ -352,6 +356,7 @@ impl QueueCore {
                 r2t_end: if in_capsule { cmd.len } else { 0 },
                 inline: cmd.inline,
                 deadline: now + self.timeout,
+                untimed: self.qid == 0 && cmd.sqe.opcode == admin_op::ASYNC_EVENT_REQUEST.0,
             };
             if let Some(s) = self.slots.get_mut(usize::from(cid)) {
                 *s = slot;
@@ -511,7 +516,7 @@ impl QueueCore {
         let i = self
             .slots
             .iter()
-            .position(|s| s.active && s.deadline <= now)?;
+            .position(|s| s.active && !s.untimed && s.deadline <= now)?;
         u16::try_from(i).ok()
     }
 

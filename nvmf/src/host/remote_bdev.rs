@@ -5,12 +5,19 @@
 //! connected in the background (I/O submitted meanwhile waits), so the I/O path takes no lock
 //! and crosses no thread. The admin queue stays on the reactor the controller was connected
 //! from. Errors follow [`super::to_bdev_error`].
+//!
+//! Its size follows the namespace's: when the target reports a Namespace Attribute Changed
+//! event (or on [`RemoteBdev::refresh_size`]) the host re-reads Identify Namespace and the
+//! bdev takes the new NSZE ([`BdevInfo::resize`]); requests are checked against it from then
+//! on, so after a shrink nothing goes past the new end (and the target refuses what was
+//! already on its way, LBA Out of Range).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use shoal_bdev::reactor::{Reactor, ReactorHandle};
 use shoal_bdev::{
-    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoFlags, IoSink, IoType, valid_block_size,
+    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoFlags, IoSink, IoType, SizeKey,
+    valid_block_size,
 };
 
 use super::controller::{Controller, NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES};
@@ -24,9 +31,18 @@ pub const PRODUCT_NAME: &str = "NVMe disk";
 /// One namespace of a remote NVMe/TCP controller, as a bdev.
 pub struct RemoteBdev {
     info: BdevInfo,
+    size_key: SizeKey,
     ctrl: Arc<Controller>,
     ns: NamespaceInfo,
     oncs: u16,
+    /// Its registration with the controller's namespace watchers.
+    watch: u64,
+}
+
+impl Drop for RemoteBdev {
+    fn drop(&mut self) {
+        self.ctrl.shared.unwatch_namespace(self.watch);
+    }
 }
 
 impl std::fmt::Debug for RemoteBdev {
@@ -51,19 +67,52 @@ impl RemoteBdev {
             )));
         }
         let oncs = ctrl.info().map_or(0, |i| i.oncs);
-        let info = BdevInfo::new(
+        let (info, size_key) = BdevInfo::new_resizable(
             name,
             ns.stable_uuid(),
             ns.block_size,
             ns.num_blocks,
             PRODUCT_NAME,
         );
-        Ok(Arc::new(RemoteBdev {
-            info,
-            ctrl,
-            ns,
-            oncs,
+        Ok(Arc::new_cyclic(|me: &Weak<RemoteBdev>| {
+            let me = me.clone();
+            let watch = ctrl.shared.watch_namespace(
+                nsid,
+                Arc::new(move |fresh: &NamespaceInfo| {
+                    if let Some(b) = me.upgrade() {
+                        b.follow(fresh);
+                    }
+                }),
+            );
+            RemoteBdev {
+                info,
+                size_key,
+                ctrl,
+                ns,
+                oncs,
+                watch,
+            }
         }))
+    }
+
+    /// Takes the namespace's new size.
+    fn follow(&self, fresh: &NamespaceInfo) {
+        if fresh.block_size == self.ns.block_size
+            && let Err(e) = self.info.resize(&self.size_key, fresh.num_blocks)
+        {
+            tracing::warn!(bdev = %self.info.name, error = %e, "size not followed");
+        }
+    }
+
+    /// Reads the namespace's size from the target now (Identify Namespace) and takes it;
+    /// returns the blocks. A Namespace Attribute Changed event does the same by itself; this
+    /// is for a caller that must not wait for it. Blocks; not on the admin reactor.
+    ///
+    /// # Errors
+    /// See [`Controller::refresh_namespace`].
+    pub fn refresh_size(&self) -> Result<u64, HostError> {
+        self.ctrl.refresh_namespace(self.ns.nsid)?;
+        Ok(self.info.num_blocks())
     }
 
     /// Connects to the target a URI names (see [`NvmfUri`]: `nvmf://HOST:PORT/NQN?
@@ -125,7 +174,8 @@ impl Bdev for RemoteBdev {
         })?;
         Ok(Box::new(RemoteChannel {
             qp,
-            ns: self.ns.clone(),
+            ns: std::cell::RefCell::new(self.ns.clone()),
+            bdev: self,
         }))
     }
 }
@@ -133,11 +183,16 @@ impl Bdev for RemoteBdev {
 /// A reactor's queue pair to the namespace.
 struct RemoteChannel {
     qp: IoQueuePair,
-    ns: NamespaceInfo,
+    /// The namespace as the queue pair checks requests against it: its size is taken from
+    /// the bdev's at each request (one load; it changes when the namespace is resized).
+    ns: std::cell::RefCell<NamespaceInfo>,
+    bdev: Arc<RemoteBdev>,
 }
 
 impl BdevChannel for RemoteChannel {
     fn submit(&self, io: BdevIo, sink: std::rc::Rc<dyn IoSink>, tag: u64) {
-        self.qp.submit(&self.ns, io, sink, tag);
+        let mut ns = self.ns.borrow_mut();
+        ns.num_blocks = self.bdev.info.num_blocks();
+        self.qp.submit(&ns, io, sink, tag);
     }
 }

@@ -296,6 +296,12 @@ impl IntentMap {
         }
         let mut ok = true;
         for r in (first >> self.shift)..=(last >> self.shift) {
+            // Past the regions of the bitmap (the nexus grew since it was made: see
+            // `crate::resize`): nothing to mark. The bitmap on the children no longer fits
+            // the labels' size, so a restart after a crash resynchronises in full.
+            if r >= self.regions {
+                continue;
+            }
             if let Some((t, bit)) = Self::at(&self.touched, r)
                 && t.load(Ordering::Relaxed) & bit == 0
             {

@@ -1,7 +1,15 @@
 //! Nexus methods (replicated volumes, Shoal's own; Mayastor's names where they exist):
 //! `nexus_create`, `nexus_destroy`, `nexus_add_child`, `nexus_remove_child`,
 //! `nexus_fault_child`, `nexus_get`, `nexus_set_rebuild_rate`, `nexus_pause_rebuild`,
-//! `nexus_resume_rebuild`, `nexus_stop_rebuild`.
+//! `nexus_resume_rebuild`, `nexus_stop_rebuild`, `nexus_resize`.
+//!
+//! `nexus_resize {"name", "size"}` grows a nexus online to `size` bytes (Mayastor grows a
+//! nexus with its requested size too): the remote children's sizes are read again from their
+//! targets first (Identify Namespace: their replicas were grown just before, and the change
+//! notice may still be on its way), then every online child must hold the new size (else
+//! `-EINVAL` naming the child), no child may be rebuilding (`-EBUSY`), and a smaller size is
+//! refused (`-EINVAL`). The hosts of a subsystem that exports the nexus get a Namespace
+//! Attribute Changed event.
 //!
 //! * A nexus is a bdev: it is registered with the others (so `nvmf_subsystem_add_ns` exports
 //!   it and `bdev_get_bdevs` lists it) and recorded with a `nexus_create` recipe, kept up to
@@ -125,8 +133,20 @@ pub struct NexusSetRebuildRate {
 }
 params_knobs!(NexusSetRebuildRate {});
 
+/// `nexus_resize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NexusResize {
+    /// The nexus.
+    pub name: String,
+    /// The new size in bytes the host sees (at least the current one).
+    pub size: u64,
+}
+params_knobs!(NexusResize {});
+
 /// Registers the nexus methods.
 pub fn register(r: &mut Registry<Daemon>) {
+    r.register("nexus_resize", resize);
     r.register(CREATE_METHOD, create);
     r.register("nexus_destroy", destroy);
     r.register("nexus_get", get);
@@ -400,6 +420,27 @@ fn update_recipe(daemon: &Daemon, nx: &Nexus) {
     let timeout = r.params.get("io_timeout_ms").and_then(Value::as_u64);
     r.params = recipe(nx, timeout);
     recipes.push((n, r));
+}
+
+fn resize(daemon: &Daemon, p: NexusResize) -> Result<Value, RpcError> {
+    let nx = find(daemon, &p.name)?;
+    // The remote children (every remote bdev of this daemon is a nexus child) read their
+    // size again: the notice of a replica's growth may not have arrived yet.
+    let remotes: Vec<Arc<RemoteBdev>> = daemon
+        .remotes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for r in remotes {
+        if let Err(e) = r.refresh_size() {
+            tracing::warn!(bdev = %r.info().name, error = %e, "size of a remote child not re-read");
+        }
+    }
+    wait(nx.resize(p.size))?;
+    update_recipe(daemon, &nx);
+    Ok(Value::Bool(true))
 }
 
 fn destroy(daemon: &Daemon, p: NexusName) -> Result<Value, RpcError> {
