@@ -284,6 +284,7 @@ impl Lvs {
                     free,
                     frozen: HashMap::new(),
                     busy: BTreeSet::new(),
+                    pending: home::Pending::default(),
                     j: Journal {
                         next_seq: l.next_seq,
                         prev_crc: l.prev_crc,

@@ -102,13 +102,13 @@ fn check_new(hm: &Home, name: &str) -> Result<(), LvolError> {
     if let Some(why) = &hm.j.failed {
         return Err(LvolError::Unavailable(why.clone()));
     }
-    if hm.table.by_name(name).is_some() {
+    if hm.name_taken(name) {
         return Err(LvolError::Exists(format!(
             "volume {}/{name} already exists",
             hm.lvs.name()
         )));
     }
-    if hm.table.lvols.len() >= MAX_LVOLS {
+    if hm.volume_count() >= MAX_LVOLS {
         return Err(LvolError::NoSpace(format!(
             "pool {} holds {MAX_LVOLS} volumes, its most",
             hm.lvs.name()
@@ -162,7 +162,8 @@ fn snapshot_on_home(
                 m.header.name
             )));
         }
-        Ok(())
+        // The snapshot is a volume of the origin's size: it counts towards the pool's bound.
+        hm.check_clusters(m.header.num_clusters, &format!("snapshot {name}"))
     };
     {
         let mut hm = h.borrow_mut();
@@ -245,6 +246,7 @@ fn clone_on_home(
                 pm.header.name
             )));
         }
+        hm.check_clusters(pm.header.num_clusters, &format!("clone {name}"))?;
         let header = LvolHeader {
             uuid: Uuid::new_v4(),
             name: name.to_string(),
