@@ -204,6 +204,14 @@ impl Ctx {
     ) -> Result<ChildState, NexusError> {
         let from = st.transition(idx, ChildState::Faulted(reason))?;
         if let Some(c) = st.children.get(idx) {
+            // It leaves the write path: what it acknowledged since its last flush may be only
+            // in its volatile cache, and a power cut loses it. Those writes lie in the regions
+            // the write-intent bitmap marks (or is clearing): a re-add (the same replica UUID,
+            // so a partial rebuild) must copy them again. Without a bitmap: every segment.
+            // (Rebuild copies not flushed yet are marked by the rebuild task as it ends.)
+            if matches!(from, ChildState::Online | ChildState::Rebuilding) {
+                self.nx.intent.mark_unflushed(&c.shared.dirty);
+            }
             if let Some(ctl) = &c.rebuild {
                 ctl.stop.store(true, Ordering::Release);
             }

@@ -1,6 +1,8 @@
 //! The dirty-segment map of a child (Mayastor's `nexus_io_log`): one bit per segment of the
 //! nexus, set when a write to that segment did not reach the child (the child was out of the
-//! write path, or the write failed on it). A rebuild copies the segments whose bit is set and
+//! write path, or the write failed on it), or when the child left the write path while a write
+//! it acknowledged there may have been only in its volatile cache (the regions the
+//! write-intent bitmap marks, and rebuild copies not flushed yet: see `control::fault_locked`). A rebuild copies the segments whose bit is set and
 //! clears each one after copying it, so a child that returns after a short absence is rebuilt
 //! only where it missed writes; a new or stale child starts with every bit set.
 //!
@@ -95,6 +97,33 @@ impl DirtyMap {
         None
     }
 
+    /// The bits, 64 segments a word.
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.words
+            .iter()
+            .map(|w| w.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Clears the segments set in `words` (as [`DirtyMap::snapshot`] gives them).
+    pub fn clear_words(&self, words: &[u64]) {
+        for (w, &v) in self.words.iter().zip(words) {
+            if v != 0 {
+                w.fetch_and(!v, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Marks every segment `other` (of the same size) marks.
+    pub fn merge(&self, other: &DirtyMap) {
+        for (w, o) in self.words.iter().zip(other.words.iter()) {
+            let v = o.load(Ordering::Acquire);
+            if v != 0 {
+                w.fetch_or(v, Ordering::AcqRel);
+            }
+        }
+    }
+
     /// Number of dirty segments.
     pub fn count(&self) -> u64 {
         self.words
@@ -128,5 +157,10 @@ mod tests {
         assert_eq!(f.count(), 130);
         assert_eq!(f.next_dirty(129), Some(129));
         assert_eq!(f.next_dirty(130), None);
+        let g = DirtyMap::new(200, false);
+        g.merge(&m);
+        assert_eq!(g.count(), m.count());
+        g.clear_words(&m.snapshot());
+        assert_eq!(g.count(), 0);
     }
 }

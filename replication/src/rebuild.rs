@@ -9,6 +9,12 @@
 //! unlocks. A host write to a segment being copied is therefore either entirely before the
 //! copy's read (and copied) or entirely after its write (and applied on top): never lost.
 //!
+//! Copies are plain writes: the child is flushed every [`FLUSH_EVERY_BYTES`] copied and when
+//! the rebuild ends, however it ends, and a copy's segments stay in the rebuild's `unflushed`
+//! map until then. When that last flush fails they are marked dirty again, so that a child
+//! that lost its volatile cache mid-rebuild (faulted, then re-added: a partial rebuild) copies
+//! them again. The child cannot be re-added before (its rebuild is still stopping).
+//!
 //! [`COPY_WORKERS`] workers run per rebuild, so a read and a write are in flight at once.
 //! A `Limiter` (token bucket on reactor timers) caps the copy rate; its default policy is
 //! adaptive: full speed while the host is idle, [`DEFAULT_BUSY_MIB_PER_SEC`] while it is not.
@@ -21,6 +27,7 @@ use std::time::{Duration, Instant};
 use shoal_bdev::{BdevIo, IoBuf, IoChannel, SgList, open_channel};
 
 use crate::control::{Op, State};
+use crate::dirty::DirtyMap;
 use crate::exec::{self, LocalFuture};
 use crate::gate::MAX_LOCK_SEGMENTS;
 use crate::nexus::Nexus;
@@ -36,6 +43,8 @@ pub const DEFAULT_BUSY_MIB_PER_SEC: u64 = 128;
 /// The host counts as idle when it submitted nothing for this long.
 const IDLE_AFTER: Duration = Duration::from_millis(20);
 /// How often a paused rebuild looks whether it may go on.
+/// A rebuilding child is flushed after this many bytes copied (and when the copy ends).
+pub const FLUSH_EVERY_BYTES: u64 = 64 << 20;
 const PAUSE_POLL: Duration = Duration::from_millis(5);
 
 /// How fast rebuilds may copy.
@@ -207,6 +216,8 @@ pub(crate) struct RebuildCtl {
     pub stop: AtomicBool,
     finished: AtomicBool,
     started: Instant,
+    /// Segments copied whose copy is not known durable on the child yet (not flushed).
+    unflushed: DirtyMap,
 }
 
 impl RebuildCtl {
@@ -252,6 +263,7 @@ pub(crate) fn start(nx: &Arc<Nexus>, st: &mut State, idx: usize) {
         stop: AtomicBool::new(false),
         finished: AtomicBool::new(false),
         started: Instant::now(),
+        unflushed: DirtyMap::new(nx.geo.segments, false),
     });
     entry.rebuild = Some(ctl.clone());
     let (nx, slot, child) = (nx.clone(), entry.slot, entry.shared.clone());
@@ -286,6 +298,8 @@ struct Job<'a> {
     dst: IoChannel,
     /// Next segment to look at (shared by the workers: one pass over the map).
     cursor: std::cell::Cell<u64>,
+    /// Bytes copied since the child was last flushed.
+    since_flush: std::cell::Cell<u64>,
 }
 
 async fn copy_all(
@@ -308,18 +322,30 @@ async fn copy_all(
         ctl,
         dst,
         cursor: std::cell::Cell::new(0),
+        since_flush: std::cell::Cell::new(0),
     };
     let workers: Vec<LocalFuture<'_, RebuildOutcome>> = (0..COPY_WORKERS)
         .map(|_| -> LocalFuture<'_, RebuildOutcome> { Box::pin(job.worker()) })
         .collect();
     let outcomes = exec::join_all(workers).await;
-    if outcomes.contains(&RebuildOutcome::Failed) {
+    let outcome = if outcomes.contains(&RebuildOutcome::Failed) {
         RebuildOutcome::Failed
     } else if outcomes.contains(&RebuildOutcome::Stopped) {
         RebuildOutcome::Stopped
     } else {
         RebuildOutcome::Completed
+    };
+    // Every copy has come back (or was given up, its segments left dirty): a flush makes them
+    // durable, or they are copied again by the next rebuild.
+    if let Err(o) = job.flush().await {
+        child.dirty.merge(&ctl.unflushed);
+        return if outcome == RebuildOutcome::Completed {
+            o
+        } else {
+            outcome
+        };
     }
+    outcome
 }
 
 impl Job<'_> {
@@ -387,6 +413,7 @@ impl Job<'_> {
             let lock = self.nx.gate.lock(first, n).await;
             let r = self.copy(&mut sources, &mut buf, start, blocks).await;
             if r.is_ok() {
+                self.ctl.unflushed.mark(first, first + n - 1);
                 for s in first..first + n {
                     dirty.clear(s);
                 }
@@ -397,7 +424,27 @@ impl Job<'_> {
             }
             self.ctl.copied.fetch_add(n, Ordering::AcqRel);
             self.ctl.bytes.fetch_add(blocks * bs, Ordering::AcqRel);
+            let since = self.since_flush.get() + blocks * bs;
+            self.since_flush.set(since);
+            if since >= FLUSH_EVERY_BYTES
+                && let Err(o) = self.flush().await
+            {
+                return o;
+            }
         }
+    }
+
+    /// Flushes the rebuilding child: the copies completed before are durable there.
+    async fn flush(&self) -> Result<(), RebuildOutcome> {
+        self.since_flush.set(0);
+        let copied = self.ctl.unflushed.snapshot();
+        if let Err(e) = crate::persist::flush(&self.dst, self.nx.io_timeout).await {
+            self.nx
+                .child_failed(self.slot, self.child.id, FaultReason::from_bdev_error(&e));
+            return Err(RebuildOutcome::Failed);
+        }
+        self.ctl.unflushed.clear_words(&copied);
+        Ok(())
     }
 
     /// Copies `blocks` blocks at nexus block `start` from an online child to the rebuilding one.

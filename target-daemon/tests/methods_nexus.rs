@@ -201,7 +201,9 @@ fn create_get_fault_rebuild_remove_destroy() {
     });
     let last = child(&nexus_of(&t, "vol"), "bdev:///M1")["last_rebuild"].clone();
     assert_eq!(last["full"], false);
-    assert_eq!(last["segments_copied"], 1);
+    // The segment written while M1 was away, and the 1 MiB region (8 segments) written
+    // before its fault and not flushed since: M1 may have held that only in its cache.
+    assert_eq!(last["segments_copied"], 9);
     assert_eq!(run_io(&t, &nx, read_at, 4096), fill(4096));
 
     // A new child is rebuilt in full; the rate can be limited, paused, resumed, stopped.

@@ -28,10 +28,14 @@ pub const JNL_MAGIC: &[u8; 8] = b"SHOALJNL";
 pub const NAME_MAX: usize = 63;
 /// Volumes a pool can hold.
 pub const MAX_LVOLS: usize = 1024;
+/// The journal pages of a pool of at least 1 GiB (64 below): the most the format writes, and
+/// the most a superblock may claim.
+pub const MAX_JOURNAL_PAGES: u64 = 1024;
 /// The clusters of all the volumes of a pool together, allocated or not: the I/O path holds
 /// a map of 8 bytes a cluster for each volume (at most 2 GiB for a pool). A volume that
 /// would pass it is refused, and a pool whose metadata passes it does not open, rather than
-/// the daemon running out of memory.
+/// the daemon running out of memory. A pool's data clusters are bounded by it too (their
+/// free set and use map are in memory; more could never be mapped by its volumes).
 pub const MAX_POOL_CLUSTERS: u64 = 1 << 28;
 
 /// Metadata that cannot be used.

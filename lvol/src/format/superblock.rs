@@ -5,7 +5,10 @@
 use uuid::Uuid;
 
 use super::codec::{Reader, Writer};
-use super::{FORMAT_VERSION, FormatError, PAGE, SB_MAGIC, check_magic_version};
+use super::{
+    FORMAT_VERSION, FormatError, MAX_JOURNAL_PAGES, MAX_POOL_CLUSTERS, PAGE, SB_MAGIC,
+    check_magic_version,
+};
 
 /// Bytes of the superblock covered by its CRC (the CRC follows them).
 const SB_BODY: usize = 120;
@@ -118,6 +121,30 @@ impl Superblock {
         if self.journal_pages < 4 || self.ckpt_bytes < 2 * page {
             return bad("journal or checkpoint area too small".into());
         }
+        // Opening reads and holds what these fields size: no more than the format writes.
+        if self.journal_pages > MAX_JOURNAL_PAGES {
+            return bad(format!(
+                "a journal of {} pages (the format writes at most {MAX_JOURNAL_PAGES})",
+                self.journal_pages
+            ));
+        }
+        if self.total_clusters > MAX_POOL_CLUSTERS {
+            return bad(format!(
+                "{} data clusters (a pool has at most {MAX_POOL_CLUSTERS}: a larger cluster \
+                 size holds a device this large)",
+                self.total_clusters
+            ));
+        }
+        let most = self
+            .base_blocks
+            .checked_mul(u64::from(self.block_size))
+            .map(|b| ckpt_area_bytes(b / self.cluster_size));
+        if most.is_none_or(|m| self.ckpt_bytes > m) {
+            return bad(format!(
+                "checkpoint areas of {} bytes, more than the layout gives {} blocks",
+                self.ckpt_bytes, self.base_blocks
+            ));
+        }
         let areas = [
             (2 * page, self.journal_offset),
             (
@@ -200,12 +227,12 @@ impl Superblock {
             .checked_mul(u64::from(block_size))
             .ok_or_else(|| FormatError::Invalid("device too large".into()))?;
         let max_clusters = base_bytes / cluster_size;
-        let journal_pages: u64 = if base_bytes >= 1 << 30 { 1024 } else { 64 };
-        let ckpt_payload = super::checkpoint::max_payload(max_clusters);
-        let ckpt_bytes = page
-            .checked_add(ckpt_payload)
-            .map(|b| b.div_ceil(page) * page)
-            .ok_or_else(|| FormatError::Invalid("device too large".into()))?;
+        let journal_pages: u64 = if base_bytes >= 1 << 30 {
+            MAX_JOURNAL_PAGES
+        } else {
+            64
+        };
+        let ckpt_bytes = ckpt_area_bytes(max_clusters);
         let journal_offset = 2 * page;
         let ckpt0 = journal_offset + journal_pages * page;
         let ckpt1 = ckpt0 + ckpt_bytes;
@@ -233,6 +260,15 @@ impl Superblock {
         sb.check()?;
         Ok(sb)
     }
+}
+
+/// A checkpoint area (header page and payload, whole pages) for a pool on a device of
+/// `clusters` clusters: what [`Superblock::layout`] gives, and the most a superblock may claim.
+fn ckpt_area_bytes(clusters: u64) -> u64 {
+    let page = PAGE as u64;
+    page.saturating_add(super::checkpoint::max_payload(clusters))
+        .div_ceil(page)
+        .saturating_mul(page)
 }
 
 #[cfg(test)]
@@ -273,6 +309,43 @@ mod tests {
             Err(FormatError::NotAPool)
         ));
         assert!(Superblock::decode(&[]).is_err());
+    }
+
+    /// Fields that size what opening reads and holds are refused beyond what the format
+    /// writes, with an error that names them; the layouts the format writes pass.
+    #[test]
+    fn hostile_sizes_are_refused() {
+        let decode = |s: Superblock| Superblock::decode(&s.encode());
+        let refused = |s: Superblock, what: &str| match decode(s) {
+            Err(FormatError::Invalid(m)) => assert!(m.contains(what), "{m}"),
+            other => panic!("{what}: {other:?}"),
+        };
+        let big = Superblock::layout(Uuid::new_v4(), 4096, 1 << 20, 1 << 20).unwrap();
+        assert_eq!(big.journal_pages, MAX_JOURNAL_PAGES);
+        assert_eq!(decode(big), Ok(big));
+        // A journal of 2^20 pages (4 GiB read at once), the areas after it moved to fit.
+        let shift = (1 << 20) * PAGE as u64;
+        let mut s = big;
+        s.journal_pages = 1 << 20;
+        s.ckpt_offset = [s.ckpt_offset[0] + shift, s.ckpt_offset[1] + shift];
+        s.data_offset += shift;
+        s.base_blocks *= 4;
+        refused(s, "a journal of 1048576 pages");
+        // Checkpoint areas beyond what the device's clusters need.
+        let mut s = big;
+        s.ckpt_bytes *= 64;
+        s.ckpt_offset[1] = s.ckpt_offset[0] + s.ckpt_bytes;
+        s.data_offset = (s.ckpt_offset[1] + s.ckpt_bytes).div_ceil(s.cluster_size) * s.cluster_size;
+        s.total_clusters = 16;
+        refused(s, "checkpoint areas of");
+        // More data clusters than a pool may have (the device claimed large enough).
+        let mut s = Superblock::layout(Uuid::new_v4(), 4096, 1 << 20, 4096).unwrap();
+        s.base_blocks = 1 << 40;
+        s.total_clusters = MAX_POOL_CLUSTERS + 1;
+        refused(s, "data clusters");
+        assert!(
+            Superblock::layout(Uuid::nil(), 4096, (MAX_POOL_CLUSTERS + 1024) * 2, 4096).is_err()
+        );
     }
 
     #[test]

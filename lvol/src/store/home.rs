@@ -28,10 +28,10 @@ use uuid::Uuid;
 use super::Lvs;
 use super::alloc::{Allocating, Quarantined};
 use crate::LvolError;
-use crate::format::PAGE;
 use crate::format::checkpoint::{CkptHeader, encode_table};
 use crate::format::journal::{PAGE_ROOM, encode_page};
 use crate::format::record::Record;
+use crate::format::{MAX_POOL_CLUSTERS, PAGE};
 use crate::table::Table;
 
 /// A callback on the home reactor.
@@ -118,9 +118,53 @@ pub(crate) struct Home {
     pub frozen: HashMap<Uuid, Vec<Done>>,
     /// Volumes in a long operation (snapshot, merge, inflate, decouple): another is refused.
     pub busy: BTreeSet<Uuid>,
+    /// What thick creations and growths in flight will add to the table: their records are
+    /// appended only once their clusters are zeroed, and every check of a new name, volume or
+    /// size counts them meanwhile.
+    pub pending: Pending,
+}
+
+/// See [`Home::pending`].
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// Clusters of volume size (creations and growths).
+    pub clusters: u64,
+    /// Names of volumes being created.
+    pub names: BTreeSet<String>,
 }
 
 impl Home {
+    /// Whether a volume has `name`, or one being created will.
+    pub fn name_taken(&self, name: &str) -> bool {
+        self.table.by_name(name).is_some() || self.pending.names.contains(name)
+    }
+
+    /// Volumes, with those being created.
+    pub fn volume_count(&self) -> usize {
+        self.table.lvols.len() + self.pending.names.len()
+    }
+
+    /// Refuses `extra` clusters of volume size beyond [`MAX_POOL_CLUSTERS`] for all the
+    /// volumes together (those in flight included): `what` says what asked.
+    pub fn check_clusters(&self, extra: u64, what: &str) -> Result<(), LvolError> {
+        let sizes: u64 = self
+            .table
+            .lvols
+            .values()
+            .map(|m| m.header.num_clusters)
+            .sum();
+        let have = sizes.saturating_add(self.pending.clusters);
+        if extra > MAX_POOL_CLUSTERS.saturating_sub(have) {
+            return Err(LvolError::Invalid(format!(
+                "{what} does not fit: the volumes of pool {} may have {MAX_POOL_CLUSTERS} \
+                 clusters together (each takes 8 bytes of memory, allocated or not), and have \
+                 {have} (with those being made)",
+                self.lvs.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// Appends a record: the table changes now; the record's number is returned for
     /// [`Home::when_durable`].
     pub fn append(&mut self, rec: Record) -> u64 {

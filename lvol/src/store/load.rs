@@ -6,13 +6,15 @@ use uuid::Uuid;
 
 use super::syncio::SyncIo;
 use crate::LvolError;
-use crate::format::checkpoint::{CkptHeader, decode_table, encode_table};
+use crate::format::checkpoint::{CkptHeader, decode_table, encode_table, max_payload};
 use crate::format::journal::decode_page;
 use crate::format::superblock::Superblock;
 use crate::format::{FormatError, PAGE};
 use crate::table::Table;
 
 const PAGE64: u64 = PAGE as u64;
+/// Journal pages read at once while replaying (the ring is up to 1024 pages).
+const JOURNAL_CHUNK: u64 = 16;
 
 /// A pool as read from its device.
 pub struct Loaded {
@@ -161,7 +163,9 @@ pub fn load(io: &SyncIo, base: &dyn Bdev, sb: Superblock) -> Result<Loaded, Lvol
     let mut chosen = None;
     let mut why = String::from("no checkpoint header is valid");
     for (h, area, i) in heads {
-        if h.payload_len > sb.ckpt_bytes.saturating_sub(PAGE64) {
+        // No larger than the table of a pool of this many clusters can be (and than its area).
+        let most = max_payload(sb.total_clusters).min(sb.ckpt_bytes.saturating_sub(PAGE64));
+        if h.payload_len > most {
             why = format!("checkpoint {} claims {} bytes", h.generation, h.payload_len);
             continue;
         }
@@ -185,16 +189,32 @@ pub fn load(io: &SyncIo, base: &dyn Bdev, sb: Superblock) -> Result<Loaded, Lvol
     let Some((h, mut table, ckpt_area)) = chosen else {
         return Err(fmt(name, FormatError::Invalid(why)));
     };
-    // Replay.
+    // Replay, reading the ring in chunks of at most `JOURNAL_CHUNK` pages as it goes.
     let n = sb.journal_pages;
-    let ring = io.read(sb.journal_offset, n * PAGE64, "reading the journal")?;
+    let mut chunk: (u64, Vec<u8>) = (0, Vec::new());
     let mut seq = h.journal_seq;
     let mut prev = h.journal_prev_crc;
     let mut replayed = 0;
     while seq < h.journal_seq.saturating_add(n) {
-        let slot = usize::try_from(seq % n).unwrap_or(0);
-        let page = ring.get(slot * PAGE..(slot + 1) * PAGE).unwrap_or_default();
-        match decode_page(page, &sb.uuid, seq, prev).map_err(|e| fmt(name, e))? {
+        let slot = seq % n;
+        let at = |c: &(u64, Vec<u8>)| {
+            let i = usize::try_from(slot.checked_sub(c.0)?).ok()?;
+            c.1.get(i * PAGE..(i + 1) * PAGE).map(<[u8]>::to_vec)
+        };
+        let page = match at(&chunk) {
+            Some(p) => p,
+            None => {
+                let len = JOURNAL_CHUNK.min(n - slot) * PAGE64;
+                let data = io.read(
+                    sb.journal_offset + slot * PAGE64,
+                    len,
+                    "reading the journal",
+                )?;
+                chunk = (slot, data);
+                at(&chunk).unwrap_or_default()
+            }
+        };
+        match decode_page(&page, &sb.uuid, seq, prev).map_err(|e| fmt(name, e))? {
             Some(p) => {
                 for r in &p.records {
                     table.apply(r);

@@ -173,12 +173,27 @@ impl Lvs {
     /// [`LvolError::NotAPool`] if the device holds none; [`LvolError::Format`] if its
     /// metadata is corrupt or from a newer version; base I/O errors.
     pub fn open(base: Arc<dyn Bdev>, home: ReactorHandle) -> Result<Arc<Lvs>, LvolError> {
+        Lvs::open_checked(base, home, |_, _| Ok(()))
+    }
+
+    /// Like [`Lvs::open`], but `check` sees the pool's UUID and table once they are read
+    /// and before anything is written to the device or registered: its error refuses the
+    /// pool (the caller's own checks, such as names or UUIDs that must be unique).
+    ///
+    /// # Errors
+    /// As [`Lvs::open`], and `check`'s.
+    pub fn open_checked(
+        base: Arc<dyn Bdev>,
+        home: ReactorHandle,
+        check: impl FnOnce(Uuid, &crate::table::Table) -> Result<(), LvolError>,
+    ) -> Result<Arc<Lvs>, LvolError> {
         load::check_base(base.as_ref())?;
         let b = base.clone();
         let loaded = syncio::with_sync_io(&base, move |io| {
             let sb = load::read_superblock(io, b.as_ref())?;
             load::load(io, b.as_ref(), sb)
         })?;
+        check(loaded.sb.uuid, &loaded.table)?;
         Lvs::start(base, loaded, home)
     }
 
@@ -269,6 +284,7 @@ impl Lvs {
                     free,
                     frozen: HashMap::new(),
                     busy: BTreeSet::new(),
+                    pending: home::Pending::default(),
                     j: Journal {
                         next_seq: l.next_seq,
                         prev_crc: l.prev_crc,

@@ -13,7 +13,7 @@ use super::home::{Home, kick, submit, sync, uninstall};
 use super::{Lvs, lock};
 use crate::LvolError;
 use crate::format::record::{ClearMethod, FLAG_READ_ONLY, FLAG_THIN, LvolHeader, Record};
-use crate::format::{MAX_LVOLS, MAX_POOL_CLUSTERS, PAGE, check_name};
+use crate::format::{MAX_LVOLS, PAGE, check_name};
 use crate::lvol::LvolBdev;
 
 /// What `bdev_lvol_create` asks for.
@@ -143,11 +143,11 @@ impl Lvs {
             if !hm.table.lvols.contains_key(&uuid) {
                 return reply(Err(LvolError::NotFound(format!("volume {uuid}"))));
             }
-            if hm
+            let same = hm
                 .table
                 .by_name(&new)
-                .is_some_and(|m| m.header.uuid != uuid)
-            {
+                .is_some_and(|m| m.header.uuid == uuid);
+            if hm.name_taken(&new) && !same {
                 let lvs = hm.lvs.name();
                 return reply(Err(LvolError::Exists(format!(
                     "volume {lvs}/{new} already exists"
@@ -294,14 +294,14 @@ fn create_on_home(
     if let Some(why) = &hm.j.failed {
         return reply(Err(LvolError::Unavailable(why.clone())));
     }
-    if hm.table.by_name(&o.name).is_some() {
+    if hm.name_taken(&o.name) {
         let n = hm.lvs.name();
         return reply(Err(LvolError::Exists(format!(
             "volume {n}/{} already exists",
             o.name
         ))));
     }
-    if hm.table.lvols.len() >= MAX_LVOLS {
+    if hm.volume_count() >= MAX_LVOLS {
         return reply(Err(LvolError::NoSpace(format!(
             "pool {} holds {MAX_LVOLS} volumes, its most",
             hm.lvs.name()
@@ -310,14 +310,8 @@ fn create_on_home(
     if usize::try_from(clusters).is_err() {
         return reply(Err(LvolError::Invalid("size too large".into())));
     }
-    let mapped: u64 = hm.table.lvols.values().map(|m| m.header.num_clusters).sum();
-    if clusters > MAX_POOL_CLUSTERS.saturating_sub(mapped) {
-        return reply(Err(LvolError::Invalid(format!(
-            "a volume of {clusters} clusters does not fit: the volumes of pool {} may have \
-             {MAX_POOL_CLUSTERS} clusters together (each takes 8 bytes of memory, allocated \
-             or not), and have {mapped}",
-            hm.lvs.name()
-        ))));
+    if let Err(e) = hm.check_clusters(clusters, &format!("a volume of {clusters} clusters")) {
+        return reply(Err(e));
     }
     let header = LvolHeader {
         uuid: Uuid::new_v4(),
@@ -352,6 +346,9 @@ fn create_on_home(
         hm.free.remove(c);
     }
     hm.free_count_changed();
+    // Its name and size count from now on, not from its record (module `home`, `Pending`).
+    hm.pending.clusters += clusters;
+    hm.pending.names.insert(header.name.clone());
     let sb = hm.lvs.sb;
     let bs = u64::from(sb.block_size);
     let cb = sb.cluster_size / bs;
@@ -361,6 +358,8 @@ fn create_on_home(
     let hc = h.clone();
     let after_clear = move |r: Result<(), LvolError>| {
         let mut hm = hc.borrow_mut();
+        hm.pending.clusters -= clusters;
+        hm.pending.names.remove(&header.name);
         if let Err(e) = r {
             hm.free.extend(taken.iter().copied());
             hm.free_count_changed();

@@ -37,7 +37,6 @@ use super::ops::{clear_runs, pick_clusters, runs};
 use super::snap::{busy, chain_changed};
 use super::{Lvs, lock};
 use crate::LvolError;
-use crate::format::MAX_POOL_CLUSTERS;
 use crate::format::record::{ClearMethod, FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN, Record};
 use crate::lvol::new_map;
 
@@ -115,15 +114,8 @@ fn check(
         )));
     }
     if clusters > old {
-        let mapped: u64 = hm.table.lvols.values().map(|m| m.header.num_clusters).sum();
-        if clusters - old > MAX_POOL_CLUSTERS.saturating_sub(mapped) {
-            return Err(LvolError::Invalid(format!(
-                "volume {} cannot grow to {clusters} clusters: the volumes of pool {} may \
-                 have {MAX_POOL_CLUSTERS} clusters together, and have {mapped}",
-                m.header.name,
-                hm.lvs.name()
-            )));
-        }
+        let what = format!("volume {} grown to {clusters} clusters", m.header.name);
+        hm.check_clusters(clusters - old, &what)?;
     }
     Ok((old, m.header.flags & FLAG_THIN != 0, m.header.clear))
 }
@@ -193,11 +185,14 @@ fn grow_thick(
             hm.free.remove(c);
         }
         hm.free_count_changed();
+        // The new size counts from now on, not from its record (`Pending`).
+        hm.pending.clusters += need;
         (taken, hm.chan.clone(), hm.lvs.sb)
     };
     let rs = runs(&taken);
     let hc = h.clone();
     let cleared: Done = Box::new(move |r| {
+        hc.borrow_mut().pending.clusters -= need;
         if let Err(e) = r {
             {
                 let mut hm = hc.borrow_mut();

@@ -9,7 +9,9 @@
 //!   record of a thin volume whose parent it is.
 //! - **Deleting a snapshot** with one clone: the clone's I/O is frozen and one
 //!   `MergeSnapshot` record gives the clone every cluster of the snapshot that it does not
-//!   own and the snapshot's parent; with more than one clone it is refused (SPDK: `-EBUSY`).
+//!   own and the snapshot's parent; the clone's I/O goes on only once that record is durable
+//!   (a crash before brings the snapshot back owning those clusters, and a write to one of
+//!   them must not have changed it). With more than one clone it is refused (SPDK: `-EBUSY`).
 //! - **Inflate** allocates every cluster the volume does not own (a copy of its nearest
 //!   ancestor's, or zeroes), then drops the parent and the thin flag; **decouple** allocates
 //!   those its parent owns and takes its parent's parent. The clusters are allocated as writes
@@ -102,13 +104,13 @@ fn check_new(hm: &Home, name: &str) -> Result<(), LvolError> {
     if let Some(why) = &hm.j.failed {
         return Err(LvolError::Unavailable(why.clone()));
     }
-    if hm.table.by_name(name).is_some() {
+    if hm.name_taken(name) {
         return Err(LvolError::Exists(format!(
             "volume {}/{name} already exists",
             hm.lvs.name()
         )));
     }
-    if hm.table.lvols.len() >= MAX_LVOLS {
+    if hm.volume_count() >= MAX_LVOLS {
         return Err(LvolError::NoSpace(format!(
             "pool {} holds {MAX_LVOLS} volumes, its most",
             hm.lvs.name()
@@ -162,7 +164,8 @@ fn snapshot_on_home(
                 m.header.name
             )));
         }
-        Ok(())
+        // The snapshot is a volume of the origin's size: it counts towards the pool's bound.
+        hm.check_clusters(m.header.num_clusters, &format!("snapshot {name}"))
     };
     {
         let mut hm = h.borrow_mut();
@@ -245,6 +248,7 @@ fn clone_on_home(
                 pm.header.name
             )));
         }
+        hm.check_clusters(pm.header.num_clusters, &format!("clone {name}"))?;
         let header = LvolHeader {
             uuid: Uuid::new_v4(),
             name: name.to_string(),
@@ -309,15 +313,31 @@ pub(crate) fn merge_on_home(h: &Rc<RefCell<Home>>, snap: Uuid, clone: Uuid, repl
             super::alloc::quarantine(&mut hm, &ssh, freed, rno);
             Ok(rno)
         })();
-        thaw(&hc, &[clone]);
-        {
-            let mut hm = hc.borrow_mut();
+        let end = move |h: &Rc<RefCell<Home>>| {
+            thaw(h, &[clone]);
+            let mut hm = h.borrow_mut();
             hm.busy.remove(&snap);
             hm.busy.remove(&clone);
-        }
+        };
         match r {
-            Ok(rno) => reply_when_durable(&hc, rno, (), reply),
-            Err(e) => reply(Err(e)),
+            // The clone's I/O stays held until the record is durable: before, a crash brings
+            // the snapshot back owning the moved clusters, and a write to one of them would
+            // have changed it.
+            Ok(rno) => {
+                let h2 = hc.clone();
+                hc.borrow_mut().when_durable(
+                    rno,
+                    Box::new(move |r| {
+                        end(&h2);
+                        reply(r);
+                    }),
+                );
+                kick(&hc);
+            }
+            Err(e) => {
+                end(&hc);
+                reply(Err(e));
+            }
         }
     });
     freeze(h, &[clone], frozen);

@@ -249,6 +249,9 @@ pub(crate) struct IntentMap {
     want: Box<[AtomicU64]>,
     /// Regions written since the last cleaning pass.
     touched: Box<[AtomicU64]>,
+    /// Regions a cleaning pass cleared in memory whose flush has not completed yet: their
+    /// writes may still be only in a child's volatile cache (see [`IntentMap::mark_unflushed`]).
+    cleaning: Box<[AtomicU64]>,
     /// Wakes the intent task.
     pub(crate) wake: Signal,
     /// How long a region must go unwritten before it is cleared.
@@ -275,6 +278,7 @@ impl IntentMap {
             marked: words(regions),
             want: words(regions),
             touched: words(regions),
+            cleaning: words(regions),
             wake: Signal::default(),
             clean_period,
             writes: AtomicU64::new(0),
@@ -326,11 +330,14 @@ impl IntentMap {
         self.wake.notify();
     }
 
-    /// Regions marked now.
+    /// Regions marked now, or being cleared (still marked on disk until the pass ends).
     pub(crate) fn marked_regions(&self) -> u64 {
         self.marked
             .iter()
-            .map(|w| u64::from(w.load(Ordering::Acquire).count_ones()))
+            .zip(&self.cleaning)
+            .map(|(m, c)| {
+                u64::from((m.load(Ordering::Acquire) | c.load(Ordering::Acquire)).count_ones())
+            })
             .sum()
     }
 
@@ -382,20 +389,57 @@ impl IntentMap {
     }
 
     /// Clears, in memory, the marked regions no write touched since the last call (and none
-    /// waits for); starts a new period. Returns the regions cleared (as words). The caller
-    /// must pass a gate barrier and flush every child before the cleared bitmap may be
-    /// written, and mark them again ([`IntentMap::set_marked`]) if it cannot.
+    /// waits for); starts a new period. Returns the regions cleared (as words), which stay
+    /// in `cleaning` until [`IntentMap::cleaned`]. The caller must pass a gate barrier and
+    /// flush every child before the cleared bitmap may be written, and mark them again
+    /// ([`IntentMap::set_marked`]) if it cannot.
     pub(crate) fn clear_untouched(&self) -> Vec<u64> {
         let mut cleared = Vec::with_capacity(self.marked.len());
-        for ((m, t), w) in self.marked.iter().zip(&self.touched).zip(&self.want) {
+        let words = self.marked.iter().zip(&self.touched).zip(&self.want);
+        for (((m, t), w), c) in words.zip(&self.cleaning) {
             let touched = t.swap(0, Ordering::Relaxed);
             let clear = m.load(Ordering::SeqCst) & !touched & !w.load(Ordering::Acquire);
             if clear != 0 {
+                // In `cleaning` before it leaves `marked`: a region is always in one of them
+                // until the flush that makes its writes durable has completed.
+                c.fetch_or(clear, Ordering::SeqCst);
                 m.fetch_and(!clear, Ordering::SeqCst);
             }
             cleared.push(clear);
         }
         cleared
+    }
+
+    /// Ends a cleaning pass: its regions are either flushed on every child then in the write
+    /// path, or marked again.
+    pub(crate) fn cleaned(&self, cleared: &[u64]) {
+        for (c, &v) in self.cleaning.iter().zip(cleared) {
+            if v != 0 {
+                c.fetch_and(!v, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Marks in `map` (segments) every region whose writes may not be durable on a child yet:
+    /// the marked regions and those being cleaned. Every write a child acknowledged since its
+    /// last flush lies in one of them (a write goes out only once its region is marked, and a
+    /// region leaves `cleaning` only after a flush of every child in the write path), so a
+    /// child that leaves the write path now and lost its volatile cache meanwhile is rebuilt
+    /// there. Without a bitmap nothing says where those writes are: every segment.
+    pub(crate) fn mark_unflushed(&self, map: &DirtyMap) {
+        if !self.enabled {
+            map.set_all();
+            return;
+        }
+        for (wi, (m, c)) in self.marked.iter().zip(&self.cleaning).enumerate() {
+            let mut bits = m.load(Ordering::SeqCst) | c.load(Ordering::SeqCst);
+            while bits != 0 {
+                let r = (wi as u64) * 64 + u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                let first = r << self.shift;
+                map.mark(first, first + (1u64 << self.shift) - 1);
+            }
+        }
     }
 }
 

@@ -15,8 +15,8 @@ use shoal_bdev::{BdevError, IoChannel, open_channel};
 
 use crate::exec::{self, LocalFuture};
 use crate::nexus::Nexus;
-use crate::routing::{ChildShared, slots};
-use crate::state::FaultReason;
+use crate::routing::{ChildShared, Role, slots};
+use crate::state::{ChildState, FaultReason};
 
 /// How long a failed bitmap write waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(10);
@@ -121,13 +121,44 @@ async fn clean(nx: &Arc<Nexus>, chans: &mut HashMap<u64, Rc<IoChannel>>, generat
         // Not every child has the regions' writes durably: they stay marked, in memory too
         // (a later bitmap write must not clear them on disk without a flush).
         nx.intent.set_marked(&cleared);
+        nx.intent.cleaned(&cleared);
         return;
     }
+    // A child that left the write path before the flush (its fault not yet applied by the
+    // control task, which then marks what is still marked or being cleaned) was not flushed:
+    // what it acknowledged into its cache in these regions may be gone.
+    mark_tracked(nx, &cleared);
+    nx.intent.cleaned(&cleared);
     let words = nx.intent.snapshot();
     if !persist(nx, chans, &words, generation).await {
         nx.intent.set_marked(&cleared);
     }
     tracing::debug!(nexus = %nx.info.name, cleared = n, "write-intent regions cleared");
+}
+
+/// Marks the regions `cleared` (words of region bits) in the dirty map of every child that
+/// left the write path (its route tracks) while the control task has not applied its fault
+/// yet: when it does, these regions are neither marked nor being cleaned any more.
+fn mark_tracked(nx: &Nexus, cleared: &[u64]) {
+    let r = nx.routing();
+    let seg_bytes = nx
+        .geo
+        .seg_blocks
+        .saturating_mul(u64::from(nx.geo.block_size));
+    let regions = super::OnDisk {
+        region_bytes: nx.intent.region_bytes,
+        regions: nx.intent.regions,
+        words: cleared.to_vec(),
+    };
+    let st = nx.lock_state();
+    for c in &st.children {
+        let pending = matches!(c.state, ChildState::Online | ChildState::Rebuilding)
+            && r.route(c.slot)
+                .is_some_and(|rt| rt.role == Role::Track && rt.child.id == c.shared.id);
+        if pending {
+            regions.mark(&c.shared.dirty, seg_bytes);
+        }
+    }
 }
 
 fn targets(nx: &Nexus) -> Vec<(usize, Arc<ChildShared>)> {

@@ -109,10 +109,56 @@ pub fn add_bdev(
     daemon.record_bdev(&name, method, recipe);
     tracing::info!(bdev = %name, method, "bdev created");
     // As SPDK's examine: a device that holds a pool brings it back with its volumes.
-    if let Some(b) = daemon.bdevs.get(&name) {
+    if examinable(daemon, method, &recipe_of(daemon, &name), 0)
+        && let Some(b) = daemon.bdevs.get(&name)
+    {
         super::lvol::examine(daemon, &b);
     }
     Ok(())
+}
+
+/// Methods that make a base device: only those, and the test devices stacked on them, are
+/// examined for a pool. A nexus, a remote namespace or a volume holds a tenant's data, which
+/// may be a valid pool image written on purpose: opened, it would claim the tenant's device
+/// (refusing its export) and register names and UUIDs the tenant chose.
+const BASE_METHODS: [&str; 3] = [
+    "bdev_malloc_create",
+    "bdev_null_create",
+    "bdev_uring_create",
+];
+/// Methods that stack a device on a base (named in the recipe), examined if the base is.
+const STACKED_METHODS: [&str; 3] = [
+    "bdev_error_create",
+    "bdev_delay_create",
+    "bdev_pfail_create",
+];
+
+fn recipe_of(daemon: &Daemon, name: &str) -> Option<(String, Value)> {
+    lock(&daemon.recipes)
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, r)| (r.method.clone(), r.params.clone()))
+}
+
+/// Whether a bdev made by `recipe` (method, params) is examined.
+fn examinable(daemon: &Daemon, method: &str, recipe: &Option<(String, Value)>, depth: u32) -> bool {
+    if BASE_METHODS.contains(&method) {
+        return true;
+    }
+    if !STACKED_METHODS.contains(&method) || depth > 16 {
+        return false;
+    }
+    let base = recipe.as_ref().and_then(|(_, p)| {
+        p.get("base_name")
+            .or_else(|| p.get("base_bdev_name"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    base.is_some_and(|b| {
+        let r = recipe_of(daemon, &b);
+        r.as_ref()
+            .is_some_and(|(m, _)| examinable(daemon, m, &r, depth + 1))
+    })
 }
 
 /// Who holds `name`: a stacked bdev, or a namespace (with its subsystem).

@@ -173,7 +173,9 @@ fn register_lvol(daemon: &Daemon, l: &Arc<LvolBdev>) {
 }
 
 /// Examines a new bdev: if it holds a pool, opens it and registers its volumes. Errors are
-/// logged (a corrupt pool leaves the bdev as it is, unclaimed).
+/// logged (a corrupt pool, or one whose name or UUIDs another pool or bdev has, leaves the
+/// bdev as it is, unclaimed). The caller examines base devices only ([`super::bdev::add_bdev`]):
+/// a nexus, a remote namespace or a volume holds a tenant's bytes, which may be a pool image.
 pub fn examine(daemon: &Daemon, bdev: &Arc<dyn Bdev>) {
     if bdev.info().product_name == shoal_lvol::lvol::PRODUCT_NAME {
         return;
@@ -185,7 +187,7 @@ pub fn examine(daemon: &Daemon, bdev: &Arc<dyn Bdev>) {
             let Some(home) = daemon.reactors.first() else {
                 return;
             };
-            match Lvs::open(bdev.clone(), home.clone()) {
+            match Lvs::open_checked(bdev.clone(), home.clone(), |u, t| unique(daemon, u, t)) {
                 Ok(lvs) => {
                     for l in lvs.lvols() {
                         register_lvol(daemon, &l);
@@ -198,6 +200,39 @@ pub fn examine(daemon: &Daemon, bdev: &Arc<dyn Bdev>) {
         }
         Err(e) => tracing::error!(bdev = %name, "examine: {e}"),
     }
+}
+
+/// Refuses a pool found by examine whose name or UUID an open pool has, or one of whose
+/// volumes' UUIDs names a bdev already (a copied disk, or a crafted image): names and aliases
+/// would resolve to either.
+fn unique(
+    daemon: &Daemon,
+    uuid: uuid::Uuid,
+    t: &shoal_lvol::table::Table,
+) -> Result<(), LvolError> {
+    let clash = |what: String| Err(LvolError::Exists(format!("{what}: the pool is not opened")));
+    if let Some(p) = lock(&daemon.pools)
+        .iter()
+        .find(|p| p.name() == t.lvs_name || p.uuid() == uuid)
+    {
+        return clash(format!(
+            "pool {} ({uuid}) found, but pool {} ({}) is open already",
+            t.lvs_name,
+            p.name(),
+            p.uuid()
+        ));
+    }
+    if let Some(v) = t
+        .lvols
+        .keys()
+        .find(|v| daemon.bdevs.get(&v.to_string()).is_some())
+    {
+        return clash(format!(
+            "pool {} ({uuid}) holds volume {v}, but a bdev of that name or UUID exists",
+            t.lvs_name
+        ));
+    }
+    Ok(())
 }
 
 fn create_lvstore(daemon: &Daemon, p: BdevLvolCreateLvstore) -> Result<Value, RpcError> {
