@@ -634,6 +634,7 @@ async fn take_down_target(
     }
     let node = Ctx::node(nodes, &t.node)?;
     let mut c = ctx.connect(node).await?;
+    record_nexus_faults(ctx, leader, v, &t.node, &mut c).await?;
     node_ops::delete_export(&mut c, &t.nqn).await?;
     node_ops::destroy_nexus(&mut c, v.lvol_name()).await?;
     for r in &v.replica_list {
@@ -651,6 +652,40 @@ async fn take_down_target(
     v.target = None;
     put_volume(ctx, leader, v).await?;
     tracing::info!(volume = %v.id, node = %t.node, "event: volume unpublished");
+    Ok(())
+}
+
+/// Before a nexus is destroyed, records as `faulted` every replica that etcd has `online` but
+/// the nexus does not (faulted, or rebuilding): the nexus may have acknowledged writes those
+/// replicas missed, and its labels go with it, so the next publish must not take them as
+/// current (the healer's pass may not have seen the fault yet). Nothing is changed when the
+/// nexus is gone or has no online child left (then nothing is known to be newer).
+async fn record_nexus_faults(
+    ctx: &Ctx,
+    leader: &[u8],
+    v: &mut VolumeRecord,
+    target: &str,
+    c: &mut crate::node_rpc::NodeClient,
+) -> Result<()> {
+    let Some(nx) = node_ops::nexus(c, v.lvol_name()).await? else {
+        return Ok(());
+    };
+    let kids = crate::heal::children(v, target, &nx);
+    if !kids.values().any(|k| k.state == "online") {
+        return Ok(());
+    }
+    let mut changed = false;
+    for r in &mut v.replica_list {
+        let current = kids.get(&r.node).is_some_and(|k| k.state == "online");
+        if r.state == replica_state::ONLINE && !current {
+            tracing::warn!(volume = %v.id, node = %r.node, "replica not in sync in the nexus being taken down: recorded faulted");
+            r.state = replica_state::FAULTED.to_owned();
+            changed = true;
+        }
+    }
+    if changed {
+        put_volume(ctx, leader, v).await?;
+    }
     Ok(())
 }
 
