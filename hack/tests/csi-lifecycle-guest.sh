@@ -119,9 +119,25 @@ ok stats --volume-id "$VOL" --path /mnt/p1
 tr -d ' \n' </tmp/out | grep -q 'abnormal:false' || fail "node condition: $(cat /tmp/out)"
 done_ degraded
 
-# The control plane replaced the replica and the nexus rebuilt it.
+# The control plane replaced the replica and the nexus rebuilt it. CHECKS ("NQN:PORT ...")
+# are replicas the host lets this guest read: with the file system frozen, each one's data
+# region (after the nexus's label of LABEL_BYTES) must equal the volume's VOL_BYTES.
 await healed
 check_sets /mnt/p1 /tmp/a.sums /tmp/b.sums
+fsfreeze --freeze /mnt/p1 || fail "fsfreeze"
+vdev=$(nvme_dev "$NQN") || fail "no device for $NQN"
+vsum=$(dd if="$vdev" bs=1M count=$((VOL_BYTES / 1048576)) iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+for c in $CHECKS; do
+    rnqn=${c%:*}
+    nvme connect -t tcp -a "$H" -s "${c##*:}" -n "$rnqn" >/dev/null || fail "connect $rnqn"
+    rdev=$(nvme_wait_dev "$rnqn") || fail "no block device for $rnqn"
+    rsum=$(dd if="$rdev" bs="$LABEL_BYTES" skip=1 count=$((VOL_BYTES / LABEL_BYTES)) iflag=direct \
+        2>/dev/null | sha256sum | cut -d' ' -f1)
+    nvme disconnect -n "$rnqn" >/dev/null || fail "disconnect $rnqn"
+    [ "$rsum" = "$vsum" ] || fail "replica $rnqn: sha256 $rsum, the volume $vsum"
+    say "replica $rnqn equals the volume"
+done
+fsfreeze --unfreeze /mnt/p1
 write_set c 8 /mnt/p1
 check_sets /mnt/p1 /tmp/a.sums /tmp/b.sums /tmp/c.sums
 done_ healed

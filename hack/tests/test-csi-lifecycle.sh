@@ -45,6 +45,7 @@ MIB=1048576
 VOL_BYTES=$((64 * MIB))
 NEW_BYTES=$((128 * MIB))
 CSI_SOCK=$work/csi-controller.sock
+GUEST_HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:5ba1e0b1-0000-4000-8000-000000000001 # run.sh's
 calls=0
 
 if [[ -z ${SHOAL_BIN_DIR:-} ]]; then
@@ -208,9 +209,38 @@ cond "$VOL"
     die "the nexus is $(nexus_state) with $(nexus | jsq "len(d[0]['children'])") children"
 note "healed $(since "$t")s after the kill: replicas on $healed, all online, condition normal," \
     "nexus online with 3 children"
-go healed
+# The guest compares the replacement replica with the volume: its node exports it to the
+# nexus; that export also listens on the host's 127.0.0.1, for the guest's host NQN, while the
+# guest reads it (the file system frozen meanwhile).
+checks="" exposed=()
+for n in $(vol_nodes <<<"$v" | sed 's/node//g'); do
+    [[ " $placed " == *" node$n "* ]] && continue
+    sub=$(rpc "$n" nvmf_get_subsystems | jsq "json.dumps([s for s in d if '$VOL' in s['nqn']][0])")
+    rnqn=$(jsq "d['nqn']" <<<"$sub")
+    port=$(free_port)
+    rpc "$n" nvmf_subsystem_add_listener "{\"nqn\": \"$rnqn\", \"listen_address\": {\"trtype\": \"TCP\",
+        \"adrfam\": \"IPv4\", \"traddr\": \"127.0.0.1\", \"trsvcid\": \"$port\"}}" >/dev/null
+    if [[ $(jsq "d['allow_any_host']" <<<"$sub") != True ]]; then
+        rpc "$n" nvmf_subsystem_add_host "{\"nqn\": \"$rnqn\", \"host\": \"$GUEST_HOSTNQN\"}" >/dev/null
+    fi
+    checks+=" $rnqn:$port"
+    exposed+=("$n $rnqn $port")
+done
+((${#exposed[@]} == 1)) || die "expected one replacement replica, found ${#exposed[@]}: $healed (was $placed)"
+go healed CHECKS="'${checks# }'" LABEL_BYTES="$LABEL_BYTES" VOL_BYTES="$VOL_BYTES"
 wait_phase healed 240
-note "after the heal: the 24 files intact, 8 more written and read back"
+for e in "${exposed[@]}"; do
+    read -r n rnqn port <<<"$e"
+    rpc "$n" nvmf_subsystem_remove_listener "{\"nqn\": \"$rnqn\", \"listen_address\": {\"trtype\": \"TCP\",
+        \"adrfam\": \"IPv4\", \"traddr\": \"127.0.0.1\", \"trsvcid\": \"$port\"}}" >/dev/null
+    rpc "$n" nvmf_subsystem_remove_host "{\"nqn\": \"$rnqn\", \"host\": \"$GUEST_HOSTNQN\"}" \
+        >/dev/null 2>&1 || true
+done
+[[ $(tr -d '\r' <"$work/guest.log" | grep -c "^$NAME: replica .* equals the volume\$") -eq ${#exposed[@]} ]] ||
+    die "the guest did not compare ${#exposed[@]} replicas"
+note "after the heal: the 24 files intact; the rebuilt replica on node${exposed[0]%% *}, read by" \
+    "the guest through NVMe/TCP, equals the volume (sha256 of the data region, file system" \
+    "frozen); 8 more files written and read back"
 
 t=$(elapsed)
 cluster_start_node "$vn"
