@@ -316,15 +316,20 @@ wait_guest
 for id in $VOL $VOL2; do
     csi_twice ctrl-unpublish --volume-id "$id" --node-id "$node"
     [[ $(vol_api "$id" | jsq "d['target']") == None ]] || die "$id is still published"
-    csi_twice delete --volume-id "$id"
-    csi_expect NotFound get --volume-id "$id"
 done
+# delete_volume ID: DeleteVolume twice, then it is gone.
+delete_volume() {
+    csi_twice delete --volume-id "$1"
+    csi_expect NotFound get --volume-id "$1"
+}
+# The volume made from the snapshot first, then the snapshot, then its source.
+[[ -z $VOL2 ]] || delete_volume "$VOL2"
 if [[ -n $SNAP ]]; then
     csi_twice delete-snapshot --snapshot-id "$SNAP"
     csi list-snapshots --snapshot-id "$SNAP"
     ! grep -q snapshot_id "$work/out" || die "the snapshot is still listed"
-    [[ $(api GET /v1/snapshots | jsq "len(d['snapshots'])") -eq 0 ]] || die "the API lists snapshots"
 fi
+delete_volume "$VOL"
 csi list
 ! grep -q volume_id "$work/out" || die "ListVolumes still lists: $(cat "$work/out")"
 holds_nothing
