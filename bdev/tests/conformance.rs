@@ -1,17 +1,16 @@
-//! One conformance suite run against every block-device backend, at 512- and 4096-byte blocks.
+//! The bdev conformance suite (`shoal-bdev-conformance`, which `lvol`, `nvmf` and
+//! `replication` run against their devices too) against every backend of this crate, at 512-
+//! and 4096-byte blocks.
 //!
 //! Each backend is a [`Backend`]: a factory plus what it promises (whether it stores data,
-//! whether unmapped blocks read back as zeroes). The `conformance!` macro instantiates every
-//! test for every (backend, block size) pair as `<backend>_<bs>::<test>`.
+//! whether unmapped blocks read back as zeroes). `conformance!` instantiates every check for
+//! every (backend, block size) pair as `<backend>_<bs>::<check>`.
 
 // Test arithmetic on small constants (block counts, sizes, seeds): a truncating cast cannot
 // happen here, and if it did the data comparisons would fail.
 #![allow(clippy::cast_possible_truncation)]
 
 mod common;
-#[macro_use]
-#[path = "suite/conformance.rs"]
-mod suite;
 
 use std::sync::Arc;
 
@@ -23,16 +22,16 @@ use shoal_bdev::null::NullBdev;
 use shoal_bdev::pfail::PfailBdev;
 use shoal_bdev::uring::UringBdev;
 use shoal_bdev::{Bdev, BdevError, BdevIo};
-use suite::{Backend, Fixture, NUM_BLOCKS, assert_out_of_range};
+use shoal_bdev_conformance::{Backend, Fixture, NUM_BLOCKS, assert_out_of_range, conformance};
 
 fn malloc(bs: u32) -> Fixture {
     let bdev = MallocBdev::create("Malloc0", None, NUM_BLOCKS, bs).unwrap();
-    Fixture { bdev, _dir: None }
+    Fixture { bdev, keep: None }
 }
 
 fn null(bs: u32) -> Fixture {
     let bdev = NullBdev::create("Null0", None, NUM_BLOCKS, bs).unwrap();
-    Fixture { bdev, _dir: None }
+    Fixture { bdev, keep: None }
 }
 
 fn uring(bs: u32) -> Fixture {
@@ -45,14 +44,14 @@ fn uring(bs: u32) -> Fixture {
     );
     Fixture {
         bdev,
-        _dir: Some(Box::new(dir)),
+        keep: Some(Box::new(dir)),
     }
 }
 
 fn error_on_malloc(bs: u32) -> Fixture {
     let base = malloc(bs);
     let bdev = ErrorBdev::create(base.bdev, None).unwrap();
-    Fixture { bdev, _dir: None }
+    Fixture { bdev, keep: None }
 }
 
 fn error_on_uring(bs: u32) -> Fixture {
@@ -60,7 +59,7 @@ fn error_on_uring(bs: u32) -> Fixture {
     let bdev = ErrorBdev::create(base.bdev, None).unwrap();
     Fixture {
         bdev,
-        _dir: base._dir,
+        keep: base.keep,
     }
 }
 
@@ -73,13 +72,13 @@ fn delay_on_malloc(bs: u32) -> Fixture {
         p99_write_us: 300,
     };
     let bdev = DelayBdev::create("Delay0", base.bdev, None, lat).unwrap();
-    Fixture { bdev, _dir: None }
+    Fixture { bdev, keep: None }
 }
 
 fn pfail_on_malloc(bs: u32) -> Fixture {
     let base = malloc(bs);
     let bdev = PfailBdev::create("Pfail0", base.bdev).unwrap();
-    Fixture { bdev, _dir: None }
+    Fixture { bdev, keep: None }
 }
 
 fn pfail_on_uring(bs: u32) -> Fixture {
@@ -87,7 +86,7 @@ fn pfail_on_uring(bs: u32) -> Fixture {
     let bdev = PfailBdev::create("Pfail0", base.bdev).unwrap();
     Fixture {
         bdev,
-        _dir: base._dir,
+        keep: base.keep,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The bdev conformance suite (`bdev/tests/suite/conformance.rs`) run against a thick and a
+//! The bdev conformance suite (`shoal-bdev-conformance`) run against a thick and a
 //! thin logical volume and a clone, at 512- and 4096-byte blocks, with clusters of 4 KiB: an
 //! I/O of the suite crosses many clusters, a thin volume allocates on first write, and a clone
 //! of a snapshot full of data copies a cluster from it on first write (the suite's writes,
@@ -9,18 +9,15 @@
 
 #[path = "../../bdev/tests/common/mod.rs"]
 mod common;
-#[macro_use]
-#[path = "../../bdev/tests/suite/conformance.rs"]
-mod suite;
 mod lvs_common;
 
 use std::sync::Arc;
 
 use lvs_common::pool_on_malloc;
 use shoal_bdev::Bdev;
+use shoal_bdev_conformance::{Backend, Fixture, NUM_BLOCKS, conformance};
 use shoal_lvol::LvolOptions;
 use shoal_lvol::format::record::ClearMethod;
-use suite::{Backend, Fixture, NUM_BLOCKS};
 
 fn lvol(bs: u32, thin: bool) -> Fixture {
     let p = pool_on_malloc(bs, 4 << 20, 4096);
@@ -34,7 +31,7 @@ fn lvol(bs: u32, thin: bool) -> Fixture {
     let v = p.lvs.create_lvol(o).unwrap();
     Fixture {
         bdev: v,
-        _dir: Some(Box::new(p)),
+        keep: Some(Box::new(p)),
     }
 }
 
@@ -72,7 +69,7 @@ fn clone(bs: u32) -> Fixture {
     let (c, p) = rx.recv().unwrap();
     Fixture {
         bdev: c,
-        _dir: Some(Box::new(p)),
+        keep: Some(Box::new(p)),
     }
 }
 

@@ -13,8 +13,8 @@ use shoal_bdev::{BdevError, BdevIo, ErrorKind, IoType};
 use shoal_nvmf::host::{
     Controller, ControllerState, HostError, IoQueuePair, NamespaceInfo, QueueState, host_error,
 };
-use shoal_nvmf::spec::Status;
-use shoal_nvmf::subsystem::TransportConfig;
+use shoal_nvmf::target::subsystem::TransportConfig;
+use shoal_nvmf::wire::spec::Status;
 
 const BLOCKS_4K: u64 = 4096; // 16 MiB
 const BLOCKS_512: u64 = 32768; // 16 MiB

@@ -7,8 +7,8 @@ mod host_common;
 
 use host_common::{Driver, free_port, host_reactors, start_target};
 use shoal_nvmf::host::{ConnectOptions, Controller, discover, discover_async};
-use shoal_nvmf::spec::log::discovery;
-use shoal_nvmf::subsystem::TransportConfig;
+use shoal_nvmf::target::subsystem::TransportConfig;
+use shoal_nvmf::wire::spec::log::discovery;
 
 #[test]
 fn discovery_log_lists_the_subsystem() {

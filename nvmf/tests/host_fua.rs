@@ -18,7 +18,7 @@ use shoal_bdev::pfail::{Keep, PfailBdev};
 use shoal_bdev::reactor::{Reactor, ReactorConfig};
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoChannel, IoFlags, IoSink, open_channel};
 use shoal_nvmf::host::RemoteBdev;
-use shoal_nvmf::subsystem::TransportConfig;
+use shoal_nvmf::target::subsystem::TransportConfig;
 
 const BS: usize = 4096;
 const BLOCKS: u64 = 256;

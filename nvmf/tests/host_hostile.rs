@@ -18,14 +18,14 @@ use shoal_bdev::{BdevError, BdevIo};
 use shoal_nvmf::host::{
     ConnectOptions, Controller, ControllerState, HostError, IoQueuePair, ProtocolError, QueueState,
 };
-use shoal_nvmf::pdu::{
+use shoal_nvmf::wire::pdu::{
     CapsuleResp, ConnectionParams, DataHeader, Deframed, Deframer, Digests, Fes, FrameOptions,
     IcResp, PduHeader, R2t, Role, TermReq,
 };
-use shoal_nvmf::spec::identify::{IdentifyController, IdentifyNamespace};
-use shoal_nvmf::spec::opcode::{admin, io};
-use shoal_nvmf::spec::property::Cap;
-use shoal_nvmf::spec::{Cqe, FabricsType, Opcode, Sqe, Status};
+use shoal_nvmf::wire::spec::identify::{IdentifyController, IdentifyNamespace};
+use shoal_nvmf::wire::spec::opcode::{admin, io};
+use shoal_nvmf::wire::spec::property::Cap;
+use shoal_nvmf::wire::spec::{Cqe, FabricsType, Opcode, Sqe, Status};
 use zerocopy::IntoBytes;
 
 /// What the fake target does wrong, once, to the first I/O command.
@@ -308,7 +308,7 @@ impl FakeConn {
                 id.cntrltype = 1;
                 // IOCCSZ 4: no in-capsule data, so writes go through R2T.
                 id.ioccsz.set(4);
-                id.subnqn = shoal_nvmf::spec::nqn_field(common::NQN);
+                id.subnqn = shoal_nvmf::wire::spec::nqn_field(common::NQN);
                 page.copy_from_slice(id.as_bytes());
             }
             2 => page[..4].copy_from_slice(&1u32.to_le_bytes()),

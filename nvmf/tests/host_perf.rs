@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use host_common::*;
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink};
 use shoal_nvmf::host::{Controller, IoQueuePair, NamespaceInfo, QueueState};
-use shoal_nvmf::subsystem::TransportConfig;
+use shoal_nvmf::target::subsystem::TransportConfig;
 
 struct Loop {
     me: Weak<Loop>,

@@ -13,7 +13,7 @@ use shoal_bdev::{BdevError, BdevIo};
 use shoal_nvmf::host::{
     Controller, ControllerState, HostError, IoQueuePair, QueueState, host_error,
 };
-use shoal_nvmf::subsystem::TransportConfig;
+use shoal_nvmf::target::subsystem::TransportConfig;
 
 const BLOCKS: u64 = 4096;
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use shoal_bdev::malloc::MallocBdev;
-use shoal_nvmf::pdu::{CapsuleCmd, PduHeader};
-use shoal_nvmf::spec::opcode::{admin, io};
-use shoal_nvmf::spec::{SglDescriptor, Sqe, Status};
-use shoal_nvmf::subsystem::{DISCOVERY_NQN, TransportConfig};
+use shoal_nvmf::target::subsystem::{DISCOVERY_NQN, TransportConfig};
+use shoal_nvmf::wire::pdu::{CapsuleCmd, PduHeader};
+use shoal_nvmf::wire::spec::opcode::{admin, io};
+use shoal_nvmf::wire::spec::{SglDescriptor, Sqe, Status};
 
 #[test]
 fn discovery_log_lists_the_subsystem() {
@@ -142,12 +142,12 @@ fn compare_write_zeroes_and_deallocate() {
     assert!(back.iter().all(|&b| b == 0));
 }
 
-fn answer_r2t(q: &mut TestHost, cid: u16, data: &[u8]) -> shoal_nvmf::spec::Cqe {
+fn answer_r2t(q: &mut TestHost, cid: u16, data: &[u8]) -> shoal_nvmf::wire::spec::Cqe {
     loop {
         let (h, _) = q.recv().unwrap();
         match h {
             PduHeader::R2t(r) => {
-                let dh = shoal_nvmf::pdu::DataHeader {
+                let dh = shoal_nvmf::wire::pdu::DataHeader {
                     cccid: cid,
                     ttag: r.ttag,
                     datao: r.r2to,
@@ -174,7 +174,7 @@ fn bad_data_digest_fails_only_the_command() {
     let cid = sqe.cid();
     // Encode the capsule with a good digest, then corrupt the digest's last byte.
     let mut out = vec![0u8; 256];
-    let opts = shoal_nvmf::pdu::FrameOptions {
+    let opts = shoal_nvmf::wire::pdu::FrameOptions {
         header_digest: true,
         data_digest: true,
         pda: 0,

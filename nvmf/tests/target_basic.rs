@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use shoal_nvmf::pdu::{DataHeader, PduHeader};
-use shoal_nvmf::spec::Status;
-use shoal_nvmf::subsystem::TransportConfig;
+use shoal_nvmf::target::subsystem::TransportConfig;
+use shoal_nvmf::wire::pdu::{DataHeader, PduHeader};
+use shoal_nvmf::wire::spec::Status;
 
 #[test]
 fn connect_identify_and_io() {
@@ -91,7 +91,7 @@ fn bad_commands_get_statuses_and_the_queue_carries_on() {
     );
     // An opcode the controller does not know.
     let cid = q.cid();
-    let sqe = shoal_nvmf::spec::Sqe::new(shoal_nvmf::spec::Opcode(0x7e), cid);
+    let sqe = shoal_nvmf::wire::spec::Sqe::new(shoal_nvmf::wire::spec::Opcode(0x7e), cid);
     let (c, _) = q.command(sqe, &[]);
     assert!(same(c.status(), Status::INVALID_OPCODE), "{:?}", c.status());
     // Still usable.
@@ -144,7 +144,7 @@ fn garbage_and_oversized_pdus_are_fatal_without_allocation() {
     // A second ICReq.
     let mut h = TestHost::connect(t.addr);
     h.ic(false, false);
-    let req = shoal_nvmf::pdu::IcReq {
+    let req = shoal_nvmf::wire::pdu::IcReq {
         pfv: 0,
         hpda: 0,
         digests: Default::default(),

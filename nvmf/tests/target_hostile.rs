@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use common::procfs::{eventually, fd_count, rss_kib};
 use common::*;
-use shoal_nvmf::pdu::{CapsuleCmd, DataHeader, FrameOptions, PduHeader};
-use shoal_nvmf::spec::opcode::io;
-use shoal_nvmf::spec::{FabricsType, Sqe, Status};
-use shoal_nvmf::subsystem::TransportConfig;
-use shoal_nvmf::tcp;
+use shoal_nvmf::target::subsystem::TransportConfig;
+use shoal_nvmf::wire::pdu::{CapsuleCmd, DataHeader, FrameOptions, PduHeader};
+use shoal_nvmf::wire::spec::opcode::io;
+use shoal_nvmf::wire::spec::{FabricsType, Sqe, Status};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -56,8 +55,9 @@ fn read_flood(h: &mut TestHost, n: usize, blocks: u32) -> (Vec<u8>, Vec<u16>) {
 
 /// Connection objects alive on the target's reactor (closing ones included).
 fn conns(t: &TestTarget) -> usize {
+    let tcp = t.tcp.clone();
     t.set.as_ref().unwrap().handles()[0]
-        .call(tcp::conn_objects)
+        .call(move || tcp.conn_objects())
         .unwrap()
 }
 

@@ -9,8 +9,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
-use shoal_nvmf::subsystem::TransportConfig;
-use shoal_nvmf::tcp::limits;
+use shoal_nvmf::target::subsystem::TransportConfig;
+use shoal_nvmf::target::tcp::limits;
 
 /// Whether the target closed `s` (it reads the end of the stream, or a reset) within 5 s.
 fn refused(s: &mut TcpStream) -> bool {
@@ -57,7 +57,7 @@ fn connections_beyond_the_per_host_limit_are_refused_until_one_closes() {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         h.send_pdu(
-            shoal_nvmf::pdu::PduHeader::IcReq(shoal_nvmf::pdu::IcReq {
+            shoal_nvmf::wire::pdu::PduHeader::IcReq(shoal_nvmf::wire::pdu::IcReq {
                 pfv: 0,
                 hpda: 0,
                 digests: Default::default(),

@@ -9,9 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shoal_nvmf::pdu::{Digests, Fes, IcReq, PduHeader, TermReq};
-use shoal_nvmf::spec::{Cqe, FabricsType, Sqe, Status};
-use shoal_nvmf::subsystem::TransportConfig;
+use shoal_nvmf::target::subsystem::TransportConfig;
+use shoal_nvmf::wire::pdu::{Digests, Fes, IcReq, PduHeader, TermReq};
+use shoal_nvmf::wire::spec::{Cqe, FabricsType, Sqe, Status};
 
 /// CC with EN = 1, IOSQES = 6, IOCQES = 4.
 const CC_ENABLED: u32 = 1 | (6 << 16) | (4 << 20);

@@ -2,8 +2,9 @@
 //!
 //! A [`Nexus`] is a block device ([`shoal_bdev::Bdev`]) over one or more *children*, each a
 //! bdev holding one replica of the volume: a local bdev (`bdev:///NAME`) or a namespace of
-//! another daemon (`nvmf://HOST:PORT/NQN`, opened by the daemon with the NVMe/TCP host; see
-//! [`ChildUri`] and [`ChildOpener`]). The nexus itself only sees bdevs.
+//! another daemon (`nvmf://HOST:PORT/NQN`, parsed by the NVMe/TCP host's [`NvmfUri`] and
+//! opened by the daemon with that host; see [`ChildUri`] and [`ChildOpener`]). The nexus
+//! itself only sees bdevs: it uses `shoal_nvmf` for the URI type alone.
 //!
 //! * **I/O** (module `io`): writes, write zeroes, deallocate and flush go to every child
 //!   in the write path; reads go to one online child (local first, else the fastest) and are
@@ -56,4 +57,4 @@ pub use nexus::{
 pub use rebuild::{RebuildOutcome, RebuildRate, RebuildStatus, RebuildSummary};
 pub use routing::MAX_CHILDREN;
 pub use state::{ChildState, FaultReason, NexusState};
-pub use uri::{ChildOpener, ChildUri, MAX_NQN_BYTES};
+pub use uri::{ChildOpener, ChildUri, NvmfUri};

@@ -2,11 +2,10 @@
 //!
 //! * `bdev:///NAME`: a bdev of the nexus's own daemon (a local replica). NAME may be a logical
 //!   volume's alias `LVS/LVOL` (`bdev:///lvs/replica1`): `/` separates non-empty parts;
-//! * `nvmf://HOST[:PORT]/NQN[?hostnqn=HOSTNQN&key=value...]`: a namespace exported by another
-//!   daemon over NVMe/TCP (a remote replica). `HOST` is a name, an IPv4 address or a bracketed
-//!   IPv6 address; the port defaults to 4420 (the NVMe/TCP port). `nvmf+tcp://` is the same.
-//!   The other parameters (`nsid`, `ctrl-loss-tmo`, ...) belong to the NVMe/TCP host that
-//!   opens the child (`shoal_nvmf::host::parse_uri`); they are kept, in order, and passed on.
+//! * `nvmf://HOST[:PORT]/NQN[?hostnqn=HOSTNQN&key=value...]` (or `nvmf+tcp://`): a namespace
+//!   exported by another daemon over NVMe/TCP (a remote replica), parsed by the NVMe/TCP
+//!   host's own parser ([`NvmfUri`], which says what it accepts), so a URI the nexus takes is
+//!   one the host can connect with.
 //!
 //! URIs come from RPC requests: parsing checks every part and never panics. The nexus itself
 //! does not open children; the daemon supplies a [`ChildOpener`].
@@ -15,16 +14,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use shoal_bdev::Bdev;
+pub use shoal_nvmf::host::NvmfUri;
+use shoal_nvmf::host::{MAX_URI_BYTES, UriError};
 
 use crate::NexusError;
-
-/// Longest NQN, in bytes (NVMe Base 2.0, section 4.5: "NQNs ... shall be no more than 223
-/// bytes").
-pub const MAX_NQN_BYTES: usize = 223;
-/// Longest URI accepted, in bytes.
-pub const MAX_URI_BYTES: usize = 1024;
-/// The NVMe/TCP port (IANA), used when a URI gives none.
-pub const DEFAULT_NVMF_PORT: u16 = 4420;
 
 /// Where a child lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,16 +28,7 @@ pub enum ChildUri {
         name: String,
     },
     /// A namespace of a remote NVMe/TCP subsystem.
-    Remote {
-        /// Host name or address (IPv6 without brackets).
-        host: String,
-        /// TCP port.
-        port: u16,
-        /// Subsystem NQN.
-        nqn: String,
-        /// Query parameters, in order (`hostnqn` among them when given).
-        params: Vec<(String, String)>,
-    },
+    Remote(NvmfUri),
 }
 
 fn invalid(uri: &str, reason: impl Into<String>) -> NexusError {
@@ -54,23 +38,13 @@ fn invalid(uri: &str, reason: impl Into<String>) -> NexusError {
     }
 }
 
-fn check_nqn(uri: &str, what: &str, nqn: &str) -> Result<(), NexusError> {
-    if nqn.is_empty() {
-        return Err(invalid(uri, format!("the {what} is empty")));
+impl From<UriError> for NexusError {
+    fn from(e: UriError) -> NexusError {
+        NexusError::InvalidUri {
+            uri: e.uri,
+            reason: e.reason,
+        }
     }
-    if nqn.len() > MAX_NQN_BYTES {
-        return Err(invalid(
-            uri,
-            format!("the {what} is longer than {MAX_NQN_BYTES} bytes"),
-        ));
-    }
-    if nqn.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(invalid(
-            uri,
-            format!("the {what} contains blanks or controls"),
-        ));
-    }
-    Ok(())
 }
 
 impl ChildUri {
@@ -100,59 +74,19 @@ impl ChildUri {
                 name: name.to_owned(),
             });
         }
-        let Some(rest) = text
-            .strip_prefix("nvmf://")
-            .or_else(|| text.strip_prefix("nvmf+tcp://"))
-        else {
-            return Err(invalid(
-                text,
-                "expected bdev:///NAME or nvmf://HOST:PORT/NQN[?hostnqn=...]",
-            ));
-        };
-        let (authority, path) = rest
-            .split_once('/')
-            .ok_or_else(|| invalid(text, "no /NQN after HOST:PORT"))?;
-        let (host, port) = split_host_port(text, authority)?;
-        let (nqn, query) = match path.split_once('?') {
-            Some((n, q)) => (n, Some(q)),
-            None => (path, None),
-        };
-        check_nqn(text, "subsystem NQN", nqn)?;
-        let mut params: Vec<(String, String)> = Vec::new();
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
-            let key_ok = !k.is_empty()
-                && k.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !key_ok {
-                let key: String = k.chars().take(40).collect();
-                return Err(invalid(text, format!("bad parameter name `{key}`")));
-            }
-            if params.iter().any(|(p, _)| p == k) {
-                return Err(invalid(text, format!("parameter `{k}` given twice")));
-            }
-            if k == "hostnqn" {
-                check_nqn(text, "host NQN", v)?;
-            } else if v.is_empty() || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                return Err(invalid(text, format!("parameter `{k}` has a bad value")));
-            }
-            params.push((k.to_owned(), v.to_owned()));
+        if text.starts_with("nvmf://") || text.starts_with("nvmf+tcp://") {
+            return Ok(ChildUri::Remote(NvmfUri::parse(text)?));
         }
-        Ok(ChildUri::Remote {
-            host,
-            port,
-            nqn: nqn.to_owned(),
-            params,
-        })
+        Err(invalid(
+            text,
+            "expected bdev:///NAME or nvmf://HOST:PORT/NQN[?hostnqn=...]",
+        ))
     }
 
     /// The host NQN a remote URI asks to connect as.
     pub fn hostnqn(&self) -> Option<&str> {
         match self {
-            ChildUri::Remote { params, .. } => params
-                .iter()
-                .find(|(k, _)| k == "hostnqn")
-                .map(|(_, v)| v.as_str()),
+            ChildUri::Remote(u) => u.hostnqn(),
             ChildUri::Local { .. } => None,
         }
     }
@@ -163,63 +97,11 @@ impl ChildUri {
     }
 }
 
-fn split_host_port(uri: &str, authority: &str) -> Result<(String, u16), NexusError> {
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, p) = v6
-            .split_once(']')
-            .ok_or_else(|| invalid(uri, "unclosed `[` in the host"))?;
-        let p = match p.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if p.is_empty() => None,
-            None => return Err(invalid(uri, "expected :PORT after the IPv6 address")),
-        };
-        h.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| invalid(uri, "not an IPv6 address between `[` and `]`"))?;
-        (h, p)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
-    if !host_ok {
-        return Err(invalid(uri, "the host is empty or has invalid characters"));
-    }
-    let port: u16 = match port {
-        None => DEFAULT_NVMF_PORT,
-        Some(p) => p
-            .parse()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| invalid(uri, "the port is not a number from 1 to 65535"))?,
-    };
-    Ok((host.to_owned(), port))
-}
-
 impl fmt::Display for ChildUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ChildUri::Local { name } => write!(f, "bdev:///{name}"),
-            ChildUri::Remote {
-                host,
-                port,
-                nqn,
-                params,
-            } => {
-                if host.contains(':') {
-                    write!(f, "nvmf://[{host}]:{port}/{nqn}")?;
-                } else {
-                    write!(f, "nvmf://{host}:{port}/{nqn}")?;
-                }
-                for (i, (k, v)) in params.iter().enumerate() {
-                    write!(f, "{}{k}={v}", if i == 0 { '?' } else { '&' })?;
-                }
-                Ok(())
-            }
+            ChildUri::Remote(u) => u.fmt(f),
         }
     }
 }
@@ -300,11 +182,9 @@ mod tests {
         );
         let u = ChildUri::parse("nvmf://[fe80::1]:4420/nqn.x:y?hostnqn=nqn.h:1").unwrap();
         match &u {
-            ChildUri::Remote {
-                host, port, nqn, ..
-            } => {
-                assert_eq!((host.as_str(), *port), ("fe80::1", 4420));
-                assert_eq!(nqn, "nqn.x:y");
+            ChildUri::Remote(r) => {
+                assert_eq!((r.host(), r.port()), ("fe80::1", 4420));
+                assert_eq!(r.subnqn(), "nqn.x:y");
             }
             other => panic!("{other:?}"),
         }
@@ -321,7 +201,7 @@ mod tests {
             "nvmf://h:4420/nqn.a:b?nsid=2&ctrl-loss-tmo=5"
         );
         assert_eq!(u.hostnqn(), None);
-        let long = format!("nvmf://h:1/{}", "n".repeat(MAX_NQN_BYTES + 1));
+        let long = format!("nvmf://h:1/{}", "n".repeat(224));
         for bad in [
             "nvmf://host:0/nqn",
             "nvmf://host:70000/nqn",
@@ -339,8 +219,16 @@ mod tests {
             "nvmf://h:4420/nqn?hostnqn=a&hostnqn=b",
             long.as_str(),
         ] {
-            assert!(ChildUri::parse(bad).is_err(), "{bad}");
+            assert!(
+                matches!(ChildUri::parse(bad), Err(NexusError::InvalidUri { .. })),
+                "{bad}"
+            );
         }
         assert!(ChildUri::parse(&"x".repeat(MAX_URI_BYTES + 1)).is_err());
+        // A %-encoded NQN means what the host connects to: one child, however it is written.
+        assert_eq!(
+            ChildUri::parse("nvmf://h/nqn.a%3Ab").unwrap(),
+            ChildUri::parse("nvmf://h:4420/nqn.a:b").unwrap()
+        );
     }
 }

@@ -5,15 +5,15 @@
 //! I/O path.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde_json::Value;
 use shoal_bdev::Bdev;
 use shoal_bdev::reactor::ReactorHandle;
 use shoal_bdev::registry::BdevRegistry;
 use shoal_nvmf::host::RemoteBdev;
-use shoal_nvmf::subsystem::{ListenAddress, Target};
-use shoal_nvmf::tcp::{self, listener};
+use shoal_nvmf::target::subsystem::{ListenAddress, Target};
+use shoal_nvmf::target::tcp::{self, TcpTransport};
 
 /// How a bdev was created, so that `save_config` can recreate it.
 #[derive(Debug, Clone)]
@@ -32,11 +32,13 @@ pub struct Daemon {
     pub recipes: Mutex<Vec<(String, BdevRecipe)>>,
     /// Subsystems, namespaces, hosts and transport.
     pub target: Arc<Target>,
+    /// The target's NVMe/TCP listeners and connections.
+    pub tcp: TcpTransport,
     /// The reactors, in core order; listeners accept on the first.
     pub reactors: Vec<ReactorHandle>,
     /// Typed handles to the stacked (error, delay) bdevs; its lock also serialises bdev and
     /// claim changes in the RPC methods.
-    pub stacked: Mutex<crate::methods::Stacked>,
+    pub stacked: Mutex<crate::stacked::Stacked>,
     /// Addresses being listened on, with the number of subsystems using each.
     listeners: Mutex<BTreeMap<(String, String), (ListenAddress, usize)>>,
     /// Remote replicas (NVMe/TCP controllers) opened for nexuses, so that shutdown can
@@ -50,12 +52,14 @@ pub struct Daemon {
 impl Daemon {
     /// A daemon over running reactors.
     pub fn new(reactors: Vec<ReactorHandle>) -> Daemon {
+        let target = Arc::new(Target::new());
         Daemon {
             bdevs: BdevRegistry::new(),
             recipes: Mutex::new(Vec::new()),
-            target: Arc::new(Target::new()),
+            tcp: TcpTransport::new(target.clone()),
+            target,
             reactors,
-            stacked: Mutex::new(crate::methods::Stacked::default()),
+            stacked: Mutex::new(crate::stacked::Stacked::default()),
             listeners: Mutex::new(BTreeMap::new()),
             remotes: Mutex::new(Vec::new()),
             pools: Mutex::new(Vec::new()),
@@ -67,9 +71,19 @@ impl Daemon {
     /// asked, so it follows renames of the volume and of its pool.
     pub fn bdev(&self, name: &str) -> Option<Arc<dyn Bdev>> {
         self.bdevs.get(name).or_else(|| {
-            let uuid = crate::methods::lvol::alias_to_name(self, name)?;
+            let uuid = self.lvol_alias_to_name(name)?;
             self.bdevs.get(&uuid)
         })
+    }
+
+    /// The bdev name (UUID) of the volume whose alias is `lvs_name/lvol_name`, if there is one.
+    pub fn lvol_alias_to_name(&self, alias: &str) -> Option<String> {
+        let (lvs, lvol) = alias.split_once('/')?;
+        let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let pool = pools.iter().find(|p| p.name() == lvs)?;
+        pool.lvol(lvol)
+            .filter(|l| l.lvol_name() == lvol)
+            .map(|l| l.info().name.clone())
     }
 
     fn first_reactor(&self) -> Result<&ReactorHandle, String> {
@@ -87,14 +101,12 @@ impl Daemon {
             return Ok(());
         }
         let reactors = self.reactors.clone();
-        let target = self.target.clone();
+        let t = self.tcp.clone();
         let a = addr.clone();
         let limits = tcp::limits::ListenLimits::from(&self.target.transport());
-        let starter: listener::ConnStarter =
-            Arc::new(move |accepted| tcp::start_conn(target.clone(), accepted));
         let bound = self
             .first_reactor()?
-            .call(move || listener::listen(a, reactors, starter, limits).map_err(|e| e.to_string()))
+            .call(move || t.listen(a, reactors, limits).map_err(|e| e.to_string()))
             .ok_or("the reactor has stopped")??;
         tracing::info!("listening on {bound} (NVMe/TCP)");
         ls.insert(key, (addr.clone(), 1));
@@ -115,7 +127,8 @@ impl Daemon {
         ls.remove(&key);
         let a = addr.clone();
         if let Ok(r) = self.first_reactor() {
-            let _ = r.call(move || listener::unlisten(&a));
+            let t = self.tcp.clone();
+            let _ = r.call(move || t.unlisten(&a));
         }
     }
 
@@ -147,14 +160,16 @@ impl Daemon {
                 .collect()
         };
         if let Ok(r) = self.first_reactor() {
+            let t = self.tcp.clone();
             let _ = r.call(move || {
                 for a in &addrs {
-                    listener::unlisten(a);
+                    t.unlisten(a);
                 }
             });
         }
         for r in &self.reactors {
-            let _ = r.call(tcp::close_all);
+            let t = self.tcp.clone();
+            let _ = r.call(move || t.close_all());
         }
     }
 

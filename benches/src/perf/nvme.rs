@@ -16,8 +16,8 @@ use shoal_bdev::{BdevIo, IoSink};
 use shoal_nvmf::host::{
     ConnectOptions, Controller, HostError, IoQueuePair, NamespaceInfo, QueueState, discover,
 };
-use shoal_nvmf::spec::StatusCodeType;
-use shoal_nvmf::spec::log::discovery;
+use shoal_nvmf::wire::spec::StatusCodeType;
+use shoal_nvmf::wire::spec::log::discovery;
 
 use super::job::{IoTarget, JobConfig, Progress};
 use super::report::Report;

@@ -2,13 +2,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shoal_nvmf::command::{
+use shoal_nvmf::wire::command::{
     AdminCommand, Command, DataTransfer, FabricsCommand, IoCommand, QueueKind, check_fabrics_sqe,
     data_transfer, lba_range,
 };
-use shoal_nvmf::spec::fabrics::ConnectData;
-use shoal_nvmf::spec::identify::ns_id_descriptors;
-use shoal_nvmf::spec::{Sqe, Status};
+use shoal_nvmf::wire::spec::fabrics::ConnectData;
+use shoal_nvmf::wire::spec::identify::ns_id_descriptors;
+use shoal_nvmf::wire::spec::{Sqe, Status};
 
 fuzz_target!(|data: &[u8]| {
     let Some(sqe) = Sqe::from_prefix(data) else {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shoal_nvmf::pdu::{
+use shoal_nvmf::wire::pdu::{
     ConnectionParams, DataDigest, Deframed, Deframer, FrameOptions, MAX_HEADER_SPACE, Role,
     offending_header,
 };
@@ -86,8 +86,8 @@ fuzz_target!(|data: &[u8]| {
                 if deframer.params().is_none()
                     && !matches!(
                         frame.header,
-                        shoal_nvmf::pdu::PduHeader::H2CTermReq(_)
-                            | shoal_nvmf::pdu::PduHeader::C2HTermReq(_)
+                        shoal_nvmf::wire::pdu::PduHeader::H2CTermReq(_)
+                            | shoal_nvmf::wire::pdu::PduHeader::C2HTermReq(_)
                     )
                 {
                     deframer.establish(params);

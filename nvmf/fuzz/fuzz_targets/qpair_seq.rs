@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use shoal_bdev::BdevError;
 use shoal_bdev::malloc::MallocBdev;
-use shoal_nvmf::pdu::{CapsuleCmd, DataHeader, PduHeader, TermReq, term::Fes};
-use shoal_nvmf::spec::{FabricsType, Opcode, SglDescriptor, Sqe};
-use shoal_nvmf::subsystem::{SubsystemOptions, Target, TransportConfig};
-use shoal_nvmf::tcp::qpair::sim::{Sim, connect_data, listen_address};
+use shoal_nvmf::wire::pdu::{CapsuleCmd, DataHeader, PduHeader, TermReq, term::Fes};
+use shoal_nvmf::wire::spec::{FabricsType, Opcode, SglDescriptor, Sqe};
+use shoal_nvmf::target::subsystem::{SubsystemOptions, Target, TransportConfig};
+use shoal_nvmf::target::tcp::qpair::sim::{Sim, connect_data, listen_address};
 
 const NQN: &str = "nqn.2016-06.io.shoal:fuzz";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";

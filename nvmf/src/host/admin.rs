@@ -22,11 +22,11 @@ use super::io::QueueEvent;
 use super::options::{ConnectOptions, ControllerState};
 use super::queue::{Limits, RawCompletion, sg_zeroed};
 use super::reconnect::Recovery;
-use crate::spec::Sqe;
-use crate::spec::fabrics::CNTLID_DYNAMIC;
-use crate::spec::features::FeatureId;
-use crate::spec::identify::{Cns, IDENTIFY_DATA_SIZE, IdentifyController, IdentifyNamespace};
-use crate::spec::property::{self, Cap, Cc, Csts, shn, shst};
+use crate::wire::spec::Sqe;
+use crate::wire::spec::fabrics::CNTLID_DYNAMIC;
+use crate::wire::spec::features::FeatureId;
+use crate::wire::spec::identify::{Cns, IDENTIFY_DATA_SIZE, IdentifyController, IdentifyNamespace};
+use crate::wire::spec::property::{self, Cap, Cc, Csts, shn, shst};
 
 /// Most data bytes of one admin command: NVMe/TCP admin queues take 8 KiB in-capsule, and
 /// the host reads log pages in chunks of at most this much.
@@ -120,7 +120,7 @@ pub(crate) fn start(
         hdgst: false,
         ddgst: false,
         cpda: 0,
-        maxh2cdata: crate::pdu::ic::MIN_MAXH2CDATA,
+        maxh2cdata: crate::wire::pdu::ic::MIN_MAXH2CDATA,
         in_capsule: 8192,
         max_xfer: ADMIN_MAX_XFER,
         sq_flow_disabled: false,

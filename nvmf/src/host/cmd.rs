@@ -3,12 +3,12 @@
 //! Dataset Management). The CID and the SGL descriptor are filled in by the queue pair when
 //! it issues the command ([`super::queue`]).
 
-use crate::spec::fabrics::{self, ConnectData};
-use crate::spec::features::FeatureId;
-use crate::spec::identify::Cns;
-use crate::spec::log::LogPageId;
-use crate::spec::opcode::{admin, io};
-use crate::spec::{FabricsType, Opcode, Sqe};
+use crate::wire::spec::fabrics::{self, ConnectData};
+use crate::wire::spec::features::FeatureId;
+use crate::wire::spec::identify::Cns;
+use crate::wire::spec::log::LogPageId;
+use crate::wire::spec::opcode::{admin, io};
+use crate::wire::spec::{FabricsType, Opcode, Sqe};
 
 /// Which way a command's data moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub fn connect_data(hostid: [u8; 16], cntlid: u16, subnqn: &str, hostnqn: &str) 
 /// (and DW1 for 8 bytes).
 pub fn property_get(offset: u32) -> Sqe {
     let mut sqe = Sqe::new_fabrics(FabricsType::PROPERTY_GET, 0);
-    let eight = crate::spec::property::size_of_property(offset) == Some(8);
+    let eight = crate::wire::spec::property::size_of_property(offset) == Some(8);
     sqe.cdw10.set(u32::from(if eight {
         fabrics::property_size::EIGHT_BYTES
     } else {
@@ -147,18 +147,10 @@ pub fn deallocate(nsid: u32) -> Sqe {
     sqe
 }
 
-/// One Dataset Management range: context attributes 0, length in blocks, starting LBA.
-pub fn dsm_range(slba: u64, nlb: u32) -> [u8; 16] {
-    let mut r = [0u8; 16];
-    r[4..8].copy_from_slice(&nlb.to_le_bytes());
-    r[8..16].copy_from_slice(&slba.to_le_bytes());
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{AdminCommand, FabricsCommand, IoCommand};
+    use crate::wire::command::{AdminCommand, FabricsCommand, IoCommand};
 
     #[test]
     fn commands_parse_back_as_built() {
@@ -168,7 +160,7 @@ mod tests {
             } => assert_eq!((qid, sqsize, cattr), (3, 127, 4)),
             other => panic!("{other:?}"),
         }
-        match FabricsCommand::parse(&property_get(crate::spec::property::CAP)) {
+        match FabricsCommand::parse(&property_get(crate::wire::spec::property::CAP)) {
             FabricsCommand::PropertyGet { offset, size8 } => assert!(offset == 0 && size8),
             other => panic!("{other:?}"),
         }
@@ -187,8 +179,5 @@ mod tests {
             IoCommand::DatasetManagement { nr, ad } => assert!(nr == 1 && ad),
             other => panic!("{other:?}"),
         }
-        let r = dsm_range(0x0102_0304_0506_0708, 9);
-        assert_eq!(&r[4..8], &[9, 0, 0, 0]);
-        assert_eq!(r[8], 0x08);
     }
 }

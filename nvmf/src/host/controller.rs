@@ -15,8 +15,8 @@ use super::conn::with_conn;
 use super::error::HostError;
 use super::io::QueueEvent;
 use super::options::{ConnectOptions, ControllerState};
-use crate::spec::identify::{IdentifyController, IdentifyNamespace, Nidt, ns_id_descriptors};
-use crate::spec::property::Cap;
+use crate::wire::spec::identify::{IdentifyController, IdentifyNamespace, Nidt, ns_id_descriptors};
+use crate::wire::spec::property::Cap;
 
 /// What Identify Controller (NVMe Base 2.0 section 5.17.2.1) and CAP said, as the host uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl ControllerInfo {
             serial: ascii(&id.sn),
             model: ascii(&id.mn),
             firmware: ascii(&id.fr),
-            subnqn: crate::spec::field_str(&id.subnqn)
+            subnqn: crate::wire::spec::field_str(&id.subnqn)
                 .unwrap_or_default()
                 .to_string(),
             version: id.ver.get(),

@@ -17,7 +17,7 @@ use super::controller::{Controller, on_reactor};
 use super::error::HostError;
 use super::options::ConnectOptions;
 use super::queue::sg_zeroed;
-use crate::spec::log::{
+use crate::wire::spec::log::{
     DISCOVERY_RECORD_SIZE, DiscoveryLogEntry, DiscoveryLogHeader, LogPageId, discovery,
 };
 

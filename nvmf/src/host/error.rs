@@ -11,8 +11,8 @@ use std::time::Duration;
 use shoal_bdev::{BdevError, IoType};
 use thiserror::Error;
 
-use crate::pdu::DeframeError;
-use crate::spec::{Status, StatusCodeType};
+use crate::wire::pdu::DeframeError;
+use crate::wire::spec::{Status, StatusCodeType};
 
 /// A controller broke the NVMe/TCP protocol. The connection is closed (after an H2CTermReq
 /// where the transport binding defines one) and the controller is reconnected.

@@ -174,7 +174,7 @@ impl IoQueuePair {
             hdgst: false,
             ddgst: false,
             cpda: 0,
-            maxh2cdata: crate::pdu::ic::MIN_MAXH2CDATA,
+            maxh2cdata: crate::wire::pdu::ic::MIN_MAXH2CDATA,
             in_capsule: info.in_capsule,
             max_xfer: info.max_transfer,
             sq_flow_disabled: true,

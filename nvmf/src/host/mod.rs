@@ -1,5 +1,5 @@
 //! The host side: Shoal's NVMe/TCP initiator, on Shoal's reactors, built on the same PDU
-//! codec ([`crate::pdu`]) and NVMe structures ([`crate::spec`]) as the target.
+//! codec ([`crate::wire::pdu`]) and NVMe structures ([`crate::wire::spec`]) as the target.
 //!
 //! # Layers
 //!
@@ -35,7 +35,7 @@
 //! ```
 //!
 //! The nexus makes remote replicas bdevs: [`RemoteBdev::connect_uri`] with a URI such as
-//! `nvmf://10.0.0.2:4420/nqn.2016-06.io.shoal:vol1?hostnqn=...&nsid=1` (see [`parse_uri`]),
+//! `nvmf://10.0.0.2:4420/nqn.2016-06.io.shoal:vol1?hostnqn=...&nsid=1` (see [`NvmfUri`]),
 //! or [`RemoteBdev::new`] on a [`Controller`] it already has. `open_channel` on any reactor
 //! then gives that reactor its own I/O queue pair to the target.
 //!
@@ -74,7 +74,7 @@ pub use io::IoQueuePair;
 pub use options::{ConnectOptions, ControllerState, DEFAULT_PORT, StateCallback};
 pub use queue::RawCompletion;
 pub use remote_bdev::{PRODUCT_NAME, RemoteBdev};
-pub use uri::{NvmfUri, parse_uri};
+pub use uri::{MAX_URI_BYTES, NvmfUri, UriError, UriParam};
 
 #[cfg(test)]
 mod tests;

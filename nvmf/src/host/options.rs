@@ -121,10 +121,10 @@ impl ConnectOptions {
     /// Checks the options before connecting.
     pub fn validate(&self) -> Result<(), super::HostError> {
         let bad = |m: &str| Err(super::HostError::Invalid(m.to_string()));
-        if self.subnqn.is_empty() || self.subnqn.len() > crate::spec::fabrics::NQN_MAX_LEN {
+        if self.subnqn.is_empty() || self.subnqn.len() > crate::wire::spec::fabrics::NQN_MAX_LEN {
             return bad("subsystem NQN must be 1 to 223 bytes");
         }
-        if self.hostnqn.is_empty() || self.hostnqn.len() > crate::spec::fabrics::NQN_MAX_LEN {
+        if self.hostnqn.is_empty() || self.hostnqn.len() > crate::wire::spec::fabrics::NQN_MAX_LEN {
             return bad("host NQN must be 1 to 223 bytes");
         }
         if self.io_queue_depth < 2 || self.admin_queue_depth < 2 {

@@ -17,16 +17,18 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoFlags, IoSink, IoType, SgList};
+use zerocopy::IntoBytes;
 
 use super::cmd::{self, Dir};
 use super::error::{HostError, to_bdev_error};
-use crate::pdu::{
+use crate::wire::pdu::{
     CapsuleCmd, DataDigest, Deframer, Digests, FrameOptions, IcReq, MAX_HEADER_SPACE, PduHeader,
     Role,
 };
-use crate::spec::opcode::io;
-use crate::spec::{Cqe, SglDescriptor, Sqe};
-use crate::txq::{HOST_ARENA, TxQueue};
+use crate::wire::spec::dsm::DsmRange;
+use crate::wire::spec::opcode::io;
+use crate::wire::spec::{Cqe, SglDescriptor, Sqe};
+use crate::wire::txq::{HOST_ARENA, TxQueue};
 
 /// Who hears about a finished request.
 pub(crate) enum Waiter {
@@ -151,7 +153,7 @@ pub(super) struct Slot {
     /// H2C bytes asked for by R2Ts so far.
     pub(super) r2t_end: u32,
     /// A Dataset Management range (the data of a deallocate), used instead of the buffers.
-    pub(super) inline: Option<[u8; 16]>,
+    pub(super) inline: Option<DsmRange>,
     pub(super) deadline: Instant,
 }
 
@@ -297,7 +299,7 @@ impl QueueCore {
         self.deframer = Deframer::new(Role::Host);
         self.gate = Gate::Closed;
         let ic = IcReq {
-            pfv: crate::pdu::ic::PFV_1_0,
+            pfv: crate::wire::pdu::ic::PFV_1_0,
             hpda: 0,
             digests: want,
             maxr2t: 0,
@@ -599,7 +601,7 @@ struct NextCmd {
     data_off: u64,
     len: u32,
     units: u64,
-    inline: Option<[u8; 16]>,
+    inline: Option<DsmRange>,
 }
 
 /// The next command of `req`: a chunk of at most `max_xfer` bytes and 65536 blocks (NLB is
@@ -648,13 +650,13 @@ fn next_command(req: &Request, limits: &Limits) -> Option<NextCmd> {
                 IoType::Unmap => {
                     let n = remaining.min(u64::from(u32::MAX));
                     let nlb = u32::try_from(n).ok()?;
-                    let range = cmd::dsm_range(slba, nlb);
+                    let range = DsmRange::new(slba, nlb);
                     (cmd::deallocate(nsid), Dir::ToCtrl, n, Some(range))
                 }
                 IoType::Flush => (cmd::flush(nsid), Dir::None, 1, None),
             };
             let (data_off, len) = match (dir, inline) {
-                (_, Some(r)) => (0, u32::try_from(r.len()).ok()?),
+                (_, Some(r)) => (0, u32::try_from(r.as_bytes().len()).ok()?),
                 (Dir::None, None) => (0, 0),
                 _ => (
                     req.issued.checked_mul(bs)?,
@@ -677,7 +679,7 @@ fn next_command(req: &Request, limits: &Limits) -> Option<NextCmd> {
 fn copy_out(req: Option<&Request>, slot: &Slot, at: u32, dst: &mut [u8]) {
     if let Some(inline) = &slot.inline {
         let from = usize::try_from(at).unwrap_or(usize::MAX);
-        if let Some(src) = inline.get(from..from.saturating_add(dst.len())) {
+        if let Some(src) = inline.as_bytes().get(from..from.saturating_add(dst.len())) {
             dst.copy_from_slice(src);
         }
         return;
@@ -699,7 +701,11 @@ fn write_pdu(
     data_len: usize,
     fill: impl FnOnce(&mut [u8]),
 ) {
-    let dg = if ddgst { crate::pdu::DIGEST_LEN } else { 0 };
+    let dg = if ddgst {
+        crate::wire::pdu::DIGEST_LEN
+    } else {
+        0
+    };
     let total = header_len + data_len + dg;
     let out = tx.append(total);
     let (Some(h), Some(src)) = (out.get_mut(..header_len), hdr.get(..header_len)) else {

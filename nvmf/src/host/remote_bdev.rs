@@ -66,14 +66,21 @@ impl RemoteBdev {
         }))
     }
 
-    /// Connects to the target a URI names (see [`super::parse_uri`]: `nvmf://HOST:PORT/NQN?
+    /// Connects to the target a URI names (see [`NvmfUri`]: `nvmf://HOST:PORT/NQN?
     /// hostnqn=...&nsid=N&name=...`) with the admin queue on `admin`, and makes the bdev.
     /// Blocks the calling thread (not `admin`'s) until the controller is up.
     pub fn connect_uri(admin: &ReactorHandle, uri: &str) -> Result<Arc<RemoteBdev>, HostError> {
-        let u: NvmfUri = super::parse_uri(uri)?;
-        let name = u.name.clone().unwrap_or_else(|| u.default_name());
-        let ctrl = Controller::connect(admin, u.opts)?;
-        RemoteBdev::new(ctrl, u.nsid, &name)
+        RemoteBdev::connect_parsed(admin, &NvmfUri::parse(uri)?)
+    }
+
+    /// [`RemoteBdev::connect_uri`] with a URI already parsed.
+    pub fn connect_parsed(
+        admin: &ReactorHandle,
+        uri: &NvmfUri,
+    ) -> Result<Arc<RemoteBdev>, HostError> {
+        let name = uri.name().map_or_else(|| uri.default_name(), str::to_owned);
+        let ctrl = Controller::connect(admin, uri.connect_options())?;
+        RemoteBdev::new(ctrl, uri.nsid(), &name)
     }
 
     /// The controller.

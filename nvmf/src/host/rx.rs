@@ -1,5 +1,5 @@
 //! The receive side of a host queue pair (sans-IO): PDUs cut from the received bytes by the
-//! bounded [`Deframer`](crate::pdu::Deframer) in the host role, every field a controller
+//! bounded [`Deframer`](crate::wire::pdu::Deframer) in the host role, every field a controller
 //! controls checked before it is used.
 //!
 //! Nothing a controller sends can make the host write outside the buffers of the command it
@@ -12,10 +12,10 @@ use std::time::Instant;
 use super::cmd::Dir;
 use super::error::{HostError, ProtocolError};
 use super::queue::{Gate, QueueCore};
-use crate::pdu::{
+use crate::wire::pdu::{
     ConnectionParams, DataHeader, Deframed, IcResp, PduHeader, R2t, ic::MIN_MAXH2CDATA,
 };
-use crate::spec::{Cqe, Status};
+use crate::wire::spec::{Cqe, Status};
 
 impl QueueCore {
     /// The deframer limits of an established connection: a C2HData carries at most one

@@ -9,12 +9,12 @@ use shoal_bdev::{BdevError, BdevIo, IoBuf, IoFlags, IoSink, IoType, SgList};
 use super::cmd::{self, Dir};
 use super::error::{HostError, ProtocolError};
 use super::queue::{Gate, Limits, QueueCore, Waiter, Work, sg_of};
-use crate::command::IoCommand;
-use crate::pdu::{
+use crate::wire::command::IoCommand;
+use crate::wire::pdu::{
     CapsuleResp, ConnectionParams, DataHeader, Deframed, Deframer, Digests, FrameOptions, IcResp,
     PduHeader, R2t, Role,
 };
-use crate::spec::{Cqe, Status};
+use crate::wire::spec::{Cqe, Status};
 
 type Done = (u64, BdevIo, Result<(), BdevError>);
 

@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
-use shoal_nvmf::pdu::{
+use shoal_nvmf::target::subsystem::{ListenAddress, SubsystemOptions, Target, TransportConfig};
+use shoal_nvmf::target::tcp::TcpTransport;
+use shoal_nvmf::wire::pdu::{
     CapsuleCmd, ConnectionParams, DataHeader, Deframed, Deframer, Digests, FrameOptions, IcReq,
     PduHeader, Role,
 };
-use shoal_nvmf::spec::fabrics::ConnectData;
-use shoal_nvmf::spec::opcode::{admin, io};
-use shoal_nvmf::spec::{Cqe, FabricsType, Opcode, SglDescriptor, Sqe, Status};
-use shoal_nvmf::subsystem::{ListenAddress, SubsystemOptions, Target, TransportConfig};
-use shoal_nvmf::tcp::{self, listener};
+use shoal_nvmf::wire::spec::fabrics::ConnectData;
+use shoal_nvmf::wire::spec::opcode::{admin, io};
+use shoal_nvmf::wire::spec::{Cqe, FabricsType, Opcode, SglDescriptor, Sqe, Status};
 
 pub const NQN: &str = "nqn.2016-06.io.shoal:test";
 pub const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";
@@ -27,6 +27,7 @@ pub const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-44
 pub struct TestTarget {
     pub set: Option<ReactorSet>,
     pub target: Arc<Target>,
+    pub tcp: TcpTransport,
     pub addr: SocketAddr,
 }
 
@@ -52,25 +53,23 @@ impl TestTarget {
         }
         let la = ListenAddress::tcp("127.0.0.1", "0");
         sub.add_listener(la.clone()).unwrap();
-        let t = target.clone();
+        let tcp = TcpTransport::new(target.clone());
+        let t = tcp.clone();
         let limits = listener_limits(&target);
         let reactors = set.handles().to_vec();
         let addr = set.handles()[0]
-            .call(move || {
-                let starter: listener::ConnStarter =
-                    Arc::new(move |a| tcp::start_conn(t.clone(), a));
-                listener::listen(la, reactors, starter, limits).unwrap()
-            })
+            .call(move || t.listen(la, reactors, limits).unwrap())
             .unwrap();
         TestTarget {
             set: Some(set),
             target,
+            tcp,
             addr,
         }
     }
 }
 
-fn listener_limits(target: &Target) -> shoal_nvmf::tcp::limits::ListenLimits {
+fn listener_limits(target: &Target) -> shoal_nvmf::target::tcp::limits::ListenLimits {
     (&target.transport()).into()
 }
 

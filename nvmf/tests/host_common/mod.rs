@@ -12,8 +12,8 @@ use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoSink, SgList};
 use shoal_nvmf::host::{ConnectOptions, ControllerState};
-use shoal_nvmf::subsystem::{ListenAddress, SubsystemOptions, Target, TransportConfig};
-use shoal_nvmf::tcp::{self, listener};
+use shoal_nvmf::target::subsystem::{ListenAddress, SubsystemOptions, Target, TransportConfig};
+use shoal_nvmf::target::tcp::TcpTransport;
 
 use super::common::{HOSTNQN, NQN, TestTarget};
 
@@ -69,19 +69,18 @@ pub fn start_target_with(
     }
     let la = ListenAddress::tcp("127.0.0.1", &port.to_string());
     sub.add_listener(la.clone()).unwrap();
-    let t = target.clone();
-    let limits = shoal_nvmf::tcp::limits::ListenLimits::from(&target.transport());
+    let tcp = TcpTransport::new(target.clone());
+    let t = tcp.clone();
+    let limits = shoal_nvmf::target::tcp::limits::ListenLimits::from(&target.transport());
     let reactors = set.handles().to_vec();
     let addr = set.handles()[0]
-        .call(move || {
-            let starter: listener::ConnStarter = Arc::new(move |a| tcp::start_conn(t.clone(), a));
-            listener::listen(la, reactors, starter, limits)
-        })
+        .call(move || t.listen(la, reactors, limits))
         .unwrap()
         .unwrap();
     TestTarget {
         set: Some(set),
         target,
+        tcp,
         addr,
     }
 }
@@ -90,12 +89,8 @@ pub fn start_target_with(
 /// host sees the connections end), then its reactor stops.
 pub fn kill(t: &mut TestTarget) {
     if let Some(s) = t.set.take() {
-        s.handles()[0]
-            .call(|| {
-                listener::close_all();
-                tcp::close_all();
-            })
-            .unwrap();
+        let tcp = t.tcp.clone();
+        s.handles()[0].call(move || tcp.close_all()).unwrap();
         // Let the closes go out (pending accepts and receives complete on shutdown).
         std::thread::sleep(Duration::from_millis(50));
         s.shutdown();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use shoal_bdev::Bdev;
 use shoal_bdev::reactor::Reactor;
-use shoal_nvmf::host::{Controller, RemoteBdev, parse_uri};
+use shoal_nvmf::host::{Controller, NvmfUri, RemoteBdev};
 use shoal_replication::{ChildSpec, ChildState, ChildUri, META_BYTES};
 
 use super::{WAIT, env_u64, nexus, pct, plain_copy, ram};
@@ -76,18 +76,18 @@ fn start_node(shoald: &str, port: u16, bytes: u64) -> Node {
 
 /// Connects to node 2's namespace from this reactor (the admin queue runs here too).
 fn connect(r: &Reactor, uri: &str) -> Arc<dyn Bdev> {
-    let u = parse_uri(uri).expect("uri");
-    let name = u.name.clone().unwrap_or_else(|| u.default_name());
+    let u = NvmfUri::parse(uri).expect("uri");
+    let name = u.name().map_or_else(|| u.default_name(), str::to_owned);
     let slot = Rc::new(RefCell::new(None));
     let s2 = slot.clone();
-    Controller::connect_async(u.opts, move |res| *s2.borrow_mut() = Some(res));
+    Controller::connect_async(u.connect_options(), move |res| *s2.borrow_mut() = Some(res));
     r.run_until(WAIT, || slot.borrow().is_some());
     let ctrl = slot
         .borrow_mut()
         .take()
         .expect("connect timed out")
         .expect("connect to node 2");
-    RemoteBdev::new(ctrl, u.nsid, &name).expect("node 2's namespace")
+    RemoteBdev::new(ctrl, u.nsid(), &name).expect("node 2's namespace")
 }
 
 /// Runs part 4 if `NEXUS_BENCH_SHOALD` names a `shoald` binary.

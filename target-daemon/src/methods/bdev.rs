@@ -24,7 +24,6 @@ use shoal_bdev::null::NullBdev;
 use shoal_bdev::uring::UringBdev;
 use shoal_bdev::{Bdev, BdevError, IoType};
 
-use super::vbdev::Stacked;
 use super::{lock, misc};
 use crate::daemon::Daemon;
 use crate::rpc::params::bdev::{
@@ -32,6 +31,7 @@ use crate::rpc::params::bdev::{
     IostatResetMode, refuse_metadata,
 };
 use crate::rpc::{Registry, RpcError, error};
+use crate::stacked::Stacked;
 
 /// Registers the bdev methods.
 pub fn register(r: &mut Registry<Daemon>) {
@@ -401,7 +401,7 @@ fn get_iostat(daemon: &Daemon, p: BdevGetIostat) -> Result<Value, RpcError> {
             .collect::<Result<Vec<_>, _>>()?,
     };
     Ok(json!({
-        "tick_rate": misc::TICK_RATE,
+        "tick_rate": super::TICK_RATE,
         "ticks": misc::ticks(),
         "bdevs": bdevs.iter().map(iostat_of).collect::<Vec<_>>(),
     }))

@@ -150,16 +150,6 @@ fn find_lvol(daemon: &Daemon, name: &str) -> Result<(Arc<Lvs>, Arc<LvolBdev>), R
     Err(RpcError::no_such_device(format!("lvol {name}")))
 }
 
-/// The bdev name (UUID) of the volume whose alias is `lvs_name/lvol_name`, if there is one.
-pub fn alias_to_name(daemon: &Daemon, alias: &str) -> Option<String> {
-    let (lvs, lvol) = alias.split_once('/')?;
-    let pools = lock(&daemon.pools);
-    let pool = pools.iter().find(|p| p.name() == lvs)?;
-    pool.lvol(lvol)
-        .filter(|l| l.lvol_name() == lvol)
-        .map(|l| l.info().name.clone())
-}
-
 fn clear_method(s: Option<&str>, pool: bool) -> Result<ClearMethod, RpcError> {
     Ok(match s {
         None => ClearMethod::Default,

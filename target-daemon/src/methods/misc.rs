@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
-use shoal_nvmf::subsystem::{DISCOVERY_NQN, Subsystem, SubsystemKind};
+use shoal_nvmf::target::subsystem::{DISCOVERY_NQN, Subsystem, SubsystemKind};
 
 use super::lock;
 use super::nvmf::transport_json;
@@ -31,9 +31,6 @@ use crate::rpc::params::HexBytes;
 use crate::rpc::params::NoParams;
 use crate::rpc::params::misc::{FrameworkGetConfig, SpdkKillInstance};
 use crate::rpc::{Registry, RpcError, RpcState, StateMask};
-
-/// Ticks per second of the `ticks` Shoal reports (nanoseconds of a monotonic clock).
-pub const TICK_RATE: u64 = 1_000_000_000;
 
 /// Nanoseconds since the first call in this process (SPDK reports TSC ticks).
 #[must_use]

@@ -46,8 +46,8 @@ pub mod nvmf;
 pub mod nvmf_query;
 pub mod vbdev;
 
+pub use crate::stacked::Stacked;
 pub use io::flush_all;
-pub use vbdev::Stacked;
 
 /// Every method `shoald` serves.
 pub fn registry() -> Registry<Daemon> {
@@ -69,6 +69,10 @@ pub fn registry() -> Registry<Daemon> {
 pub fn finish_init(registry: &Registry<Daemon>) {
     registry.state().set(RpcState::Runtime);
 }
+
+/// Ticks per second of the `ticks` Shoal reports (nanoseconds of a monotonic clock;
+/// [`misc::ticks`]).
+pub const TICK_RATE: u64 = 1_000_000_000;
 
 /// Locks `m`, ignoring poisoning (a panicking RPC handler must not wedge the daemon).
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -250,17 +250,17 @@ impl ChildOpener for Opener<'_> {
                 }
                 Ok(b)
             }
-            ChildUri::Remote { .. } => {
+            ChildUri::Remote(remote) => {
                 let admin = self
                     .daemon
                     .reactors
                     .first()
                     .ok_or(NexusError::ReactorGone)?;
-                let text = uri.to_string();
-                let b = RemoteBdev::connect_uri(admin, &text).map_err(|e| NexusError::Open {
-                    uri: text.clone(),
-                    reason: e.to_string(),
-                })?;
+                let b =
+                    RemoteBdev::connect_parsed(admin, remote).map_err(|e| NexusError::Open {
+                        uri: uri.to_string(),
+                        reason: e.to_string(),
+                    })?;
                 let mut remotes = self
                     .daemon
                     .remotes

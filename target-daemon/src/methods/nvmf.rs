@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use shoal_nvmf::subsystem::{
+use shoal_nvmf::target::subsystem::{
     ConfigError, DISCOVERY_NQN, Subsystem, SubsystemKind, SubsystemOptions, TransportConfig,
 };
 

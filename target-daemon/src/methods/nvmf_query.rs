@@ -30,12 +30,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use shoal_nvmf::subsystem::{ListenAddress, Subsystem, SubsystemKind};
-use shoal_nvmf::tcp;
+use shoal_nvmf::target::subsystem::{ListenAddress, Subsystem, SubsystemKind};
+use shoal_nvmf::target::tcp;
 use uuid::Uuid;
 
+use super::TICK_RATE;
 use super::check_tgt;
-use super::misc::TICK_RATE;
 use super::nvmf::{find_subsystem, is_tcp};
 use crate::daemon::Daemon;
 use crate::rpc::params::HexBytes;
@@ -154,9 +154,9 @@ fn remove_listener(daemon: &Daemon, p: NvmfSubsystemListener) -> Result<Value, R
     let nqn = p.nqn.clone();
     let mut closed = 0;
     for r in &daemon.reactors {
-        let (a, q) = (addr.clone(), nqn.clone());
+        let (a, q, t) = (addr.clone(), nqn.clone(), daemon.tcp.clone());
         closed += r
-            .call(move || tcp::disconnect_listener(&a, Some(&q)))
+            .call(move || t.disconnect_listener(&a, Some(&q)))
             .unwrap_or(0);
     }
     if closed > 0 {
@@ -269,7 +269,8 @@ fn get_qpairs(daemon: &Daemon, p: NvmfSubsystemGetQpairs) -> Result<Value, RpcEr
     let sub = find_subsystem(daemon, &p.nqn)?;
     let mut list = Vec::new();
     for (i, r) in daemon.reactors.iter().enumerate() {
-        for q in r.call(tcp::qpairs).unwrap_or_default() {
+        let t = daemon.tcp.clone();
+        for q in r.call(move || t.qpairs()).unwrap_or_default() {
             if q.subnqn.as_deref() != Some(sub.nqn.as_str()) {
                 continue;
             }
@@ -306,7 +307,8 @@ fn get_stats(daemon: &Daemon, p: NvmfGetStats) -> Result<Value, RpcError> {
     check_tgt(p.tgt_name.as_deref())?;
     let mut groups = Vec::new();
     for (i, r) in daemon.reactors.iter().enumerate() {
-        let Some(qpairs) = r.call(tcp::qpairs) else {
+        let t = daemon.tcp.clone();
+        let Some(qpairs) = r.call(move || t.qpairs()) else {
             continue;
         };
         let admin = qpairs.iter().filter(|q| q.qid == Some(0)).count();

@@ -10,7 +10,6 @@
 //! second; `all` replaces everything). `nomem` and `queue_depth` have no Shoal equivalent and
 //! are refused with `-95`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,57 +27,10 @@ use crate::rpc::params::bdev::{
     BdevPfailCreate, BdevPfailCut, DelayLatencyType, ErrorIoType, ErrorKind, PfailKeep,
 };
 use crate::rpc::{Registry, RpcError};
+use crate::stacked::Stacked;
 
-/// Typed handles to the stacked bdevs, by name. The mutex holding it in [`Daemon`] also
-/// serialises every change to bdevs and claims (creation, deletion, adding a namespace).
-#[derive(Default)]
-pub struct Stacked {
-    errors: BTreeMap<String, Arc<ErrorBdev>>,
-    delays: BTreeMap<String, Arc<DelayBdev>>,
-    pfails: BTreeMap<String, Arc<PfailBdev>>,
-}
-
+/// The SPDK-shaped views of the stacked bdevs, for `bdev_get_bdevs` and `save_config`.
 impl Stacked {
-    /// The stacked bdev built on `base`, if any.
-    #[must_use]
-    pub fn user_of(&self, base: &str) -> Option<String> {
-        self.errors
-            .iter()
-            .find(|(_, e)| e.base().info().name == base)
-            .map(|(n, _)| n.clone())
-            .or_else(|| {
-                self.delays
-                    .iter()
-                    .find(|(_, d)| d.base().info().name == base)
-                    .map(|(n, _)| n.clone())
-            })
-            .or_else(|| {
-                self.pfails
-                    .iter()
-                    .find(|(_, d)| d.base().info().name == base)
-                    .map(|(n, _)| n.clone())
-            })
-    }
-
-    /// The error bdev `name`.
-    #[must_use]
-    pub fn error(&self, name: &str) -> Option<Arc<ErrorBdev>> {
-        self.errors.get(name).cloned()
-    }
-
-    /// The delay bdev `name`.
-    #[must_use]
-    pub fn delay(&self, name: &str) -> Option<Arc<DelayBdev>> {
-        self.delays.get(name).cloned()
-    }
-
-    /// Forgets `name` (it was deleted).
-    pub fn forget(&mut self, name: &str) {
-        self.errors.remove(name);
-        self.delays.remove(name);
-        self.pfails.remove(name);
-    }
-
     /// `driver_specific` of `bdev_get_bdevs` for a stacked bdev (SPDK's shapes).
     #[must_use]
     pub fn driver_specific(&self, name: &str) -> Option<Value> {

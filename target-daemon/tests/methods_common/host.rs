@@ -5,10 +5,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use shoal_nvmf::pdu::{
+use shoal_nvmf::wire::pdu::{
     CapsuleCmd, ConnectionParams, Deframed, Deframer, Digests, FrameOptions, IcReq, PduHeader, Role,
 };
-use shoal_nvmf::spec::{Cqe, FabricsType, SglDescriptor, Sqe};
+use shoal_nvmf::wire::spec::{Cqe, FabricsType, SglDescriptor, Sqe};
 
 /// A host queue pair (one TCP connection).
 pub struct Host {

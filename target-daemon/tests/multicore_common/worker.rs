@@ -19,7 +19,7 @@ use std::time::Duration;
 use shoal_bdev::reactor::{Reactor, ReactorConfig};
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink, SgList};
 use shoal_nvmf::host::{Controller, HostError, IoQueuePair, NamespaceInfo, QueueState, host_error};
-use shoal_nvmf::spec::Status;
+use shoal_nvmf::wire::spec::Status;
 
 /// Requests in flight per lane.
 pub const DEPTH: u64 = 16;

@@ -29,7 +29,7 @@ use super::cmd::Dir;
 use super::controller::CtrlShared;
 use super::error::{HostError, ProtocolError};
 use super::queue::{Finished, Gate, Limits, Outcome, QueueCore, RawCompletion, Waiter, Work};
-use crate::pdu::Role;
+use crate::wire::pdu::Role;
 
 /// Where a queue pair is in its life.
 #[derive(Debug, Clone)]
@@ -292,7 +292,7 @@ impl Conn {
     /// Submits one raw command with a callback (control path).
     pub(crate) fn raw(
         &self,
-        sqe: crate::spec::Sqe,
+        sqe: crate::wire::spec::Sqe,
         dir: Dir,
         bufs: SgList,
         cb: impl FnOnce(Result<RawCompletion, HostError>) + 'static,

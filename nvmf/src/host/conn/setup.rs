@@ -10,8 +10,8 @@ use super::{Conn, ConnectDone, Phase, Sock, with_conn};
 use crate::host::cmd::{self, Dir};
 use crate::host::error::HostError;
 use crate::host::queue::{Gate, RawCompletion, Waiter, Work};
-use crate::pdu::Digests;
-use crate::spec::fabrics::CATTR_DISABLE_SQ_FLOW_CONTROL;
+use crate::wire::pdu::Digests;
+use crate::wire::spec::fabrics::CATTR_DISABLE_SQ_FLOW_CONTROL;
 
 fn connect_tcp(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "address did not resolve");
