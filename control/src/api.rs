@@ -16,7 +16,8 @@
 //! | GET, POST | `/v1/volumes` | `{"volumes", "next"}` (`?limit=&start=`); create (201, 200 same, 409) |
 //! | GET, DELETE | `/v1/volumes/{id}` | `Volume`; 204 |
 //! | POST | `/v1/volumes/{id}/publish`, `/unpublish`, `/resize` | `Target`; 204; `Volume` |
-//! | GET, POST | `/v1/snapshots`, GET/DELETE `/v1/snapshots/{id}` | snapshots (412 to create: not implemented by `shoald` yet) |
+//! | GET, POST | `/v1/snapshots` | `{"snapshots", "next"}` (`?volume_id=&limit=&start=`); take `{name, volume_id}` (201, 200 same, 409 other volume) |
+//! | GET, DELETE | `/v1/snapshots/{id}` | `Snapshot`; 204 (412 while several volumes on a node use it) |
 //! | GET | `/v1/capacity?zone=` | `{"available_bytes"}` |
 //! | GET | `/v1/events?volume=&node=&kind=&limit=` | `{"events": [Event]}`, the newest `limit` (100; at most 1000), oldest first |
 //!
@@ -35,6 +36,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::Error;
+use crate::api_snapshots as snap;
 use crate::api_volumes as v;
 use crate::ctx::Ctx;
 use crate::leader;
@@ -114,11 +116,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/volumes/{id}/resize", post(v::resize))
         .route(
             "/v1/snapshots",
-            get(v::list_snapshots).post(v::create_snapshot),
+            get(snap::list_snapshots).post(snap::create_snapshot),
         )
         .route(
             "/v1/snapshots/{id}",
-            get(v::get_snapshot).delete(v::delete_snapshot),
+            get(snap::get_snapshot).delete(snap::delete_snapshot),
         )
         .route("/v1/capacity", get(v::capacity))
         .route("/v1/events", get(v::list_events))

@@ -1,4 +1,4 @@
-//! The API's handlers for pools, volumes, snapshots and capacity (see [`crate::api`]).
+//! The API's handlers for pools, volumes and capacity (see [`crate::api`]).
 
 use std::collections::HashMap;
 
@@ -204,45 +204,6 @@ pub async fn resize(
     let req: ResizeReq = parse_body(&body)?;
     let v = volume_ops::resize(&s, &id, req.size_bytes).await?;
     Ok(answer(StatusCode::OK, view(&s, &v).await?))
-}
-
-pub async fn list_snapshots(
-    State(_s): State<ApiState>,
-    Query(_q): Query<HashMap<String, String>>,
-) -> Response {
-    answer(StatusCode::OK, json!({ "snapshots": [], "next": null }))
-}
-
-pub async fn create_snapshot(
-    State(s): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    leader_only!(s, method, uri, Some(&body));
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Req {
-        name: String,
-        volume_id: String,
-    }
-    let req: Req = parse_body(&body)?;
-    volume_ops::get(&s, &req.volume_id).await?;
-    Err(ApiError(
-        StatusCode::PRECONDITION_FAILED,
-        "failed_precondition",
-        "snapshots need bdev_lvol_snapshot, which shoald does not implement yet (it answers -95)"
-            .into(),
-    ))
-}
-
-pub async fn get_snapshot(Path(id): Path<String>) -> ApiError {
-    ApiError::not_found(format!("no snapshot {id}"))
-}
-
-pub async fn delete_snapshot(Path(id): Path<String>) -> ApiError {
-    ApiError::not_found(format!("no snapshot {id}"))
 }
 
 pub async fn capacity(

@@ -62,6 +62,51 @@ pub async fn get(base: &str, path: &str) -> Result<Value, CliError> {
     Ok(body)
 }
 
+/// Sends `method` to `path` of the API at `base` with an optional JSON body; the answer's
+/// body (`null` for 204).
+///
+/// # Errors
+/// [`CliError`].
+pub async fn send(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, CliError> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let http = |source| CliError::Http {
+        url: url.clone(),
+        source,
+    };
+    // A snapshot pauses a volume's writes for at most 10 s; a create waits for its nodes.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(http)?;
+    let mut req = client.request(method, &url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.map_err(http)?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(http)?;
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| CliError::Decode(e.to_string()))?
+    };
+    if !status.is_success() {
+        return Err(CliError::Api {
+            status: status.as_u16(),
+            message: body["error"]["message"]
+                .as_str()
+                .unwrap_or("(no message)")
+                .to_owned(),
+        });
+    }
+    Ok(body)
+}
+
 /// The node table `shoal-control node list` prints.
 ///
 /// # Errors
@@ -184,6 +229,47 @@ pub fn volume_table(volumes: &[Value]) -> String {
     out
 }
 
+/// The table `shoal-control snapshot list` / `snapshot get` prints: a line per snapshot,
+/// then one per replica's snapshot.
+#[must_use]
+pub fn snapshot_table(snapshots: &[Value]) -> String {
+    let mut out = format!(
+        "{:<36} {:<20} {:<36} {:>10} {:<9} {}\n",
+        "SNAPSHOT", "NAME", "VOLUME", "SIZE", "STATE", "TAKEN (UTC)"
+    );
+    for v in snapshots {
+        let _ = writeln!(
+            out,
+            "{:<36} {:<20} {:<36} {:>10} {:<9} {}",
+            s(v, "id"),
+            s(v, "name"),
+            s(v, "volume_id"),
+            size(v.get("size_bytes").and_then(Value::as_u64).unwrap_or(0)),
+            s(v, "state"),
+            utc(v
+                .get("created_unix")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                .saturating_mul(1000))
+        );
+        for r in v
+            .get("replica_list")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:<12} {}",
+                s(r, "node"),
+                s(r, "pool"),
+                s(r, "lvol_uuid")
+            );
+        }
+    }
+    out
+}
+
 /// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
 #[must_use]
 pub fn utc(ms: u64) -> String {
@@ -254,6 +340,15 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("faulted     (io_error)"), "{t}");
+        let snap = json!({"id": "s1", "name": "daily", "volume_id": "v1", "size_bytes": 16 << 20,
+            "created_unix": 1_700_000_000, "ready": true, "state": "ready",
+            "replica_list": [{"node": "n1", "pool": "pool", "lvol_uuid": "u1"}]});
+        let t = snapshot_table(&[snap]);
+        assert!(
+            t.contains("16 MiB ready     2023-11-14 22:13:20.000"),
+            "{t}"
+        );
+        assert!(t.contains("  n1                   pool         u1"), "{t}");
         let e = json!({"id": "x", "time_ms": 0, "kind": "node_offline", "node": "n2", "message": "node n2 is offline"});
         assert!(event_table(&[e]).contains("node_offline     n2         node n2 is offline"));
     }

@@ -40,6 +40,10 @@ pub enum EventKind {
     RebuildFinished,
     /// A faulted replica cannot be replaced (no node with room within the topology).
     HealBlocked,
+    /// A snapshot of a volume was taken (every in-sync replica, at one point of its writes).
+    SnapshotCreated,
+    /// A snapshot was deleted from every node.
+    SnapshotDeleted,
 }
 
 impl EventKind {
@@ -55,6 +59,8 @@ impl EventKind {
             Self::RebuildStarted => "rebuild_started",
             Self::RebuildFinished => "rebuild_finished",
             Self::HealBlocked => "heal_blocked",
+            Self::SnapshotCreated => "snapshot_created",
+            Self::SnapshotDeleted => "snapshot_deleted",
         }
     }
 

@@ -10,6 +10,8 @@
 //! | `pools/<node>/<name>` | [`crate::pool::PoolRecord`] | the leader (fenced) | until the pool is removed |
 //! | `volumes/<uuid>` | [`crate::volume::VolumeRecord`] | the leader (fenced) | until the volume is deleted |
 //! | `volume-names/<name>` | the volume's UUID (JSON string) | the leader (fenced) | as its volume |
+//! | `snapshots/<uuid>` | [`crate::snapshot::SnapshotRecord`] | the leader (fenced) | until the snapshot is deleted |
+//! | `snapshot-names/<name>` | the snapshot's UUID (JSON string) | the leader (fenced) | as its snapshot |
 //! | `events/<ms>-<hex>` | [`crate::events::Event`] | the leader (fenced, with the change it reports) | the last [`crate::events::MAX_EVENTS`] |
 //!
 //! Per node that means one write at registration, one lease keep-alive every TTL/3 (no
@@ -103,4 +105,22 @@ pub fn events() -> String {
 #[must_use]
 pub fn event(id: &str) -> String {
     format!("{PREFIX}events/{id}")
+}
+
+/// Prefix of the snapshots.
+#[must_use]
+pub fn snapshots() -> String {
+    format!("{PREFIX}snapshots/")
+}
+
+/// A snapshot's record.
+#[must_use]
+pub fn snapshot(id: &str) -> String {
+    format!("{PREFIX}snapshots/{id}")
+}
+
+/// A snapshot's name index.
+#[must_use]
+pub fn snapshot_name(name: &str) -> String {
+    format!("{PREFIX}snapshot-names/{name}")
 }

@@ -197,6 +197,7 @@ pub async fn lead(ctx: &Ctx, leader_key: &[u8]) -> Result<()> {
             crate::pool::reconcile(ctx, &nodes).await?;
         }
         crate::volume_ops::reconcile(ctx, &nodes).await?;
+        crate::snapshot::reconcile(ctx, &nodes).await?;
         crate::heal::pass(ctx, &mut healer, &nodes).await?;
         if pass.is_multiple_of(10) {
             crate::events::trim(store, leader_key, crate::events::MAX_EVENTS).await?;

@@ -22,6 +22,7 @@
 
 pub mod agent;
 pub mod api;
+mod api_snapshots;
 mod api_volumes;
 pub mod binary;
 pub mod cli;
@@ -34,6 +35,7 @@ pub mod model;
 pub mod node_ops;
 pub mod node_rpc;
 pub mod pool;
+pub mod snapshot;
 pub mod store;
 pub mod volume;
 pub mod volume_ops;

@@ -344,7 +344,8 @@ pub async fn nexus(c: &mut NodeClient, name: &str) -> Result<Option<Value>> {
     }
 }
 
-/// Creates the nexus unless it exists.
+/// Creates the nexus unless it exists (`adopt`: children labelled for that volume are
+/// taken as this one's, see [`crate::snapshot`]).
 ///
 /// # Errors
 /// Node errors.
@@ -354,15 +355,16 @@ pub async fn ensure_nexus(
     uuid: &str,
     size: u64,
     children: &[String],
+    adopt: Option<&str>,
 ) -> Result<()> {
     if nexus(c, name).await?.is_some() {
         return Ok(());
     }
-    c.call(
-        "nexus_create",
-        json!({ "name": name, "uuid": uuid, "size": size, "children": children }),
-    )
-    .await?;
+    let mut p = json!({ "name": name, "uuid": uuid, "size": size, "children": children });
+    if let (Some(a), Some(m)) = (adopt, p.as_object_mut()) {
+        m.insert("adopt_uuid".into(), json!(a));
+    }
+    c.call("nexus_create", p).await?;
     Ok(())
 }
 

@@ -49,7 +49,7 @@ pub struct VolumeSpec {
     /// Placement constraints.
     #[serde(default)]
     pub topology: Option<Topology>,
-    /// A snapshot or volume to copy (not supported yet).
+    /// What the volume is made from: `{"snapshot_id": UUID}` (see [`crate::snapshot`]).
     #[serde(default)]
     pub source: Option<Value>,
 }
@@ -229,6 +229,10 @@ pub struct VolumeRecord {
     /// Replicas given up (replaced), to delete from their nodes when they are reachable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<ReplicaRecord>,
+    /// For a volume made from a snapshot: the snapshotted volume, whose labels its replicas
+    /// (clones) carry until its nexus relabels them (`nexus_create`'s `adopt_uuid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<String>,
 }
 
 impl VolumeRecord {

@@ -6,6 +6,7 @@
 //! | operation | etcd writes (each fenced on the leader's key) | node calls |
 //! |---|---|---|
 //! | create | 1 txn: `volumes/<id>` (state `creating`, the placement) + `volume-names/<name>` (only if absent); 1 put: state `online` with the lvol UUIDs; 1 put per pool whose free space changed | per replica: `bdev_lvol_get_lvols`, `bdev_lvol_create`; `bdev_lvol_get_lvstores` |
+//! | create from a snapshot | as create | per replica: `bdev_lvol_get_lvols`, `bdev_lvol_clone` of the snapshot's replica on that node (see [`crate::snapshot`]) |
 //! | create that fails | the above, then 1 txn deleting both keys (or `deleting` when a node could not be cleaned) | `bdev_lvol_delete` of what was made |
 //! | publish | 1 put: `target` (`publishing`); 1 put: `published` | per remote replica: its subsystem (get, create, add_ns, add_host, add_listener); on the target: `nexus_get`, `nexus_create`, the volume's subsystem |
 //! | unpublish | 1 put: `unpublishing`; 1 put: no target | `nvmf_delete_subsystem`, `nexus_destroy`, the replicas' subsystems |
@@ -112,6 +113,7 @@ pub fn place(
         target: None,
         created_ms: 0,
         retired: vec![],
+        adopt: None,
     };
     // The best pool of each eligible node: (node, zone, pool, free).
     let mut cands: Vec<(&NodeView, Option<&str>, &PoolRecord)> = Vec::new();
@@ -229,15 +231,14 @@ pub async fn create(ctx: &Ctx, spec: VolumeSpec) -> Result<(VolumeRecord, bool)>
             _ => Ok((v, false)),
         };
     }
-    if spec.source.as_ref().is_some_and(|s| !s.is_null()) {
-        return Err(Error::FailedPrecondition(
-            "volumes from a snapshot or another volume need lvol snapshots and clones, which shoald does not implement yet".into(),
-        ));
-    }
+    let from = crate::snapshot::source_of(ctx, spec.source.as_ref()).await?;
     let nodes = ctx.store.list_nodes().await?;
     let pools: Vec<PoolRecord> = ctx.store.list(&keys::pools()).await?;
     let volumes: Vec<VolumeRecord> = ctx.store.list(&keys::volumes()).await?;
-    let replica_list = place(&spec, &nodes, &pools, &volumes, &BTreeSet::new())?;
+    let replica_list = match &from {
+        Some(s) => crate::snapshot::place_from(s, &spec, &nodes, &pools, &volumes)?,
+        None => place(&spec, &nodes, &pools, &volumes, &BTreeSet::new())?,
+    };
     let v = VolumeRecord {
         id: uuid::Uuid::new_v4().to_string(),
         spec,
@@ -246,6 +247,7 @@ pub async fn create(ctx: &Ctx, spec: VolumeSpec) -> Result<(VolumeRecord, bool)>
         target: None,
         created_ms: now_ms(),
         retired: vec![],
+        adopt: from.map(|s| s.volume_id),
     };
     // The intent, and the name taken only if nobody took it meanwhile.
     ctx.store
@@ -269,11 +271,19 @@ async fn finish_create(
     nodes: &[NodeView],
 ) -> Result<VolumeRecord> {
     let pools: Vec<PoolRecord> = ctx.store.list(&keys::pools()).await?;
+    let from = crate::snapshot::source_of(ctx, v.spec.source.as_ref()).await?;
     let mut failure = None;
     for i in 0..v.replica_list.len() {
         let Some(r) = v.replica_list.get(i).cloned() else {
             break;
         };
+        // From a snapshot: a replica beyond the snapshot's is rebuilt once published.
+        let snap = from
+            .as_ref()
+            .map(|s| crate::snapshot::replica_on(s, &r.node));
+        if snap == Some(None) {
+            continue;
+        }
         let cluster = pools
             .iter()
             .find(|p| p.spec.node == r.node && p.spec.name == r.pool)
@@ -282,8 +292,12 @@ async fn finish_create(
         let made = async {
             let node = Ctx::node(nodes, &r.node)?;
             let mut c = ctx.connect(node).await?;
-            let uuid =
-                node_ops::ensure_lvol(&mut c, &r.pool, v.lvol_name(), size, v.spec.thin).await?;
+            let uuid = match snap.flatten() {
+                Some(s) => crate::snapshot::ensure_clone(&mut c, &r.pool, s, v.lvol_name()).await?,
+                None => {
+                    node_ops::ensure_lvol(&mut c, &r.pool, v.lvol_name(), size, v.spec.thin).await?
+                }
+            };
             Ok::<_, Error>(uuid)
         }
         .await;
@@ -549,7 +563,8 @@ async fn finish_publish(
     }
     let node = Ctx::node(nodes, &t.node)?;
     let mut c = ctx.connect(node).await?;
-    node_ops::ensure_nexus(&mut c, v.lvol_name(), &v.id, v.spec.size_bytes, &children).await?;
+    let (name, size, adopt) = (v.lvol_name(), v.spec.size_bytes, v.adopt.as_deref());
+    node_ops::ensure_nexus(&mut c, name, &v.id, size, &children, adopt).await?;
     node_ops::ensure_export(
         &mut c,
         &Export {

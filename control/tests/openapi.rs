@@ -321,20 +321,61 @@ fn the_server_answers_as_the_document_says() {
             None,
             412,
         ),
-        ("/v1/snapshots", "get", "/v1/snapshots".into(), None, 200),
         (
             "/v1/snapshots",
             "post",
             "/v1/snapshots".into(),
             Some(json!({"name": "s", "volume_id": "ID"})),
-            412,
+            201,
+        ),
+        (
+            "/v1/snapshots",
+            "post",
+            "/v1/snapshots".into(),
+            Some(json!({"name": "s", "volume_id": "ID"})),
+            200,
         ),
         (
             "/v1/snapshots",
             "post",
             "/v1/snapshots".into(),
             Some(json!({"name": "s", "volume_id": unknown})),
+            409,
+        ),
+        (
+            "/v1/snapshots",
+            "post",
+            "/v1/snapshots".into(),
+            Some(json!({"name": "t", "volume_id": unknown})),
             404,
+        ),
+        (
+            "/v1/snapshots",
+            "post",
+            "/v1/snapshots".into(),
+            Some(json!({"name": "", "volume_id": "ID"})),
+            400,
+        ),
+        (
+            "/v1/snapshots",
+            "get",
+            "/v1/snapshots?volume_id=ID&limit=1".into(),
+            None,
+            200,
+        ),
+        (
+            "/v1/snapshots",
+            "get",
+            "/v1/snapshots?limit=0".into(),
+            None,
+            400,
+        ),
+        (
+            "/v1/snapshots/{id}",
+            "get",
+            "/v1/snapshots/SID".into(),
+            None,
+            200,
         ),
         (
             "/v1/snapshots/{id}",
@@ -342,6 +383,13 @@ fn the_server_answers_as_the_document_says() {
             format!("/v1/snapshots/{unknown}"),
             None,
             404,
+        ),
+        (
+            "/v1/snapshots/{id}",
+            "delete",
+            "/v1/snapshots/SID".into(),
+            None,
+            204,
         ),
         (
             "/v1/snapshots/{id}",
@@ -402,17 +450,21 @@ fn the_server_answers_as_the_document_says() {
             204,
         ),
     ];
-    let mut id = String::new();
+    let (mut id, mut sid) = (String::new(), String::new());
     for (path, method, url, body, want) in &cases {
-        let url = url.replace("ID", &id);
+        let fill = |t: &str| t.replace("SID", &sid).replace("ID", &id);
+        let url = fill(url);
         let body = body
             .as_ref()
-            .map(|b| serde_json::from_str::<Value>(&b.to_string().replace("ID", &id)).unwrap());
+            .map(|b| serde_json::from_str::<Value>(&fill(&b.to_string())).unwrap());
         let (status, answer) = http(&method.to_uppercase(), &format!("{api}{url}"), body);
         assert_eq!(status, *want, "{method} {url}: {answer}");
         check_answer(&doc, path, method, status, &answer);
         if *path == "/v1/volumes" && status == 201 {
             id = answer["id"].as_str().unwrap().to_owned();
+        }
+        if *path == "/v1/snapshots" && status == 201 {
+            sid = answer["id"].as_str().unwrap().to_owned();
         }
         if *path == "/v1/events" && status == 200 && !url.contains("volume=") {
             // The node came online under this leader: at least that event, so the Event

@@ -261,6 +261,17 @@ fn volumes_are_placed_published_and_deleted_without_leftovers() {
         ),
         (
             json!({"name": "src", "size_bytes": 4096, "source": {"snapshot_id": "x"}}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "src", "size_bytes": 4096,
+                "source": {"snapshot_id": "6a1f3e56-0000-4000-8000-000000000000"}}),
+            404,
+            "not_found",
+        ),
+        (
+            json!({"name": "src", "size_bytes": 4096, "source": {"volume_id": "x"}}),
             412,
             "failed_precondition",
         ),

@@ -2,9 +2,6 @@
 //! agents, `shoal-control`, and `shoal-csi --mode controller` on a Unix socket, driven over
 //! gRPC with the CSI client of the same bindings. Every call is made twice (idempotency), and
 //! each bad call must get the code the CSI spec names.
-//!
-//! Ignored until `shoal-control` serves the volume API (issue 16: volumes, pools, publish,
-//! snapshots): run it with `cargo test -p shoal-csi --test controller -- --ignored`.
 #![allow(missing_docs)]
 
 use std::collections::HashMap;
@@ -319,9 +316,14 @@ async fn controller_lifecycle_against_shoal_control() {
     );
 
     // Paging over three volumes, two at a time.
-    c.create_volume(create_req("pvc-b", 16 * mib, &[("replicas", "1")]))
+    let vid_b = c
+        .create_volume(create_req("pvc-b", 16 * mib, &[("replicas", "1")]))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
     c.create_volume(create_req("pvc-c", 16 * mib, &[("replicas", "2")]))
         .await
         .unwrap();
@@ -435,11 +437,7 @@ async fn controller_lifecycle_against_shoal_control() {
         vec!["node-2".to_string()]
     );
 
-    // Expand twice; the second is a no-op.
-    // Expansion and snapshots wait for bdev_lvol_resize and the control plane's snapshot
-    // support (issues 15 and 16): until then they are refused, with nothing changed. When they
-    // arrive these assertions fail, and the lifecycle below them is to be written (expand twice,
-    // snapshot twice, a volume from the snapshot, delete twice).
+    // Expansion waits for the control plane's resize (issue 16): refused, nothing changed.
     let e = code(
         c.controller_expand_volume(csi::ControllerExpandVolumeRequest {
             volume_id: vid.clone(),
@@ -453,16 +451,106 @@ async fn controller_lifecycle_against_shoal_control() {
     )
     .await;
     assert_eq!(e, Code::FailedPrecondition);
-    let e = code(
-        c.create_snapshot(csi::CreateSnapshotRequest {
+
+    // Snapshots of the published volume: twice, the same; the name on another volume:
+    // ALREADY_EXISTS; listed by source volume and by id.
+    let sreq = |name: &str, vol: &str| csi::CreateSnapshotRequest {
+        source_volume_id: vol.into(),
+        name: name.into(),
+        ..Default::default()
+    };
+    let s1 = c
+        .create_snapshot(sreq("snap-a", &vid))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let s2 = c
+        .create_snapshot(sreq("snap-a", &vid))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(s1.snapshot_id, s2.snapshot_id);
+    assert!(s1.ready_to_use);
+    assert_eq!(s1.size_bytes, 64 * mib);
+    assert_eq!(s1.source_volume_id, vid);
+    assert_eq!(
+        code(c.create_snapshot(sreq("snap-a", &vid_b)).await).await,
+        Code::AlreadyExists
+    );
+    let listed = c
+        .list_snapshots(csi::ListSnapshotsRequest {
             source_volume_id: vid.clone(),
-            name: "snap-a".into(),
             ..Default::default()
         })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.entries.len(), 1);
+    let by_id = c
+        .list_snapshots(csi::ListSnapshotsRequest {
+            snapshot_id: s1.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_id.entries.len(), 1);
+
+    // A volume from the snapshot (twice: the same), its content source shown.
+    let mut from = create_req("pvc-from", 64 * mib, &[("replicas", "3")]);
+    from.volume_content_source = Some(csi::VolumeContentSource {
+        r#type: Some(csi::volume_content_source::Type::Snapshot(
+            csi::volume_content_source::SnapshotSource {
+                snapshot_id: s1.snapshot_id.clone(),
+            },
+        )),
+    });
+    let f1 = c
+        .create_volume(from.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let f2 = c
+        .create_volume(from)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(f1.volume_id, f2.volume_id);
+    assert!(f1.content_source.is_some());
+    // The snapshot is used by two volumes on each node: not deletable yet.
+    assert_eq!(
+        code(
+            c.delete_snapshot(csi::DeleteSnapshotRequest {
+                snapshot_id: s1.snapshot_id.clone(),
+                secrets: HashMap::new(),
+            })
+            .await
+        )
         .await,
-    )
-    .await;
-    assert_eq!(e, Code::FailedPrecondition);
+        Code::FailedPrecondition
+    );
+    c.delete_volume(csi::DeleteVolumeRequest {
+        volume_id: f1.volume_id.clone(),
+        secrets: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        c.delete_snapshot(csi::DeleteSnapshotRequest {
+            snapshot_id: s1.snapshot_id.clone(),
+            secrets: HashMap::new(),
+        })
+        .await
+        .unwrap();
+    }
 
     // Unpublish twice, delete twice, then it is gone.
     for _ in 0..2 {

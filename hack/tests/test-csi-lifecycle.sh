@@ -39,8 +39,9 @@ HEAL_AFTER=${HEAL_AFTER:-25}
 # kill_node, vol_nodes, has_event (the last on $VOL)
 # shellcheck source=hack/tests/control-phases.sh
 . "$here/control-phases.sh"
+# Expansion waits for the control plane's resize (POST /v1/volumes/{id}/resize answers 412).
 WITH_EXPAND=${WITH_EXPAND:-0}
-WITH_SNAPSHOT=${WITH_SNAPSHOT:-0}
+WITH_SNAPSHOT=${WITH_SNAPSHOT:-1}
 MIB=1048576
 VOL_BYTES=$((64 * MIB))
 NEW_BYTES=$((128 * MIB))

@@ -149,6 +149,9 @@ struct Plan {
     resync: Vec<usize>,
     /// The generation of the current children's labels (0 for blank children).
     current_generation: u64,
+    /// The volume UUID each current child's label carries (the adopted volume's for a
+    /// clone of its replica: its write-intent bitmap is stamped with it).
+    label_volume: Uuid,
 }
 
 fn describe(spec: &ChildSpec, read: &LabelRead) -> String {
@@ -192,7 +195,10 @@ fn plan(
     let volumes: BTreeSet<Uuid> = labels.iter().map(|(_, l)| l.volume_uuid).collect();
     let volume = match opts.uuid {
         Some(u) => {
-            if let Some((i, l)) = labels.iter().find(|(_, l)| l.volume_uuid != u) {
+            // A clone of another volume's replica (`adopt`) is taken as this volume's; its
+            // label is rewritten below with this volume's UUID.
+            let ours = |l: &Label| l.volume_uuid == u || opts.adopt == Some(l.volume_uuid);
+            if let Some((i, l)) = labels.iter().find(|(_, l)| !ours(l)) {
                 return Err(NexusError::ForeignChild {
                     uri: uri(*i),
                     found: l.volume_uuid,
@@ -245,6 +251,7 @@ fn plan(
             replicas,
             resync: Vec::new(),
             current_generation: 0,
+            label_volume: volume,
         });
     }
     let Some(gmax) = labels
@@ -273,6 +280,10 @@ fn plan(
         }
     }
     let cur: Vec<usize> = (0..children.len()).filter(|&i| current[i]).collect();
+    let label_volume = labels
+        .iter()
+        .find(|(i, _)| current.get(*i) == Some(&true))
+        .map_or(volume, |(_, l)| l.volume_uuid);
     let mut resync = Vec::new();
     let unclean = cur.len() >= 2
         && labels
@@ -320,6 +331,7 @@ fn plan(
         replicas,
         resync,
         current_generation: gmax,
+        label_volume,
     })
 }
 
@@ -381,7 +393,7 @@ pub(crate) async fn create(
             let read = match shoal_bdev::open_channel(&c.bdev) {
                 Ok(chan) => {
                     let stamp = intent::Stamp {
-                        volume: plan.volume,
+                        volume: plan.label_volume,
                         generation: plan.current_generation,
                     };
                     let data_bytes = geo.data_blocks.saturating_mul(u64::from(geo.block_size));

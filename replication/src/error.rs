@@ -72,6 +72,10 @@ pub enum NexusError {
         /// Why.
         reason: String,
     },
+    /// A pause of the host writes conflicts: one is in force already, or the one named is
+    /// over (it lapsed at its deadline).
+    #[error("{0}")]
+    Pause(String),
     /// The child has no rebuild running.
     #[error("child {0} has no rebuild running")]
     NoRebuild(String),
@@ -134,6 +138,7 @@ impl NexusError {
             | NexusError::LastHealthyChild(_)
             | NexusError::InvalidTransition { .. }
             | NexusError::Busy { .. }
+            | NexusError::Pause(_)
             | NexusError::Faulted
             | NexusError::Destroyed => NexusErrorKind::State,
             NexusError::Open { .. } | NexusError::MetadataIo { .. } => NexusErrorKind::Io,

@@ -56,6 +56,8 @@ pub(crate) struct Gate {
     busy: AtomicBool,
     locks: [AtomicU64; MAX_LOCKS],
     held: AtomicU32,
+    /// Every host write held (a pause for a snapshot, module `pause`); counted in `held` too.
+    paused: AtomicBool,
 }
 
 impl Default for Gate {
@@ -66,6 +68,7 @@ impl Default for Gate {
             busy: AtomicBool::new(false),
             locks: [const { AtomicU64::new(0) }; MAX_LOCKS],
             held: AtomicU32::new(0),
+            paused: AtomicBool::new(false),
         }
     }
 }
@@ -152,6 +155,9 @@ impl Gate {
         if self.held.load(Ordering::Acquire) == 0 {
             return false;
         }
+        if self.paused.load(Ordering::Acquire) {
+            return true;
+        }
         self.locks.iter().any(|l| {
             decode(l.load(Ordering::Acquire))
                 .is_some_and(|(f, n)| f <= last && first < f.saturating_add(n))
@@ -176,6 +182,21 @@ impl Gate {
         self.held.fetch_add(1, Ordering::SeqCst);
         self.barrier().await;
         slot
+    }
+
+    /// Holds every host write from now on (as a lock of the whole volume); the caller then
+    /// passes a [`Gate::barrier`] to wait for the writes already running. `false` releases
+    /// them. Answers whether it changed anything.
+    pub(crate) fn set_paused(&self, on: bool) -> bool {
+        if self.paused.swap(on, Ordering::SeqCst) == on {
+            return false;
+        }
+        if on {
+            self.held.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        true
     }
 
     /// Releases a lock; waiting writes go on.

@@ -24,6 +24,9 @@
 //!   has are recorded on every child before such a write goes out, so that after a crash of
 //!   the nexus only those regions are resynchronised.
 //!
+//! * **Pause** (module `pause`): host writes held at one point of the stream, with a
+//!   deadline, while the control plane snapshots every in-sync replica.
+//!
 //! The control path runs as `async` tasks on the nexus's *home reactor* (module `exec`); its
 //! operations answer through a [`Ticket`]. The I/O path takes no lock and allocates nothing
 //! per I/O; it learns about control-path changes through an epoch and a gate (module `gate`).
@@ -41,6 +44,7 @@ mod io;
 pub mod label;
 mod nexus;
 mod order;
+mod pause;
 mod persist;
 pub mod rebuild;
 mod routing;
@@ -54,6 +58,7 @@ pub use nexus::{
     ChildSpec, ChildStatus, DEFAULT_IO_TIMEOUT, DEFAULT_SEGMENT_BYTES, IntentStatus, Nexus,
     NexusOptions, NexusStatus, PRODUCT_NAME,
 };
+pub use pause::{MAX_PAUSE, PauseInfo, PauseStatus};
 pub use rebuild::{RebuildOutcome, RebuildRate, RebuildStatus, RebuildSummary};
 pub use routing::MAX_CHILDREN;
 pub use state::{ChildState, FaultReason, NexusState};

@@ -51,6 +51,9 @@ pub struct NexusOptions {
     pub write_intent: bool,
     /// How long a region of the bitmap must go unwritten before its bit is cleared.
     pub intent_clean: Duration,
+    /// Children labelled for this volume UUID are taken as this volume's (relabelled at
+    /// creation): clones of another volume's replicas, e.g. made from its snapshot.
+    pub adopt: Option<Uuid>,
 }
 
 impl NexusOptions {
@@ -64,6 +67,7 @@ impl NexusOptions {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             write_intent: true,
             intent_clean: crate::intent::DEFAULT_CLEAN_PERIOD,
+            adopt: None,
         }
     }
 }
@@ -215,6 +219,8 @@ pub struct Nexus {
     pub(crate) limiter: Limiter,
     /// The write-intent bitmap.
     pub(crate) intent: IntentMap,
+    /// A pause of the host writes (module `pause`).
+    pub(crate) pause: crate::pause::Pause,
     next_child_id: AtomicU64,
 }
 
@@ -262,6 +268,7 @@ impl Nexus {
             wake: Signal::default(),
             limiter: Limiter::default(),
             intent,
+            pause: crate::pause::Pause::default(),
             next_child_id: AtomicU64::new(1),
         }
     }

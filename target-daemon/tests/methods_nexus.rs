@@ -473,3 +473,56 @@ fn a_remote_replica_over_nvme_tcp() {
     assert_eq!(run_io(&n, &nx, read_at, 2000), fill(2000));
     n.ok("nexus_destroy", json!({"name": "vol"}));
 }
+
+#[test]
+fn pause_and_resume_io_with_a_deadline() {
+    let t = TestDaemon::start();
+    for n in ["P0", "P1"] {
+        malloc(&t, n);
+    }
+    let size = BLOCKS * 512;
+    t.ok(
+        "nexus_create",
+        json!({"name": "pv", "size": size, "children": ["bdev:///P0", "bdev:///P1"]}),
+    );
+    // Bad requests: nothing paused.
+    t.err(
+        "nexus_pause_io",
+        json!({"name": "pv", "timeout_ms": 0}),
+        neg(EINVAL),
+    );
+    t.err(
+        "nexus_pause_io",
+        json!({"name": "pv", "timeout_ms": u64::MAX}),
+        neg(EINVAL),
+    );
+    t.err(
+        "nexus_pause_io",
+        json!({"name": "nobody", "timeout_ms": 100}),
+        neg(ENODEV),
+    );
+    t.err("nexus_pause_io", json!({"name": "pv"}), -32602);
+    let p = t.ok("nexus_pause_io", json!({"name": "pv", "timeout_ms": 30000}));
+    let g = p["generation"].as_u64().unwrap();
+    assert_eq!(p["in_sync"], json!(["bdev:///P0", "bdev:///P1"]));
+    t.err(
+        "nexus_pause_io",
+        json!({"name": "pv", "timeout_ms": 100}),
+        neg(EBUSY),
+    );
+    t.err(
+        "nexus_resume_io",
+        json!({"name": "pv", "generation": g + 1}),
+        neg(EBUSY),
+    );
+    t.ok("nexus_resume_io", json!({"name": "pv", "generation": g}));
+    // A pause nobody resumes lapses; its late resume fails.
+    let p = t.ok("nexus_pause_io", json!({"name": "pv", "timeout_ms": 50}));
+    std::thread::sleep(Duration::from_millis(300));
+    t.err(
+        "nexus_resume_io",
+        json!({"name": "pv", "generation": p["generation"]}),
+        neg(EBUSY),
+    );
+    t.ok("nexus_destroy", json!({"name": "pv"}));
+}

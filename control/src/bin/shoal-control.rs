@@ -49,6 +49,36 @@ enum Command {
     /// Events (node offline/online, replica faulted/replaced/removed, rebuilds).
     #[command(subcommand)]
     Event(EventCommand),
+    /// Snapshots of volumes (every in-sync replica at one point of the writes).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// Every snapshot (or one volume's), with its replicas' lvols.
+    List {
+        /// Only this volume's.
+        #[arg(long)]
+        volume: Option<String>,
+    },
+    /// One snapshot.
+    Get {
+        /// The snapshot's id.
+        id: String,
+    },
+    /// Takes a snapshot of a volume (the same name again answers the same snapshot).
+    Create {
+        /// The volume's id.
+        volume: String,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// Deletes a snapshot from every node.
+    Delete {
+        /// The snapshot's id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -233,6 +263,7 @@ async fn run(args: Args) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Snapshot(c) => snapshot(&args.api, args.json, c).await,
         Command::Leader => {
             let body = cli::get(&args.api, "/v1/leader")
                 .await
@@ -248,6 +279,43 @@ async fn run(args: Args) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+async fn snapshot(api: &str, json: bool, c: SnapshotCommand) -> Result<(), String> {
+    use reqwest::Method;
+    let (list, body) = match c {
+        SnapshotCommand::List { volume } => {
+            let q = volume.map_or(String::new(), |v| format!("?volume_id={v}"));
+            let b = cli::get(api, &format!("/v1/snapshots{q}")).await;
+            (true, b)
+        }
+        SnapshotCommand::Get { id } => (false, cli::get(api, &format!("/v1/snapshots/{id}")).await),
+        SnapshotCommand::Create { volume, name } => {
+            let req = serde_json::json!({ "name": name, "volume_id": volume });
+            let b = cli::send(api, Method::POST, "/v1/snapshots", Some(req)).await;
+            (false, b)
+        }
+        SnapshotCommand::Delete { id } => {
+            let path = format!("/v1/snapshots/{id}");
+            cli::send(api, Method::DELETE, &path, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !json {
+                println!("snapshot {id} deleted");
+            }
+            return Ok(());
+        }
+    };
+    let body = body.map_err(|e| e.to_string())?;
+    if json {
+        println!("{body:#}");
+    } else if list {
+        let all = body["snapshots"].as_array().cloned().unwrap_or_default();
+        print!("{}", cli::snapshot_table(&all));
+    } else {
+        print!("{}", cli::snapshot_table(std::slice::from_ref(&body)));
+    }
+    Ok(())
 }
 
 async fn serve(s: ServeArgs) -> Result<(), String> {

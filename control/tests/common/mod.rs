@@ -274,6 +274,19 @@ pub fn start_control_with(
     ttl: u32,
     extra: &[&str],
 ) -> (Proc, String) {
+    start_control_env(slice, n, etcd, dir, ttl, extra, &[])
+}
+
+/// `shoal-control serve` on `ip(n)`:8080 with more arguments and environment variables.
+pub fn start_control_env(
+    slice: Slice,
+    n: u8,
+    etcd: &str,
+    dir: &Path,
+    ttl: u32,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Proc, String) {
     let listen = slice.addr(n, 8080);
     let mut p = Proc::spawn(
         &format!("control-{n}"),
@@ -288,7 +301,8 @@ pub fn start_control_with(
                 "--lease-ttl",
                 &ttl.to_string(),
             ])
-            .args(extra),
+            .args(extra)
+            .envs(env.iter().copied()),
     );
     wait_for("shoal-control's API", Duration::from_secs(20), || {
         p.assert_running();

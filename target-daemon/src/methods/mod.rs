@@ -11,7 +11,8 @@
 //! * [`nvmf`]: transport, subsystems, namespaces and hosts;
 //! * [`nvmf_query`]: listeners, controllers, queue pairs and statistics;
 //! * [`io`]: running block I/O (flushes) from an RPC thread on a reactor, and [`flush_all`];
-//! * [`nexus`]: replicated volumes (`nexus_*`);
+//! * [`nexus`]: replicated volumes (`nexus_*`); [`nexus_pause`]: their writes held for a
+//!   snapshot;
 //! * [`lvol`]: pools and logical volumes (`bdev_lvol_*`), and examine.
 //!
 //! # Policies
@@ -42,6 +43,7 @@ pub mod io;
 pub mod lvol;
 pub mod misc;
 pub mod nexus;
+pub mod nexus_pause;
 pub mod nvmf;
 pub mod nvmf_query;
 pub mod vbdev;
@@ -58,6 +60,7 @@ pub fn registry() -> Registry<Daemon> {
     nvmf::register(&mut registry);
     nvmf_query::register(&mut registry);
     nexus::register(&mut registry);
+    nexus_pause::register(&mut registry);
     lvol::register(&mut registry);
     // SPDK tuning methods found in configs saved by SPDK: `rpc.py load_config` refuses a config
     // naming a method the server does not list, so they are listed (and ignored with a warning).

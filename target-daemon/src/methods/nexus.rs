@@ -63,6 +63,10 @@ pub struct NexusCreate {
     /// regions it marks are resynchronised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_intent: Option<bool>,
+    /// Children labelled for this other volume are taken as this one's (clones of its
+    /// replicas, e.g. made from its snapshot) and relabelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt_uuid: Option<Uuid>,
 }
 params_knobs!(NexusCreate {});
 
@@ -180,7 +184,7 @@ fn lookup(daemon: &Daemon, name: &str) -> Option<Arc<Nexus>> {
         .find(|n| std::ptr::addr_eq(Arc::as_ptr(n), Arc::as_ptr(&bdev)))
 }
 
-fn find(daemon: &Daemon, name: &str) -> Result<Arc<Nexus>, RpcError> {
+pub(super) fn find(daemon: &Daemon, name: &str) -> Result<Arc<Nexus>, RpcError> {
     lookup(daemon, name).ok_or_else(|| RpcError::no_such_device(format!("nexus {name}")))
 }
 
@@ -348,6 +352,7 @@ fn create(daemon: &Daemon, p: NexusCreate) -> Result<Value, RpcError> {
     }
     let mut opts = NexusOptions::new(p.name.clone(), p.size);
     opts.uuid = p.uuid;
+    opts.adopt = p.adopt_uuid;
     if let Some(ms) = p.io_timeout_ms {
         opts.io_timeout = Duration::from_millis(ms);
     }

@@ -50,6 +50,15 @@ pub enum NexusCmd {
     ResumeRebuild { name: String, uri: Option<String> },
     /// Stop the rebuild of URI (the child becomes faulted).
     StopRebuild { name: String, uri: String },
+    /// Hold the nexus's host writes (for a snapshot of its replicas) until `resume-io`, or
+    /// for TIMEOUT_MS at most; prints the pause's generation.
+    PauseIo {
+        name: String,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// End pause GENERATION (fails if it lapsed at its deadline).
+    ResumeIo { name: String, generation: u64 },
     /// Follow the rebuilds of a nexus with progress bars until none is running.
     Watch {
         name: String,
@@ -137,6 +146,27 @@ pub fn run(
         NexusCmd::StopRebuild { name, uri } => {
             let v = call("nexus_stop_rebuild", json!({"name": name, "uri": uri}))?;
             done(v, format!("{name}: stopped the rebuild of {uri}"))
+        }
+        NexusCmd::PauseIo { name, timeout_ms } => {
+            let v = call(
+                "nexus_pause_io",
+                json!({"name": name, "timeout_ms": timeout_ms}),
+            )?;
+            let g = v.get("generation").cloned().unwrap_or(Value::Null);
+            done(
+                v,
+                format!("{name}: host writes paused (pause {g}, at most {timeout_ms} ms)"),
+            )
+        }
+        NexusCmd::ResumeIo { name, generation } => {
+            let v = call(
+                "nexus_resume_io",
+                json!({"name": name, "generation": generation}),
+            )?;
+            done(
+                v,
+                format!("{name}: host writes resumed (pause {generation})"),
+            )
         }
         NexusCmd::Watch { name, interval_ms } => watch(call, &name, interval_ms),
     }
