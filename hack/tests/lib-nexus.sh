@@ -401,11 +401,13 @@ export_nexus() {
 
 # start_guest SCRIPT [NAME=VAL...]: the guest runs SCRIPT (with NX_NQN, NX_PORT, NX_SIZE,
 # CTL_PORT and TAG=$NAME, and the NAME=VALs), which polls http://10.0.2.2:CTL_PORT/stop: that
-# file appears when it should stop (finish_guest).
+# file appears when it should stop (finish_guest). GUEST_FILES: host files (SRC[:DST], space
+# separated) copied into the guest (run.sh -f).
 start_guest() {
     local script=$1 ctl_port="" e envs=()
     shift
     for e in "$@"; do envs+=(-e "$e"); done
+    for e in ${GUEST_FILES:-}; do envs+=(-f "$e"); done
     [[ -z $LVOL ]] || envs+=(-e READBACK=1)
     mkdir "$work/ctl"
     python3 -u -m http.server --bind 127.0.0.1 --directory "$work/ctl" 0 >"$work/ctl.log" 2>&1 &
