@@ -251,6 +251,8 @@ phase_nexus_node_killed() {
         die "node1 exports something"
     note "D. node1 back: no nexus, no export; its stale replica deleted $(since "$t")s after its restart"
     wait_rounds_after "$(rounds)" 120
+}
+
 # E. the volume grows by 32 MiB while fio runs: the API answers once every replica and the
 # nexus have the new size; the guest's block device (/sys/block/nvmeXnY/size, printed after
 # each fio round) shows it without reconnecting (the target's Namespace Attribute Changed
