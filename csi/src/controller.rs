@@ -542,6 +542,13 @@ impl Controller for ControllerService {
         // Already as large (a retry after a crash, or a volume that already holds the range's
         // minimum): nothing to do. Volumes never shrink: the API answers OUT_OF_RANGE.
         let wanted = u64::try_from(range.required_bytes).unwrap_or(0);
+        let limit = u64::try_from(range.limit_bytes).unwrap_or(0);
+        if limit > 0 && v.size_bytes > limit {
+            return Err(Status::out_of_range(format!(
+                "volume {id} already has {} bytes, more than limit_bytes {limit}: volumes never shrink",
+                v.size_bytes
+            )));
+        }
         let v = if v.size_bytes >= wanted.max(1) {
             v
         } else {

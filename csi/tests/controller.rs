@@ -437,20 +437,39 @@ async fn controller_lifecycle_against_shoal_control() {
         vec!["node-2".to_string()]
     );
 
-    // Expansion waits for the control plane's resize (issue 16): refused, nothing changed.
-    let e = code(
-        c.controller_expand_volume(csi::ControllerExpandVolumeRequest {
-            volume_id: vid.clone(),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: 96 * mib,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
-        .await,
-    )
-    .await;
-    assert_eq!(e, Code::FailedPrecondition);
+    // Expansion: the control plane grows every replica, then the nexus (issue 16); twice,
+    // the same answer; a smaller size afterwards is OUT_OF_RANGE.
+    let expand = |bytes: i64| csi::ControllerExpandVolumeRequest {
+        volume_id: vid.clone(),
+        capacity_range: Some(csi::CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        let r = c
+            .controller_expand_volume(expand(96 * mib))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.capacity_bytes, 96 * mib);
+        assert!(r.node_expansion_required);
+    }
+    // Asking for less than it has is success with its size (CSI: the range is satisfied);
+    // a limit below its size is OUT_OF_RANGE (volumes never shrink).
+    let r = c
+        .controller_expand_volume(expand(64 * mib))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.capacity_bytes, 96 * mib);
+    let mut shrink = expand(64 * mib);
+    shrink.capacity_range.as_mut().unwrap().limit_bytes = 64 * mib;
+    assert_eq!(
+        code(c.controller_expand_volume(shrink).await).await,
+        Code::OutOfRange
+    );
 
     // Snapshots of the published volume: twice, the same; the name on another volume:
     // ALREADY_EXISTS; listed by source volume and by id.
@@ -475,7 +494,7 @@ async fn controller_lifecycle_against_shoal_control() {
         .unwrap();
     assert_eq!(s1.snapshot_id, s2.snapshot_id);
     assert!(s1.ready_to_use);
-    assert_eq!(s1.size_bytes, 64 * mib);
+    assert_eq!(s1.size_bytes, 96 * mib);
     assert_eq!(s1.source_volume_id, vid);
     assert_eq!(
         code(c.create_snapshot(sreq("snap-a", &vid_b)).await).await,
@@ -501,7 +520,7 @@ async fn controller_lifecycle_against_shoal_control() {
     assert_eq!(by_id.entries.len(), 1);
 
     // A volume from the snapshot (twice: the same), its content source shown.
-    let mut from = create_req("pvc-from", 64 * mib, &[("replicas", "3")]);
+    let mut from = create_req("pvc-from", 96 * mib, &[("replicas", "3")]);
     from.volume_content_source = Some(csi::VolumeContentSource {
         r#type: Some(csi::volume_content_source::Type::Snapshot(
             csi::volume_content_source::SnapshotSource {

@@ -39,8 +39,8 @@ HEAL_AFTER=${HEAL_AFTER:-25}
 # kill_node, vol_nodes, has_event (the last on $VOL)
 # shellcheck source=hack/tests/control-phases.sh
 . "$here/control-phases.sh"
-# Expansion waits for the control plane's resize (POST /v1/volumes/{id}/resize answers 412).
-WITH_EXPAND=${WITH_EXPAND:-0}
+# The optional parts, both on by default (0 to leave one out while working on another).
+WITH_EXPAND=${WITH_EXPAND:-1}
 WITH_SNAPSHOT=${WITH_SNAPSHOT:-1}
 MIB=1048576
 VOL_BYTES=$((64 * MIB))
@@ -259,7 +259,10 @@ if [[ $WITH_EXPAND == 1 ]]; then
     [[ $(out_num capacity_bytes) -eq $NEW_BYTES ]] || die "ControllerExpandVolume: $(cat "$work/out")"
     [[ $(out_bool node_expansion_required) == true ]] || die "no node expansion asked: $(cat "$work/out")"
     [[ $(vol_api "$VOL" | jsq "d['size_bytes']") -eq $NEW_BYTES ]] || die "the API shows another size"
-    csi_expect OutOfRange ctrl-expand --volume-id "$VOL" --bytes "$VOL_BYTES"
+    # Less than it has: success with its size; a limit below its size: OUT_OF_RANGE.
+    csi ctrl-expand --volume-id "$VOL" --bytes "$VOL_BYTES"
+    [[ $(out_num capacity_bytes) -eq $NEW_BYTES ]] || die "a smaller request: $(cat "$work/out")"
+    csi_expect OutOfRange ctrl-expand --volume-id "$VOL" --bytes "$VOL_BYTES" --limit "$VOL_BYTES"
     go expand NEW_BYTES="$NEW_BYTES" OLD_BYTES="$VOL_BYTES"
     wait_phase expand 240
     note "ControllerExpandVolume x2 and NodeExpandVolume x2: $((VOL_BYTES / MIB)) -> $((NEW_BYTES / MIB))" \

@@ -198,6 +198,9 @@ enum Cmd {
         volume_id: String,
         #[arg(long, default_value_t = 0)]
         bytes: i64,
+        /// `limit_bytes` (0: none).
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
     },
     /// Controller.ControllerGetVolume
     Get {
@@ -412,12 +415,16 @@ async fn call(ch: tonic::transport::Channel, cmd: Cmd) -> Result<String, tonic::
             })
             .await?
             .into_inner()),
-        Cmd::CtrlExpand { volume_id, bytes } => d(&ctl
+        Cmd::CtrlExpand {
+            volume_id,
+            bytes,
+            limit,
+        } => d(&ctl
             .controller_expand_volume(csi::ControllerExpandVolumeRequest {
                 volume_id,
                 capacity_range: Some(csi::CapacityRange {
                     required_bytes: bytes,
-                    limit_bytes: 0,
+                    limit_bytes: limit,
                 }),
                 secrets: HashMap::new(),
                 volume_capability: None,
