@@ -305,7 +305,7 @@ while :; do
     healed=$(all_volumes | jq -c --argjson off "$offline_json" --argjson want "$REPLICAS" \
         'select((.replica_list | length) == $want
                 and all(.replica_list[]; .state == "online" and (.node as $n | $off | index($n) | not))
-                and .target.state == "published" and (.target.node as $n | $off | index($n) | not))
+                and .target != null and (.target.node as $n | $off | index($n) | not))
          | .id' | jq -r . | sort | comm -12 - <(sort "$work/healable") | wc -l)
     ((healed == healable)) && break
     ((SECONDS < end)) || break

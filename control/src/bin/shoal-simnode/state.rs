@@ -230,6 +230,16 @@ impl SimNode {
                 sub.hosts.push(h);
                 Ok(json!(true))
             }
+            "nvmf_subsystem_remove_host" => {
+                let h = s(p, "host")?;
+                let sub = self.sub(s(p, "nqn")?)?;
+                let before = sub.hosts.len();
+                sub.hosts.retain(|x| x != h);
+                if sub.hosts.len() == before {
+                    return Err(err(INVALID_PARAMS, format!("host {h} not allowed")));
+                }
+                Ok(json!(true))
+            }
             "nvmf_subsystem_add_listener" => {
                 let l = p
                     .get("listen_address")
