@@ -1,12 +1,27 @@
-//! Reactors: one pinned thread per core, each polling its own io_uring.
+//! Shoal's reactors: one pinned thread per core, each polling its own io_uring, for block
+//! devices and sockets alike, and the I/O buffers they move.
+//!
+//! This crate is the bottom of the data path; it depends on no other Shoal crate. It holds:
+//! - the [`Reactor`] (this module) and its parts: the ring operations and the buffers they own
+//!   until completion ([`ops`]), timers, pollers, messages from other threads ([`ReactorHandle`])
+//!   and the set of pinned reactor threads ([`ReactorSet`]);
+//! - [`buf`]: aligned I/O buffers recycled through per-thread pools (no allocation per I/O),
+//!   shared without a copy when one write goes to several places;
+//! - [`io`]: the block-I/O request ([`io::BdevIo`]) that the reactor completes to its
+//!   [`io::IoSink`], with its result ([`io::BdevError`]). `shoal-bdev` builds its devices on
+//!   these and re-exports them (and this whole crate, as `shoal_bdev::reactor`) unchanged. They
+//!   live here rather than behind a trait so that a ring slot and the deferred-completion queue
+//!   hold the request by value, with no generic parameter on `Reactor` (whose thread-local
+//!   [`Reactor::current`] could not be generic) and no boxing per I/O.
 //!
 //! A reactor owns an io_uring, a slab of in-flight operations (see [`ops`]), timers, pollers,
 //! a queue of deferred block-I/O completions and a channel of messages from other threads. Its
 //! loop does, in order: submit the entries queued during the last pass (one `io_uring_enter`
 //! for all of them), reap completions straight from the shared ring memory, deliver deferred
 //! completions, run expired timers, run pollers, and run messages. File and disk operations
-//! are by default handed to the kernel as soon as they are queued
-//! ([`ReactorConfig::disk_submit_at_once`]).
+//! (`disk.rs`) are by default handed to the kernel as soon as they are queued
+//! ([`ReactorConfig::disk_submit_at_once`]); socket operations (receive, send, accept, poll)
+//! complete to an [`ops::OpHandler`] with their buffers.
 //!
 //! **Adaptive polling.** While passes find work, the loop spins. After [`ReactorConfig::idle_spin`]
 //! without work it sleeps in `io_uring_enter` until a completion arrives, the next timer is due,
@@ -19,9 +34,12 @@
 //! inside the call that submitted the work (always from the loop), so a handler may submit more
 //! work from its completion without re-entering itself.
 
+pub mod buf;
 mod config;
+mod disk;
 mod fence;
 mod handle;
+pub mod io;
 mod membarrier;
 pub mod ops;
 mod set;
@@ -39,8 +57,8 @@ use crossbeam_channel::Receiver;
 use io_uring::IoUring;
 
 use crate::buf::{IoBuf, SgList};
-use crate::{BdevError, BdevIo, IoSink};
 pub use config::{PollStatus, ReactorConfig, ReactorStats};
+use disk::DeferredIo;
 use fence::StoreFence;
 pub use handle::ReactorHandle;
 use handle::Shared;
@@ -53,13 +71,6 @@ use timer::{Expired, Timers};
 
 /// A message run on a reactor thread.
 pub type Message = Box<dyn FnOnce() + Send>;
-
-struct DeferredIo {
-    sink: Rc<dyn IoSink>,
-    tag: u64,
-    io: BdevIo,
-    result: Result<(), BdevError>,
-}
 
 type Poller = Rc<dyn Fn() -> PollStatus>;
 
@@ -250,91 +261,6 @@ impl Reactor {
         );
     }
 
-    /// Reads `io.bufs` (whose lengths give the transfer size) from `fd` at byte `offset` and
-    /// completes `io` to `sink` (a short transfer is an error).
-    pub fn file_read(&self, fd: RawFd, offset: u64, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
-        let expect = crate::buf::sg_len(&io.bufs);
-        let target = Target::Bdev {
-            sink,
-            tag,
-            io,
-            expect,
-        };
-        self.submit_disk_op(OpDesc::Readv { fd, offset }, target);
-    }
-
-    /// Writes `io.bufs` to `fd` at byte `offset`, then completes `io` to `sink`. A write with
-    /// [`crate::IoFlags::FUA`] goes with `RWF_DSYNC`: it completes once its data is durable.
-    pub fn file_write(&self, fd: RawFd, offset: u64, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
-        let expect = crate::buf::sg_len(&io.bufs);
-        let dsync = io.flags.fua();
-        let target = Target::Bdev {
-            sink,
-            tag,
-            io,
-            expect,
-        };
-        self.submit_disk_op(OpDesc::Writev { fd, offset, dsync }, target);
-    }
-
-    /// `fdatasync`s `fd` through the ring, then completes `io` to `sink`.
-    pub fn file_sync(&self, fd: RawFd, io: BdevIo, sink: Rc<dyn IoSink>, tag: u64) {
-        let target = Target::Bdev {
-            sink,
-            tag,
-            io,
-            expect: 0,
-        };
-        self.submit_disk_op(OpDesc::Fsync { fd }, target);
-    }
-
-    /// `fallocate`s the byte range `(offset, len)` of `fd` with `mode` (e.g. punching a hole),
-    /// then completes `io` to `sink`.
-    pub fn file_fallocate(
-        &self,
-        fd: RawFd,
-        mode: i32,
-        (offset, len): (u64, u64),
-        io: BdevIo,
-        sink: Rc<dyn IoSink>,
-        tag: u64,
-    ) {
-        let target = Target::Bdev {
-            sink,
-            tag,
-            io,
-            expect: 0,
-        };
-        let desc = OpDesc::Fallocate {
-            fd,
-            mode,
-            offset,
-            len,
-        };
-        self.submit_disk_op(desc, target);
-    }
-
-    /// Completes `io` to `sink` on a later pass of the loop (never from inside this call).
-    ///
-    /// Inlined so that the completion is written straight into the queue: called out of line,
-    /// the caller's freshly written `result` was reloaded with wider loads than it was stored
-    /// with, and that stalled store forwarding for a fifth of the in-process null-read profile.
-    #[inline]
-    pub fn complete_io(
-        &self,
-        sink: Rc<dyn IoSink>,
-        tag: u64,
-        io: BdevIo,
-        result: Result<(), BdevError>,
-    ) {
-        self.0.deferred.borrow_mut().push_back(DeferredIo {
-            sink,
-            tag,
-            io,
-            result,
-        });
-    }
-
     /// Records that this thread issued streaming (non-temporal) stores: the reactor fences
     /// them before it delivers any completion (see [`Reactor::complete_io`]), so a device
     /// that writes with them completes through `complete_io` and needs no fence of its own.
@@ -500,7 +426,7 @@ impl Reactor {
                     } => {
                         let n = self.0.disk_in_flight.get();
                         self.0.disk_in_flight.set(n.saturating_sub(1));
-                        ops::complete_bdev(sink, tag, io, expect, res);
+                        disk::complete_bdev(sink, tag, io, expect, res);
                     }
                     Target::CancelAll => {
                         self.0.internal_ops.set(self.0.internal_ops.get() - 1);

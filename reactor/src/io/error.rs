@@ -1,6 +1,6 @@
 //! Block-device errors: a kind for the wire mapping, and context for people.
 
-use crate::IoType;
+use super::{IoFlags, IoType};
 
 /// Why a block I/O or a device operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum BdevError {
     /// The device cannot honour these flags on this operation (Force Unit Access on a device
     /// that cannot make one write durable, or on an operation that has no data).
     #[error("{1:?} with flags {0:?} is not supported by this device")]
-    UnsupportedFlags(crate::IoFlags, IoType),
+    UnsupportedFlags(IoFlags, IoType),
     /// The device was closed or deleted.
     #[error("the device is closed")]
     Closed,

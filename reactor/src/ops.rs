@@ -1,6 +1,6 @@
 //! Operations on the reactor's io_uring, with the buffers they own until completion.
 //!
-//! Each submitted operation occupies a [`Slot`]. The slot owns everything the kernel may touch
+//! Each submitted operation occupies a slot. The slot owns everything the kernel may touch
 //! (data buffers, the iovec array, the `msghdr`, a timespec) until the completion is reaped;
 //! only then are the buffers handed back to whoever submitted the operation. This is the rule
 //! that makes the ring safe to use: the kernel never sees memory that Rust could free or move.
@@ -11,7 +11,7 @@ use std::rc::Rc;
 use io_uring::{opcode, squeue, types};
 
 use crate::buf::{IoBuf, SgList};
-use crate::{BdevError, BdevIo, IoSink};
+use crate::io::{BdevIo, IoSink};
 
 /// What the submitter of a ring operation is told when it completes.
 pub trait OpHandler {
@@ -303,17 +303,4 @@ impl Slots {
         self.in_flight -= 1;
         Some((target, payload, res))
     }
-}
-
-/// Completes a block I/O from its kernel result.
-pub(crate) fn complete_bdev(sink: Rc<dyn IoSink>, tag: u64, io: BdevIo, expect: usize, res: i32) {
-    let result = match usize::try_from(res) {
-        Ok(n) if n == expect => Ok(()),
-        Ok(n) => Err(BdevError::ShortIo {
-            done: n,
-            expected: expect,
-        }),
-        Err(_) => Err(BdevError::Os(std::io::Error::from_raw_os_error(-res))),
-    };
-    sink.io_done(tag, io, result);
 }

@@ -455,7 +455,7 @@ mod tests {
             3 * std::mem::size_of::<usize>()
         );
         // And an I/O, moved many times per request, stays within a cache line.
-        assert!(std::mem::size_of::<crate::BdevIo>() <= 64);
+        assert!(std::mem::size_of::<crate::io::BdevIo>() <= 64);
     }
 
     #[test]
