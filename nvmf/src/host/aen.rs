@@ -63,7 +63,10 @@ impl AdminCtx {
             move |r| {
                 let Some(a) = weak.upgrade() else { return };
                 match r {
-                    Ok(c) if c.cqe.status().is_success() => a.request_event(assoc),
+                    Ok(c) if c.cqe.status().is_success() => {
+                        a.request_event(assoc);
+                        a.catch_up(assoc);
+                    }
                     Ok(c) => {
                         tracing::info!(subnqn = %a.shared.opts.subnqn, status = ?c.cqe.status(),
                         "namespace attribute notices refused: sizes follow explicit refreshes only")
@@ -71,6 +74,28 @@ impl AdminCtx {
                     Err(_) => {}
                 }
             },
+        );
+    }
+
+    /// Re-reads every known namespace once notices are on: a size that changed between the
+    /// association's first Identify and the Set Features raised no notice (notices were off).
+    fn catch_up(&self, assoc: u64) {
+        if !self.live(assoc) {
+            return;
+        }
+        let Some(me) = self.rc() else { return };
+        let weak = Rc::downgrade(&me);
+        let known: Vec<u32> = self.shared.lock().namespaces.iter().map(|n| n.nsid).collect();
+        self.refresh_namespaces(
+            known,
+            Box::new(move |r| {
+                let Some(a) = weak.upgrade() else { return };
+                match r {
+                    Ok(fresh) => a.shared.update_namespaces(&fresh),
+                    Err(e) => tracing::debug!(subnqn = %a.shared.opts.subnqn, error = %e,
+                        "namespaces not re-read after enabling notices"),
+                }
+            }),
         );
     }
 
