@@ -85,7 +85,13 @@ impl AdminCtx {
         }
         let Some(me) = self.rc() else { return };
         let weak = Rc::downgrade(&me);
-        let known: Vec<u32> = self.shared.lock().namespaces.iter().map(|n| n.nsid).collect();
+        let known: Vec<u32> = self
+            .shared
+            .lock()
+            .namespaces
+            .iter()
+            .map(|n| n.nsid)
+            .collect();
         self.refresh_namespaces(
             known,
             Box::new(move |r| {
