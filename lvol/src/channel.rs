@@ -8,7 +8,8 @@
 //!
 //! A write to a cluster without one asks the pool's home reactor to allocate it (a message;
 //! the answer comes back as a message) and waits: the home writes the whole cluster (zeroes,
-//! or the parent's data for a clone) durably, makes the mapping durable in the journal, and
+//! or the parent's data for a clone; a write that covers the cluster whole travels to the home
+//! and is itself the fill) durably, makes the mapping durable in the journal, and
 //! only then publishes it in the map, so that no write can be acknowledged (FUA or not) on a
 //! cluster whose mapping a crash could lose. Write zeroes and deallocate over whole clusters of
 //! a thin volume free them the same way.
@@ -415,6 +416,12 @@ impl Chan {
                     .map(|p| p.index)
                     .collect();
                 if !missing.is_empty() {
+                    // A write of one whole cluster without one is that cluster's fill.
+                    if let [p] = pieces.as_slice()
+                        && p.whole
+                    {
+                        return self.write_new_cluster(slot, io, p.index);
+                    }
                     return self.allocate(slot, io, missing);
                 }
                 if let Some(base) = Self::contiguous(&pieces) {
@@ -603,6 +610,44 @@ impl Chan {
             return;
         }
         self.ask_home(slot, HomeAsk::Alloc(missing));
+    }
+
+    /// Sends a write of cluster `index` whole, a cluster without one, to the home, which
+    /// allocates the cluster with the write as its fill (`store::alloc::alloc_write`).
+    fn write_new_cluster(&self, slot: u32, io: BdevIo, index: u64) {
+        let Some(lvs) = self.lvol.lvs() else {
+            return self.finish_later(slot, io, Err(BdevError::Closed));
+        };
+        let back = self.reactor.handle();
+        let chan_id = self.id;
+        let reply = move |io: BdevIo, r: Result<bool, BdevError>| {
+            back.send(move || {
+                let chan = CHANS.with(|c| c.borrow().get(&chan_id).and_then(Weak::upgrade));
+                if let Some(chan) = chan {
+                    chan.new_cluster_written(slot, io, index, r);
+                }
+            });
+        };
+        if let Err(io) =
+            Lvs::request_alloc_write(&lvs, self.lvol.uuid(), index, io, Box::new(reply))
+        {
+            self.finish_later(slot, io, Err(BdevError::Closed));
+        }
+    }
+
+    /// The home answered a whole-cluster write: done, or (the cluster is mapped or being
+    /// allocated by another write) to go the common way.
+    fn new_cluster_written(&self, slot: u32, io: BdevIo, index: u64, r: Result<bool, BdevError>) {
+        match r {
+            Ok(true) => self.finish(slot, io, Ok(())),
+            Ok(false) => self.allocate(slot, io, vec![index]),
+            Err(e) => {
+                if matches!(e, BdevError::NoSpace(_)) {
+                    self.sh.nospace_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                self.finish(slot, io, Err(e));
+            }
+        }
     }
 
     fn take_io(&self, slot: u32) -> Option<BdevIo> {

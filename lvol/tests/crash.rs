@@ -1,6 +1,7 @@
 //! Power cuts under a pool: the pool sits on a `pfail` device (a volatile write cache with a
 //! power cut on demand) over a RAM disk. Each round creates and deletes volumes and runs
-//! batches of thin first writes (FUA or not, with flushes between), then cuts the power in
+//! batches of thin first writes (FUA or not, one block or a whole cluster, with flushes
+//! between), then cuts the power in
 //! the middle of a batch, keeping none, all or a seeded random part of the cache. The pool is
 //! then opened from what the RAM disk holds, and:
 //! - it opens, and every volume whose creation completed (and deletion did not) is there,
@@ -103,23 +104,43 @@ fn round(seed: u64, keep: Keep) {
         for _ in 0..n {
             let t = batch.len() as u64;
             let vi = (rng(&mut s) as usize) % vols.len();
-            let blk = rng(&mut s) % VOL_BLOCKS;
+            // A third of the writes cover a whole cluster: the write is then the new
+            // cluster's fill (no zeroes written first).
+            let per = CLUSTER / u64::from(BS);
+            let (blk, len) = if rng(&mut s).is_multiple_of(3) {
+                (rng(&mut s) % VOL_BLOCKS / per * per, per)
+            } else {
+                (rng(&mut s) % VOL_BLOCKS, 1)
+            };
             let fua = rng(&mut s).is_multiple_of(3);
             let val = next_val;
-            next_val += 1;
+            next_val += len;
             let u = vols[vi].info().uuid;
-            if batch.iter().any(|&(bu, bb, _, _)| bu == u && bb == blk) {
+            if batch
+                .iter()
+                .any(|&(bu, bb, bl, _, _)| bu == u && bb < blk + len && blk < bb + bl)
+            {
                 // Overlapping writes in flight together may land in either order.
                 continue;
             }
-            let b = model.vols.get_mut(&u).unwrap().1.entry(blk).or_default();
-            b.later.push(val);
-            let mut io = BdevIo::write(blk, 1, sg(&[&block(val)]));
+            let mut data = Vec::new();
+            for i in 0..len {
+                let b = model
+                    .vols
+                    .get_mut(&u)
+                    .unwrap()
+                    .1
+                    .entry(blk + i)
+                    .or_default();
+                b.later.push(val + i);
+                data.extend_from_slice(&block(val + i));
+            }
+            let mut io = BdevIo::write(blk, len, sg(&[&data]));
             if fua {
                 io = io.with_flags(IoFlags::FUA);
             }
             chans[vi].submit(io, sink.clone(), t);
-            batch.push((u, blk, val, fua));
+            batch.push((u, blk, len, val, fua));
         }
         let r = Reactor::current().unwrap();
         if last {
@@ -130,10 +151,18 @@ fn round(seed: u64, keep: Keep) {
             r.run_until(WAIT, || sink.done.borrow().len() >= want);
             let done: Vec<u64> = sink.done.borrow().iter().map(|d| d.0).collect();
             for t in done {
-                let (u, blk, val, fua) = batch[t as usize];
-                let b = model.vols.get_mut(&u).unwrap().1.get_mut(&blk).unwrap();
-                if fua {
-                    make_durable(b, val);
+                let (u, blk, len, val, fua) = batch[t as usize];
+                for i in 0..len {
+                    let b = model
+                        .vols
+                        .get_mut(&u)
+                        .unwrap()
+                        .1
+                        .get_mut(&(blk + i))
+                        .unwrap();
+                    if fua {
+                        make_durable(b, val + i);
+                    }
                 }
             }
             cut(&pf, keep);
@@ -144,12 +173,20 @@ fn round(seed: u64, keep: Keep) {
         assert!(r.run_until(WAIT, || sink.done.borrow().len() == n));
         for (t, _, res) in sink.done.borrow().iter() {
             res.as_ref().unwrap();
-            let (u, blk, val, fua) = batch[*t as usize];
-            let b = model.vols.get_mut(&u).unwrap().1.get_mut(&blk).unwrap();
-            if fua {
-                make_durable(b, val);
-            } else {
-                b.completed.push(val);
+            let (u, blk, len, val, fua) = batch[*t as usize];
+            for i in 0..len {
+                let b = model
+                    .vols
+                    .get_mut(&u)
+                    .unwrap()
+                    .1
+                    .get_mut(&(blk + i))
+                    .unwrap();
+                if fua {
+                    make_durable(b, val + i);
+                } else {
+                    b.completed.push(val + i);
+                }
             }
         }
         if rng(&mut s).is_multiple_of(2) {

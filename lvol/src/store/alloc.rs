@@ -2,7 +2,8 @@
 //!
 //! **Allocation** of cluster `index` of a volume, for a write: take the lowest free data
 //! cluster; write it whole, durably (Force Unit Access), with zeroes or, for a clone, the data
-//! its nearest ancestor holds there; only then append the `Map` record; once the record is
+//! its nearest ancestor holds there, or with the write's own data when that write covers the
+//! cluster whole ([`alloc_write`]); only then append the `Map` record; once the record is
 //! durable, publish the mapping in the volume's map and answer every write waiting for it.
 //! A crash before the record is durable leaves the cluster free and its contents unreferenced;
 //! after it, the cluster holds zeroes (or the parent's data) and whatever was written since.
@@ -182,6 +183,96 @@ fn alloc_one(h: &Rc<RefCell<Home>>, lvol: Uuid, index: u64, done: Done) {
             });
         }
     }
+}
+
+/// The answer to a write that fills a new cluster whole ([`alloc_write`]), with its I/O back:
+/// `Ok(true)` written and mapped durably; `Ok(false)` not attempted, because the cluster is
+/// mapped or being allocated already (the write then goes the common way: [`alloc`]).
+pub(crate) type WriteDone = Box<dyn FnOnce(BdevIo, Result<bool, LvolError>)>;
+
+/// Allocates cluster `index` of volume `lvol` for `io`, a write of exactly that cluster, with
+/// the write itself as the fill: its data is written to the new cluster with Force Unit
+/// Access instead of zeroes (or the parent's data: none of it would show), then the `Map`
+/// record is appended as for any allocation, and `done` gets the I/O back once that record
+/// is durable. A crash before that leaves the cluster free, holding data no volume refers to
+/// (the next allocation of it fills it again unless its write covers it whole); after it,
+/// the cluster holds exactly the write. One device write saved per new cluster.
+pub(crate) fn alloc_write(
+    h: &Rc<RefCell<Home>>,
+    lvol: Uuid,
+    index: u64,
+    mut io: BdevIo,
+    done: WriteDone,
+) {
+    let mut hm = h.borrow_mut();
+    let reactor = hm.reactor.clone();
+    if let Some(why) = hm.j.failed.clone() {
+        reactor.defer(move || done(io, Err(LvolError::Unavailable(why))));
+        return;
+    }
+    let Some(meta) = hm.table.lvols.get(&lvol) else {
+        let e = LvolError::NotFound(format!("volume {lvol} was deleted"));
+        reactor.defer(move || done(io, Err(e)));
+        return;
+    };
+    let sb = hm.lvs.sb;
+    let bs = u64::from(sb.block_size);
+    let cb = sb.cluster_size / bs;
+    if index >= meta.header.num_clusters
+        || io.io_type != IoType::Write
+        || io.num_blocks != cb
+        || meta.map.contains_key(&index)
+        || hm.allocating.contains_key(&(lvol, index))
+    {
+        // Not a whole-cluster write of a cluster without one (any more): the common way
+        // checks and waits as it should.
+        reactor.defer(move || done(io, Ok(false)));
+        return;
+    }
+    let Some(phys) = hm.free.pop_first() else {
+        let name = hm.lvs.name();
+        let total = sb.total_clusters;
+        tracing::warn!(lvs = %name, lvol = %lvol, "pool full: a write needs a new cluster");
+        let e = LvolError::NoSpace(format!(
+            "pool {name} has no free cluster left (all {total} are allocated)"
+        ));
+        reactor.defer(move || done(io, Err(e)));
+        return;
+    };
+    hm.free_count_changed();
+    hm.allocating.insert(
+        (lvol, index),
+        Allocating {
+            waiters: Vec::new(),
+        },
+    );
+    let chan = hm.chan.clone();
+    drop(hm);
+    let (user_offset, user_flags) = (io.offset_blocks, io.flags);
+    io.offset_blocks = sb.data_offset / bs + phys * cb;
+    io.flags = io.flags | IoFlags::FUA;
+    let hc = h.clone();
+    submit(&chan, io, move |mut io, r| {
+        io.offset_blocks = user_offset;
+        io.flags = user_flags;
+        // This write hears first, then the writes that came for the cluster meanwhile.
+        let mine: Done = Box::new(move |r| done(io, r.map(|()| true)));
+        let orphan = match hc.borrow_mut().allocating.get_mut(&(lvol, index)) {
+            Some(a) => {
+                a.waiters.insert(0, mine);
+                None
+            }
+            None => Some(mine),
+        };
+        if let Some(mine) = orphan {
+            // Only `fill_done` removes the entry: not reached.
+            mine(Err(LvolError::Unavailable(
+                "the cluster's allocation was lost".into(),
+            )));
+            return;
+        }
+        fill_done(&hc, lvol, index, phys, r);
+    });
 }
 
 /// The data cluster holding `index` in the nearest ancestor of a volume, if any.

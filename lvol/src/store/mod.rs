@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_bdev::reactor::{Reactor, ReactorHandle};
-use shoal_bdev::{Bdev, BdevError, BdevInfo, IoFlags, IoType, open_channel};
+use shoal_bdev::{Bdev, BdevError, BdevInfo, BdevIo, IoFlags, IoType, open_channel};
 use uuid::Uuid;
 
 pub use alloc::FreeKind;
@@ -533,6 +533,37 @@ impl Lvs {
                 None => done(Err(LvolError::NotFound("the pool is closed".into()))),
             }
         })
+    }
+
+    /// Asks the home to allocate cluster `index` of volume `lvol` with `io`, a write of that
+    /// whole cluster, as its fill ([`alloc::alloc_write`]); `reply` gets the I/O back.
+    /// `Err(io)`: the home is gone (the I/O was not started).
+    pub(crate) fn request_alloc_write(
+        lvs: &Arc<Lvs>,
+        lvol: Uuid,
+        index: u64,
+        io: BdevIo,
+        reply: Box<dyn FnOnce(BdevIo, Result<bool, BdevError>) + Send>,
+    ) -> Result<(), BdevIo> {
+        let id = lvs.id;
+        // The I/O must come back if the message cannot be sent.
+        let cell = Arc::new(Mutex::new(Some(io)));
+        let sent_io = cell.clone();
+        let sent = lvs.home.send(move || {
+            let io = sent_io.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(io) = io else { return };
+            let done: alloc::WriteDone =
+                Box::new(move |io, r| reply(io, r.map_err(alloc::to_bdev)));
+            match with_home(id, |h| h.clone()) {
+                Some(h) => alloc::alloc_write(&h, lvol, index, io, done),
+                None => done(io, Err(LvolError::NotFound("the pool is closed".into()))),
+            }
+        });
+        if sent {
+            return Ok(());
+        }
+        let io = cell.lock().unwrap_or_else(|e| e.into_inner()).take();
+        io.map_or(Ok(()), Err)
     }
 
     /// Asks the home to answer when volume `lvol` is no longer frozen.
