@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::control::{Ctx, STOP_WAIT, label_for, next_generation};
 use crate::label::Label;
-use crate::rebuild::RebuildCtl;
+use crate::rebuild::ctl::RebuildCtl;
 use crate::routing::ChildShared;
 use crate::state::ChildState;
 use crate::{NexusError, exec, persist};

@@ -20,7 +20,7 @@ use crate::exec::{Signal, Ticket, ticket};
 use crate::gate::Gate;
 use crate::intent::IntentMap;
 use crate::order::WriteOrder;
-use crate::rebuild::{Limiter, RebuildRate, RebuildStatus, RebuildSummary};
+use crate::rebuild::ctl::{Limiter, RebuildRate, RebuildStatus, RebuildSummary};
 use crate::routing::{Role, Routing};
 use crate::state::{ChildState, FaultReason, NexusState};
 use crate::{ChildUri, NexusError};
