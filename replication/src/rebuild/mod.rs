@@ -19,9 +19,9 @@
 //! A `Limiter` (token bucket on reactor timers) caps the copy rate; its default policy is
 //! adaptive: full speed while the host is idle, [`DEFAULT_BUSY_MIB_PER_SEC`] while it is not.
 //!
-//! Here: the copy tasks ([`start`] and its workers) and the limiter's refill. What the nexus
+//! Here: the copy tasks (`start` and its workers) and the limiter's refill. What the nexus
 //! holds of its rebuilds (the rate policy and the limiter's bucket, each rebuild's control and
-//! progress, the status types) is in [`ctl`], below the nexus, which this module uses.
+//! progress, the status types) is in `ctl`, below the nexus, which this module uses.
 
 pub(crate) mod ctl;
 
@@ -32,11 +32,10 @@ use std::time::{Duration, Instant};
 
 use shoal_bdev::{BdevIo, IoBuf, IoChannel, SgList, open_channel};
 
-use crate::control::{Op, State};
 use crate::dirty::DirtyMap;
 use crate::exec::{self, LocalFuture};
 use crate::gate::MAX_LOCK_SEGMENTS;
-use crate::nexus::Nexus;
+use crate::nexus::{Nexus, Op, State};
 use crate::routing::{ChildShared, Role, nth_slot, slot_bit};
 use crate::state::FaultReason;
 use ctl::{Bucket, Limiter, RebuildCtl};
