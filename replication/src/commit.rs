@@ -1,7 +1,8 @@
 //! Recording the in-sync set in the children's metadata, for the control path: the label
 //! a child carries ([`label_for`]), the control path's context ([`Ctx`]: the nexus and its
 //! channels to the children on the home reactor) with its label writes, the fault of a child,
-//! and [`Ctx::commit`], which writes a new generation before the in-sync set changes.
+//! and [`Ctx::commit`], which writes a new generation ([`next_generation`]) before the in-sync
+//! set changes.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
