@@ -9,323 +9,28 @@
 //! * when a rebuilt child joins, its label says `in_sync` at a new generation before it serves
 //!   reads;
 //! * the state mutex is never held across an `await`.
+//!
+//! Here: the task's loop and the operations it applies itself (a fault, adding and removing a
+//! child, a rebuild's end); it hands destroy and growth to [`crate::destroy`] and
+//! [`crate::resize`]. What it changes (the control state, its requests `Op`) is in
+//! [`crate::nexus`]; its context and the metadata writes that record a change
+//! ([`Ctx::commit`]) are in [`crate::commit`].
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use shoal_bdev::{BdevError, IoChannel, open_channel};
 use uuid::Uuid;
 
+use crate::commit::{Ctx, label_for};
 use crate::dirty::DirtyMap;
-use crate::exec::{self, LocalFuture, Reply};
 use crate::guard::{Departed, busy_reason};
-use crate::label::Label;
-use crate::nexus::{ChildSpec, Nexus};
+use crate::nexus::{ChildEntry, Nexus, Op};
 use crate::persist::{self, LabelRead};
-use crate::rebuild::{self, RebuildCtl, RebuildOutcome, RebuildSummary};
+use crate::rebuild::{self, RebuildOutcome};
 use crate::routing::{ChildShared, MAX_CHILDREN, Role, Route, slot_bit};
 use crate::state::{ChildState, FaultReason};
+use crate::types::{ChildSpec, check_spec};
 use crate::{ChildUri, NexusError};
-
-/// How long `destroy` waits for rebuild tasks to notice they must stop.
-pub(crate) const STOP_WAIT: Duration = Duration::from_secs(30);
-
-/// A request to the control task.
-pub(crate) enum Op {
-    /// The I/O path saw an I/O fail on a child.
-    Failed {
-        slot: usize,
-        child: u64,
-        reason: FaultReason,
-    },
-    Fault {
-        uri: ChildUri,
-        reply: Reply<Result<(), NexusError>>,
-    },
-    Add {
-        spec: ChildSpec,
-        reply: Reply<Result<(), NexusError>>,
-    },
-    Remove {
-        uri: ChildUri,
-        reply: Reply<Result<(), NexusError>>,
-    },
-    StopRebuild {
-        uri: ChildUri,
-        reply: Reply<Result<(), NexusError>>,
-    },
-    RebuildEnded {
-        slot: usize,
-        child: u64,
-        outcome: RebuildOutcome,
-        summary: RebuildSummary,
-    },
-    Destroy {
-        reply: Reply<Result<(), NexusError>>,
-    },
-    Resize {
-        size_bytes: u64,
-        reply: Reply<Result<(), NexusError>>,
-    },
-}
-
-/// One child as the control path knows it.
-pub(crate) struct ChildEntry {
-    pub slot: usize,
-    pub uri: ChildUri,
-    pub shared: Arc<ChildShared>,
-    pub state: ChildState,
-    pub replica: Uuid,
-    pub rebuild: Option<Arc<RebuildCtl>>,
-    pub last_rebuild: Option<RebuildSummary>,
-}
-
-/// The control state of a nexus (under its mutex; read by `status`).
-pub(crate) struct State {
-    pub volume: Uuid,
-    pub generation: u64,
-    pub children: Vec<ChildEntry>,
-    /// Removed children with I/Os given up after a timeout still out, or a rebuild still
-    /// stopping: the same child cannot come back (and be rebuilt) until those are over, or old
-    /// data could land after the new copy.
-    pub departed: Vec<Departed>,
-    pub destroying: bool,
-}
-
-impl State {
-    fn index_of(&self, uri: &ChildUri) -> Result<usize, NexusError> {
-        self.children
-            .iter()
-            .position(|c| c.uri == *uri)
-            .ok_or_else(|| NexusError::NoSuchChild(uri.to_string()))
-    }
-
-    fn online_count(&self) -> usize {
-        self.children
-            .iter()
-            .filter(|c| c.state == ChildState::Online)
-            .count()
-    }
-
-    /// Moves child `idx` to `to` if the transition table allows it.
-    pub(crate) fn transition(
-        &mut self,
-        idx: usize,
-        to: ChildState,
-    ) -> Result<ChildState, NexusError> {
-        let Some(c) = self.children.get_mut(idx) else {
-            return Err(NexusError::Invalid(format!("no child at index {idx}")));
-        };
-        let from = c.state;
-        if !from.can_become(to) {
-            return Err(NexusError::InvalidTransition {
-                uri: c.uri.to_string(),
-                from,
-                to,
-            });
-        }
-        c.state = to;
-        Ok(from)
-    }
-}
-
-/// The label a child of `nx` carries.
-pub(crate) fn label_for(
-    nx: &Nexus,
-    volume: Uuid,
-    replica: Uuid,
-    generation: u64,
-    in_sync: bool,
-    clean: bool,
-) -> Label {
-    Label {
-        volume_uuid: volume,
-        replica_uuid: replica,
-        generation,
-        in_sync,
-        clean,
-        block_size: nx.geo.block_size,
-        data_offset_blocks: nx.geo.meta_blocks,
-        data_blocks: nx.label_blocks.load(Ordering::Acquire),
-    }
-}
-
-/// The control task's context: the nexus and its channels to the children (home reactor).
-pub(crate) struct Ctx {
-    pub nx: Arc<Nexus>,
-    chans: RefCell<HashMap<u64, Rc<IoChannel>>>,
-}
-
-impl Ctx {
-    pub(crate) fn new(nx: Arc<Nexus>) -> Ctx {
-        Ctx {
-            nx,
-            chans: RefCell::default(),
-        }
-    }
-
-    /// A channel to `child` on the home reactor (opened once per child).
-    pub(crate) fn chan(&self, child: &ChildShared) -> Result<Rc<IoChannel>, BdevError> {
-        if let Some(c) = self.chans.borrow().get(&child.id) {
-            return Ok(c.clone());
-        }
-        let c = Rc::new(open_channel(&child.bdev)?);
-        self.chans.borrow_mut().insert(child.id, c.clone());
-        Ok(c)
-    }
-
-    /// Writes `labels` concurrently; the result of each.
-    pub(crate) async fn write_labels(
-        &self,
-        labels: &[(Arc<ChildShared>, Label)],
-    ) -> Vec<Result<(), BdevError>> {
-        let bs = self.nx.geo.block_size;
-        let futs: Vec<LocalFuture<'_, Result<(), BdevError>>> = labels
-            .iter()
-            .map(|(child, label)| -> LocalFuture<'_, Result<(), BdevError>> {
-                let chan = self.chan(child);
-                let t = self.nx.io_timeout;
-                Box::pin(async move { persist::write_label(child, &*chan?, bs, label, t).await })
-            })
-            .collect();
-        exec::join_all(futs).await
-    }
-
-    /// Faults child `idx` (state, routing, rebuild); returns its previous state.
-    fn fault_locked(
-        &self,
-        st: &mut State,
-        idx: usize,
-        reason: FaultReason,
-    ) -> Result<ChildState, NexusError> {
-        let from = st.transition(idx, ChildState::Faulted(reason))?;
-        if let Some(c) = st.children.get(idx) {
-            // It leaves the write path: what it acknowledged since its last flush may be only
-            // in its volatile cache, and a power cut loses it. Those writes lie in the regions
-            // the write-intent bitmap marks (or is clearing): a re-add (the same replica UUID,
-            // so a partial rebuild) must copy them again. Without a bitmap: every segment.
-            // (Rebuild copies not flushed yet are marked by the rebuild task as it ends.)
-            if matches!(from, ChildState::Online | ChildState::Rebuilding) {
-                self.nx.intent.mark_unflushed(&c.shared.dirty);
-            }
-            if let Some(ctl) = &c.rebuild {
-                ctl.stop.store(true, Ordering::Release);
-            }
-            let slot = c.slot;
-            self.nx.publish(|r| r.set_role(slot, Role::Track));
-            tracing::warn!(nexus = %self.nx.info.name, child = %c.uri, "child faulted ({reason})");
-        }
-        Ok(from)
-    }
-
-    /// Records the in-sync set in the metadata at a new generation: every online child (and
-    /// `promote`, which becomes online) gets `in_sync`. A child whose write fails is faulted
-    /// and the write repeated without it. Sets `online_mask` once it sticks.
-    pub(crate) async fn commit(
-        &self,
-        mut promote: Option<usize>,
-        clean: bool,
-    ) -> Result<(), NexusError> {
-        let promote_asked = promote;
-        loop {
-            let labels = {
-                let mut st = self.nx.lock_state();
-                let targets: Vec<(usize, Arc<ChildShared>, Uuid)> = st
-                    .children
-                    .iter()
-                    .filter(|c| c.state == ChildState::Online || Some(c.slot) == promote)
-                    .map(|c| (c.slot, c.shared.clone(), c.replica))
-                    .collect();
-                if targets.is_empty() {
-                    self.nx.online_mask.store(0, Ordering::SeqCst);
-                    return Err(NexusError::Faulted);
-                }
-                st.generation = next_generation(st.generation)?;
-                let g = st.generation;
-                let v = st.volume;
-                let labels: Vec<(usize, Arc<ChildShared>, Label)> = targets
-                    .into_iter()
-                    .map(|(slot, sh, replica)| {
-                        (slot, sh, label_for(&self.nx, v, replica, g, true, clean))
-                    })
-                    .collect();
-                labels
-            };
-            let pairs: Vec<(Arc<ChildShared>, Label)> =
-                labels.iter().map(|(_, c, l)| (c.clone(), *l)).collect();
-            let results = self.write_labels(&pairs).await;
-            let mut st = self.nx.lock_state();
-            let mut failed = false;
-            for ((slot, child, _), r) in labels.iter().zip(results) {
-                if let Err(e) = r {
-                    failed = true;
-                    tracing::warn!(nexus = %self.nx.info.name, slot, "metadata write failed: {e}");
-                    if let Some(idx) = st.children.iter().position(|c| c.shared.id == child.id)
-                        && !matches!(st.children[idx].state, ChildState::Faulted(_))
-                    {
-                        let _ = self.fault_locked(&mut st, idx, FaultReason::MetadataError);
-                    }
-                    if promote == Some(*slot) {
-                        promote = None;
-                    }
-                }
-            }
-            if failed {
-                continue;
-            }
-            // A promoted child that failed an I/O meanwhile (the I/O path took it out of the
-            // routing; its fault is queued) does not join. Its label now says `in_sync` at this
-            // generation, and its fault will not write another (it was never online): so the
-            // generation is written again without it, and the online children's newer label
-            // is what a restart trusts.
-            if let Some(p) = promote
-                && !self
-                    .nx
-                    .routing()
-                    .route(p)
-                    .is_some_and(|r| r.role == Role::Write)
-            {
-                tracing::warn!(
-                    nexus = %self.nx.info.name,
-                    slot = p,
-                    "rebuilt child failed before it joined; recording the in-sync set again"
-                );
-                promote = None;
-                continue;
-            }
-            let mut mask = 0u64;
-            for (slot, _, _) in &labels {
-                if promote == Some(*slot) || Some(*slot) != promote_asked {
-                    mask |= slot_bit(*slot);
-                }
-            }
-            if let Some(p) = promote
-                && let Some(idx) = st.children.iter().position(|c| c.slot == p)
-            {
-                st.transition(idx, ChildState::Online)?;
-            }
-            self.nx.online_mask.store(mask, Ordering::SeqCst);
-            // The bitmap follows the labels to the new generation (see `intent::task`).
-            self.nx.intent.wake.notify();
-            if let Some(p) = promote {
-                self.nx.publish(|r| {
-                    if r.route(p).is_some_and(|rt| rt.role == Role::Write) {
-                        r.set_role(p, Role::Read);
-                    }
-                });
-            }
-            return if mask == 0 {
-                Err(NexusError::Faulted)
-            } else {
-                Ok(())
-            };
-        }
-    }
-}
 
 /// The control task: applies ops until the nexus is destroyed.
 pub(crate) async fn run(ctx: Ctx) {
@@ -472,15 +177,7 @@ async fn fault(ctx: &Ctx, uri: &ChildUri) -> Result<(), NexusError> {
 
 /// Checks that `spec` can be a child of `nx`.
 pub(crate) fn check_child(nx: &Nexus, spec: &ChildSpec) -> Result<(), NexusError> {
-    crate::create::check_spec(&nx.geo_now(), (nx.write_zeroes, nx.unmap), spec)
-}
-
-/// The generation after `g`; an error at the end of the range (reached only from a label that
-/// was corrupt or crafted: see [`crate::label::MAX_GENERATION`]).
-pub(crate) fn next_generation(g: u64) -> Result<u64, NexusError> {
-    g.checked_add(1).ok_or_else(|| {
-        NexusError::Invalid(format!("the metadata generation {g} cannot be advanced"))
-    })
+    check_spec(&nx.geo_now(), (nx.write_zeroes, nx.unmap), spec)
 }
 
 async fn add(ctx: &Ctx, spec: ChildSpec) -> Result<(), NexusError> {

@@ -12,79 +12,82 @@
 //! 4. Write a new generation: `in_sync` to the current children, not in sync to the stale
 //!    ones. A child whose write fails is faulted; if no current child is left, creation fails.
 //! 5. Current children come up online; stale ones rebuild before they serve reads.
+//!
+//! Here too: how to create one ([`NexusOptions`], the defaults and [`PRODUCT_NAME`]) and
+//! [`Nexus::create`]; at the end, creation starts the nexus's control task
+//! ([`crate::control`]) and its write-intent task (`intent::task`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use shoal_bdev::reactor::ReactorHandle;
-use shoal_bdev::{BdevInfo, IoFlags, IoType};
+use shoal_bdev::{BdevInfo, IoType};
 use uuid::Uuid;
 
-use crate::control::{self, ChildEntry, Ctx, State, label_for};
+use crate::NexusError;
+use crate::commit::{Ctx, label_for};
+use crate::control;
 use crate::dirty::DirtyMap;
+use crate::exec::{self, Ticket};
 use crate::intent::{self, IntentError, IntentMap, OnDisk};
 use crate::label::{Label, meta_blocks};
-use crate::nexus::{ChildSpec, Geometry, Nexus, NexusOptions, PRODUCT_NAME};
+use crate::nexus::{ChildEntry, Nexus, State};
 use crate::persist::{self, LabelRead};
 use crate::rebuild;
 use crate::routing::{ChildShared, MAX_CHILDREN, Role, Route, slot_bit};
 use crate::state::{ChildState, FaultReason};
-use crate::{NexusError, exec};
+use crate::types::{ChildSpec, Geometry, check_spec};
 
 /// Largest segment accepted, in bytes.
 pub const MAX_SEGMENT_BYTES: u64 = 16 << 20;
 
-/// Checks a child against the nexus's geometry and capabilities.
-pub(crate) fn check_spec(
-    geo: &Geometry,
-    caps: (bool, bool),
-    spec: &ChildSpec,
-) -> Result<(), NexusError> {
-    let info = spec.bdev.info();
-    let uri = spec.uri.to_string();
-    if info.is_closed() {
-        return Err(NexusError::Open {
-            uri,
-            reason: "the bdev is closed".into(),
-        });
-    }
-    if info.block_size != geo.block_size {
-        return Err(NexusError::Invalid(format!(
-            "child {uri} has {}-byte blocks, the nexus {}-byte blocks",
-            info.block_size, geo.block_size
-        )));
-    }
-    let need = geo.meta_blocks.saturating_add(geo.data_blocks);
-    if info.num_blocks() < need {
-        return Err(NexusError::Invalid(format!(
-            "child {uri} has {} blocks; the nexus needs {need} ({} of them for metadata)",
-            info.num_blocks(),
-            geo.meta_blocks
-        )));
-    }
-    for (t, has) in [(IoType::WriteZeroes, caps.0), (IoType::Unmap, caps.1)] {
-        if has && !spec.bdev.supports(t) {
-            return Err(NexusError::Invalid(format!(
-                "child {uri} does not support {t:?}, which the nexus offers"
-            )));
+/// The product name the nexus reports (`bdev_get_bdevs`).
+pub const PRODUCT_NAME: &str = "Shoal nexus";
+/// Default I/O timeout: a child I/O outstanding this long faults the child.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default segment size: the unit of dirty tracking (and of partial rebuild).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 128 << 10;
+
+/// How to create a nexus.
+#[derive(Debug, Clone)]
+pub struct NexusOptions {
+    /// Bdev name.
+    pub name: String,
+    /// Volume UUID (also the bdev's). When absent: the one the children's metadata names, or
+    /// a new one for blank children.
+    pub uuid: Option<Uuid>,
+    /// Size in bytes that the host sees (a multiple of the block size).
+    pub size_bytes: u64,
+    /// A child I/O outstanding this long faults the child (`Duration::ZERO`: never).
+    pub io_timeout: Duration,
+    /// Segment size in bytes: a multiple of the block size, and a power of two.
+    pub segment_bytes: u64,
+    /// Keep a write-intent bitmap on the children (default): after a crash only the regions
+    /// it marks are resynchronised. Without it, every crash resynchronises the whole volume.
+    pub write_intent: bool,
+    /// How long a region of the bitmap must go unwritten before its bit is cleared.
+    pub intent_clean: Duration,
+    /// Children labelled for this volume UUID are taken as this volume's (relabelled at
+    /// creation): clones of another volume's replicas, e.g. made from its snapshot.
+    pub adopt: Option<Uuid>,
+}
+
+impl NexusOptions {
+    /// Options with the defaults.
+    pub fn new(name: impl Into<String>, size_bytes: u64) -> NexusOptions {
+        NexusOptions {
+            name: name.into(),
+            uuid: None,
+            size_bytes,
+            io_timeout: DEFAULT_IO_TIMEOUT,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            write_intent: true,
+            intent_clean: crate::intent::DEFAULT_CLEAN_PERIOD,
+            adopt: None,
         }
     }
-    // The nexus answers a FUA write only when every in-sync child has made it durable, so a
-    // child must honour FUA itself: it would otherwise refuse every such leg and be faulted.
-    let fua = [
-        (IoType::Read, true),
-        (IoType::Write, true),
-        (IoType::WriteZeroes, caps.0),
-    ];
-    for (t, has) in fua {
-        if has && !spec.bdev.supports_flags(t, IoFlags::FUA) {
-            return Err(NexusError::Invalid(format!(
-                "child {uri} does not honour Force Unit Access on {t:?}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn geometry(opts: &NexusOptions, children: &[ChildSpec]) -> Result<Geometry, NexusError> {
@@ -337,6 +340,21 @@ fn plan(
         current_generation: gmax,
         label_volume,
     })
+}
+
+impl Nexus {
+    /// Creates a nexus over `children` (all must be opened), reading their metadata to tell
+    /// current replicas from stale ones (see [`crate::label`]). Current children come up
+    /// online, stale and new ones are rebuilt. Runs on `home`, which also runs the nexus's
+    /// control path and rebuilds from then on.
+    pub fn create(
+        opts: NexusOptions,
+        children: Vec<ChildSpec>,
+        home: &ReactorHandle,
+    ) -> Ticket<Result<Arc<Nexus>, NexusError>> {
+        let h = home.clone();
+        crate::exec::run_on(home, move || crate::create::create(opts, children, h))
+    }
 }
 
 pub(crate) async fn create(

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::control::{Ctx, STOP_WAIT, label_for, next_generation};
+use crate::commit::{Ctx, label_for, next_generation};
 use crate::label::Label;
-use crate::rebuild::RebuildCtl;
+use crate::rebuild::ctl::RebuildCtl;
 use crate::routing::ChildShared;
 use crate::state::ChildState;
 use crate::{NexusError, exec, persist};
+
+/// How long `destroy` waits for rebuild tasks to notice they must stop.
+const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// Destroys the nexus (the control task's `Op::Destroy`).
 pub(crate) async fn destroy(ctx: &Ctx) -> Result<(), NexusError> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::ChildUri;
-use crate::rebuild::RebuildCtl;
+use crate::rebuild::ctl::RebuildCtl;
 use crate::routing::ChildShared;
 
 /// A removed child that may still receive writes of its own (see `State::departed`).

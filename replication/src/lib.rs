@@ -33,7 +33,15 @@
 //! The control path runs as `async` tasks on the nexus's *home reactor* (module `exec`); its
 //! operations answer through a [`Ticket`]. The I/O path takes no lock and allocates nothing
 //! per I/O; it learns about control-path changes through an epoch and a gate (module `gate`).
+//!
+//! Layers: module `nexus` holds the [`Nexus`] and its state, over leaf modules (`types`,
+//! [`state`], `routing`, `gate`, `order`, `exec`, [`label`], [`dirty`], `guard`, the bitmap
+//! of [`intent`], the rebuilds' state in `rebuild::ctl`). The operations use it and it uses
+//! none of them: `create`, the control task `control` (with `commit`, `destroy`, `resize`),
+//! the copy tasks of [`rebuild`], `pause`, the write-intent task `intent::task` and the I/O
+//! path `io`.
 
+mod commit;
 mod control;
 mod create;
 mod destroy;
@@ -53,17 +61,17 @@ pub mod rebuild;
 mod resize;
 mod routing;
 pub mod state;
+mod types;
 mod uri;
 
+pub use create::{DEFAULT_IO_TIMEOUT, DEFAULT_SEGMENT_BYTES, NexusOptions, PRODUCT_NAME};
 pub use error::{NexusError, NexusErrorKind};
 pub use exec::Ticket;
 pub use label::{Label, META_BYTES};
-pub use nexus::{
-    ChildSpec, ChildStatus, DEFAULT_IO_TIMEOUT, DEFAULT_SEGMENT_BYTES, IntentStatus, Nexus,
-    NexusOptions, NexusStatus, PRODUCT_NAME,
-};
+pub use nexus::{ChildStatus, IntentStatus, Nexus, NexusStatus};
 pub use pause::{MAX_PAUSE, PauseInfo, PauseStatus};
 pub use rebuild::{RebuildOutcome, RebuildRate, RebuildStatus, RebuildSummary};
 pub use routing::MAX_CHILDREN;
 pub use state::{ChildState, FaultReason, NexusState};
+pub use types::ChildSpec;
 pub use uri::{ChildOpener, ChildUri, NvmfUri};

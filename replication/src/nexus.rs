@@ -1,144 +1,45 @@
-//! The nexus: a block device that mirrors its writes to its children and reads from one.
+//! The nexus's core: [`Nexus`], the state it holds, and what every operation on it uses.
 //!
-//! [`Nexus`] is a [`Bdev`]: it can be exported with `nvmf_subsystem_add_ns` like any other.
-//! The public API here is the control path; every operation runs on the nexus's *home
-//! reactor* and answers through a [`Ticket`]. The I/O path is in [`crate::io`], the control
-//! task in [`crate::control`], creation in [`crate::create`] and rebuilds in
-//! [`crate::rebuild`].
+//! The nexus is a block device that mirrors its writes to its children and reads from one: a
+//! [`Bdev`](shoal_bdev::Bdev) (implemented with the I/O path, [`crate::io`]) that can be
+//! exported with `nvmf_subsystem_add_ns` like any other.
+//!
+//! This module is the lower layer of the crate: it holds the struct and its
+//! state (the control state [`State`] and its [`ChildEntry`]s, the queue of [`Op`]s to the
+//! control task, the [`Pause`] state), the primitives every operation shares (the state lock,
+//! routing snapshots and their publication, reporting a failed child, queueing a request),
+//! the public control-path calls that only queue a request or read the state, and
+//! `nexus_get`'s view ([`NexusStatus`]). Every control-path operation runs on the nexus's
+//! *home reactor* and answers through a [`Ticket`].
+//!
+//! It uses only the modules below it (`types`, `state`, `routing`, `gate`, `order`, `exec`,
+//! `guard`, the bitmap of [`crate::intent`] and the rebuilds' state in `rebuild::ctl`); the
+//! operations use it and it uses none of them: creation ([`crate::create`]), the control task
+//! ([`crate::control`], with [`crate::commit`], [`crate::destroy`] and [`crate::resize`]),
+//! the rebuild tasks ([`crate::rebuild`]), the pause ([`crate::pause`]), the write-intent task
+//! (`intent::task`) and the I/O path.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use shoal_bdev::reactor::{Reactor, ReactorHandle};
-use shoal_bdev::{Bdev, BdevChannel, BdevError, BdevInfo, IoFlags, IoType, SizeKey};
+use shoal_bdev::reactor::ReactorHandle;
+use shoal_bdev::{BdevInfo, SizeKey};
 use uuid::Uuid;
 
-use crate::control::{Op, State};
-use crate::exec::{Signal, Ticket, ticket};
+use crate::exec::{Reply, Signal, Ticket, ticket};
 use crate::gate::Gate;
+use crate::guard::Departed;
 use crate::intent::IntentMap;
 use crate::order::WriteOrder;
-use crate::rebuild::{Limiter, RebuildRate, RebuildStatus, RebuildSummary};
-use crate::routing::{Role, Routing};
+use crate::rebuild::ctl::{
+    Limiter, RebuildCtl, RebuildOutcome, RebuildRate, RebuildStatus, RebuildSummary,
+};
+use crate::routing::{ChildShared, Role, Routing};
 use crate::state::{ChildState, FaultReason, NexusState};
+use crate::types::{ChildSpec, Geometry};
 use crate::{ChildUri, NexusError};
-
-/// The product name the nexus reports (`bdev_get_bdevs`).
-pub const PRODUCT_NAME: &str = "Shoal nexus";
-/// Default I/O timeout: a child I/O outstanding this long faults the child.
-pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default segment size: the unit of dirty tracking (and of partial rebuild).
-pub const DEFAULT_SEGMENT_BYTES: u64 = 128 << 10;
-
-/// How to create a nexus.
-#[derive(Debug, Clone)]
-pub struct NexusOptions {
-    /// Bdev name.
-    pub name: String,
-    /// Volume UUID (also the bdev's). When absent: the one the children's metadata names, or
-    /// a new one for blank children.
-    pub uuid: Option<Uuid>,
-    /// Size in bytes that the host sees (a multiple of the block size).
-    pub size_bytes: u64,
-    /// A child I/O outstanding this long faults the child (`Duration::ZERO`: never).
-    pub io_timeout: Duration,
-    /// Segment size in bytes: a multiple of the block size, and a power of two.
-    pub segment_bytes: u64,
-    /// Keep a write-intent bitmap on the children (default): after a crash only the regions
-    /// it marks are resynchronised. Without it, every crash resynchronises the whole volume.
-    pub write_intent: bool,
-    /// How long a region of the bitmap must go unwritten before its bit is cleared.
-    pub intent_clean: Duration,
-    /// Children labelled for this volume UUID are taken as this volume's (relabelled at
-    /// creation): clones of another volume's replicas, e.g. made from its snapshot.
-    pub adopt: Option<Uuid>,
-}
-
-impl NexusOptions {
-    /// Options with the defaults.
-    pub fn new(name: impl Into<String>, size_bytes: u64) -> NexusOptions {
-        NexusOptions {
-            name: name.into(),
-            uuid: None,
-            size_bytes,
-            io_timeout: DEFAULT_IO_TIMEOUT,
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-            write_intent: true,
-            intent_clean: crate::intent::DEFAULT_CLEAN_PERIOD,
-            adopt: None,
-        }
-    }
-}
-
-/// A child to add: its URI and the bdev the daemon opened for it.
-#[derive(Clone)]
-pub struct ChildSpec {
-    /// Where it lives.
-    pub uri: ChildUri,
-    /// The opened device.
-    pub bdev: Arc<dyn Bdev>,
-    /// Whether reads should prefer it (defaults to `uri.is_local()`).
-    pub local: bool,
-}
-
-impl std::fmt::Debug for ChildSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChildSpec")
-            .field("uri", &self.uri.to_string())
-            .field("bdev", &self.bdev.info().name)
-            .field("local", &self.local)
-            .finish()
-    }
-}
-
-impl ChildSpec {
-    /// A child at `uri` opened as `bdev`.
-    pub fn new(uri: ChildUri, bdev: Arc<dyn Bdev>) -> ChildSpec {
-        let local = uri.is_local();
-        ChildSpec { uri, bdev, local }
-    }
-
-    /// A local child `bdev:///<name of bdev>`.
-    pub fn local(bdev: Arc<dyn Bdev>) -> ChildSpec {
-        let uri = ChildUri::Local {
-            name: bdev.info().name.clone(),
-        };
-        ChildSpec::new(uri, bdev)
-    }
-}
-
-/// Geometry of a nexus.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Geometry {
-    pub block_size: u32,
-    /// Blocks reserved for metadata at the start of each child.
-    pub meta_blocks: u64,
-    /// Blocks the host sees.
-    pub data_blocks: u64,
-    /// Blocks per segment (a power of two: `create` checks it).
-    pub seg_blocks: u64,
-    /// Segments.
-    pub segments: u64,
-}
-
-impl Geometry {
-    /// Segments touched by `blocks` blocks at `offset` (first, last).
-    #[inline]
-    pub fn segs(&self, offset: u64, blocks: u64) -> (u64, u64) {
-        let last = offset.saturating_add(blocks.max(1) - 1);
-        (self.seg_of(offset), self.seg_of(last))
-    }
-
-    /// The segment of block `offset`: a shift, not a division (a 64-bit division is tens of
-    /// cycles, on every host I/O).
-    #[inline]
-    pub fn seg_of(&self, offset: u64) -> u64 {
-        debug_assert!(self.seg_blocks.is_power_of_two());
-        offset >> self.seg_blocks.trailing_zeros()
-    }
-}
 
 /// A child as `nexus_get` shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,6 +98,127 @@ pub struct IntentStatus {
     pub bitmap_writes: u64,
 }
 
+/// A request to the control task.
+pub(crate) enum Op {
+    /// The I/O path saw an I/O fail on a child.
+    Failed {
+        slot: usize,
+        child: u64,
+        reason: FaultReason,
+    },
+    Fault {
+        uri: ChildUri,
+        reply: Reply<Result<(), NexusError>>,
+    },
+    Add {
+        spec: ChildSpec,
+        reply: Reply<Result<(), NexusError>>,
+    },
+    Remove {
+        uri: ChildUri,
+        reply: Reply<Result<(), NexusError>>,
+    },
+    StopRebuild {
+        uri: ChildUri,
+        reply: Reply<Result<(), NexusError>>,
+    },
+    RebuildEnded {
+        slot: usize,
+        child: u64,
+        outcome: RebuildOutcome,
+        summary: RebuildSummary,
+    },
+    Destroy {
+        reply: Reply<Result<(), NexusError>>,
+    },
+    Resize {
+        size_bytes: u64,
+        reply: Reply<Result<(), NexusError>>,
+    },
+}
+
+/// One child as the control path knows it.
+pub(crate) struct ChildEntry {
+    pub slot: usize,
+    pub uri: ChildUri,
+    pub shared: Arc<ChildShared>,
+    pub state: ChildState,
+    pub replica: Uuid,
+    pub rebuild: Option<Arc<RebuildCtl>>,
+    pub last_rebuild: Option<RebuildSummary>,
+}
+
+/// The control state of a nexus (under its mutex; read by `status`).
+pub(crate) struct State {
+    pub volume: Uuid,
+    pub generation: u64,
+    pub children: Vec<ChildEntry>,
+    /// Removed children with I/Os given up after a timeout still out, or a rebuild still
+    /// stopping: the same child cannot come back (and be rebuilt) until those are over, or old
+    /// data could land after the new copy.
+    pub departed: Vec<Departed>,
+    pub destroying: bool,
+}
+
+impl State {
+    pub(crate) fn index_of(&self, uri: &ChildUri) -> Result<usize, NexusError> {
+        self.children
+            .iter()
+            .position(|c| c.uri == *uri)
+            .ok_or_else(|| NexusError::NoSuchChild(uri.to_string()))
+    }
+
+    pub(crate) fn online_count(&self) -> usize {
+        self.children
+            .iter()
+            .filter(|c| c.state == ChildState::Online)
+            .count()
+    }
+
+    /// Moves child `idx` to `to` if the transition table allows it.
+    pub(crate) fn transition(
+        &mut self,
+        idx: usize,
+        to: ChildState,
+    ) -> Result<ChildState, NexusError> {
+        let Some(c) = self.children.get_mut(idx) else {
+            return Err(NexusError::Invalid(format!("no child at index {idx}")));
+        };
+        let from = c.state;
+        if !from.can_become(to) {
+            return Err(NexusError::InvalidTransition {
+                uri: c.uri.to_string(),
+                from,
+                to,
+            });
+        }
+        c.state = to;
+        Ok(from)
+    }
+}
+
+/// The pause state of one nexus.
+#[derive(Debug, Default)]
+pub(crate) struct Pause {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Inner {
+    /// The last generation handed out.
+    pub generation: u64,
+    /// The generation in force, if any.
+    pub active: Option<u64>,
+    /// Pauses that ended by their deadline.
+    pub lapsed: u64,
+}
+
+impl Pause {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A replicated volume.
 pub struct Nexus {
     pub(crate) info: BdevInfo,
@@ -226,7 +248,7 @@ pub struct Nexus {
     /// The write-intent bitmap.
     pub(crate) intent: IntentMap,
     /// A pause of the host writes (module `pause`).
-    pub(crate) pause: crate::pause::Pause,
+    pub(crate) pause: Pause,
     next_child_id: AtomicU64,
 }
 
@@ -276,22 +298,9 @@ impl Nexus {
             wake: Signal::default(),
             limiter: Limiter::default(),
             intent,
-            pause: crate::pause::Pause::default(),
+            pause: Pause::default(),
             next_child_id: AtomicU64::new(1),
         }
-    }
-
-    /// Creates a nexus over `children` (all must be opened), reading their metadata to tell
-    /// current replicas from stale ones (see [`crate::label`]). Current children come up
-    /// online, stale and new ones are rebuilt. Runs on `home`, which also runs the nexus's
-    /// control path and rebuilds from then on.
-    pub fn create(
-        opts: NexusOptions,
-        children: Vec<ChildSpec>,
-        home: &ReactorHandle,
-    ) -> Ticket<Result<Arc<Nexus>, NexusError>> {
-        let h = home.clone();
-        crate::exec::run_on(home, move || crate::create::create(opts, children, h))
     }
 
     /// Turns the write order (module `order`) off or back on. Without it, overlapping writes
@@ -534,34 +543,5 @@ impl Nexus {
     /// Segment size in blocks.
     pub fn segment_blocks(&self) -> u64 {
         self.geo.seg_blocks
-    }
-}
-
-impl Bdev for Nexus {
-    fn info(&self) -> &BdevInfo {
-        &self.info
-    }
-
-    fn supports(&self, io_type: IoType) -> bool {
-        match io_type {
-            IoType::Read | IoType::Write | IoType::Flush => true,
-            IoType::WriteZeroes => self.write_zeroes,
-            IoType::Unmap => self.unmap,
-        }
-    }
-
-    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
-        // Every leg carries the host's flags to its child, and a FUA write is answered only
-        // when every in-sync child has answered its FUA leg. Children are checked for FUA
-        // when they join (`create::check_child`).
-        flags == IoFlags::FUA
-            && matches!(io_type, IoType::Read | IoType::Write | IoType::WriteZeroes)
-    }
-
-    fn create_channel(
-        self: Arc<Self>,
-        reactor: &Reactor,
-    ) -> Result<Box<dyn BdevChannel>, BdevError> {
-        Ok(Box::new(crate::io::NexusChannel::new(self, reactor)))
     }
 }

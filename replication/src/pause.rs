@@ -20,8 +20,12 @@
 //! Children that are not in sync when the pause answers (being rebuilt, faulted) are left
 //! out of [`PauseInfo::in_sync`]: their contents are not the volume's. A rebuild goes on
 //! during a pause (its copies write only to the child being rebuilt).
+//!
+//! Here: the calls ([`Nexus::pause_io`], [`Nexus::resume_io`], [`Nexus::pause_status`]) and
+//! what they answer; the pause state they keep is the nexus's (`Pause`, in [`crate::nexus`]),
+//! and the flag that holds the writes is the gate's.
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::NexusError;
@@ -39,28 +43,6 @@ pub struct PauseInfo {
     pub generation: u64,
     /// The URIs of the children in sync when the pause took effect.
     pub in_sync: Vec<String>,
-}
-
-/// The pause state of one nexus.
-#[derive(Debug, Default)]
-pub(crate) struct Pause {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    /// The last generation handed out.
-    generation: u64,
-    /// The generation in force, if any.
-    active: Option<u64>,
-    /// Pauses that ended by their deadline.
-    lapsed: u64,
-}
-
-impl Pause {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// The pause as `nexus_get` could show it: the generation in force and the lapsed count.

@@ -7,7 +7,7 @@
 //!    (a remote child's size is the one its host last read: `nexus_resize` in the daemon
 //!    re-reads it first);
 //! 2. the new size goes into the labels of every online child, at a new generation
-//!    ([`crate::control::Ctx::commit`]); until then no I/O can reach past the old end, so a
+//!    ([`crate::commit::Ctx::commit`]); until then no I/O can reach past the old end, so a
 //!    crash leaves labels of either size and nothing written there (`nexus_create` with the
 //!    larger size takes both: a smaller label is a growth);
 //! 3. the bdev grows ([`shoal_bdev::BdevInfo::resize`]): requests are checked against the new
@@ -25,7 +25,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::NexusError;
-use crate::control::Ctx;
+use crate::commit::Ctx;
 use crate::state::ChildState;
 
 pub(crate) async fn resize(ctx: &Ctx, size_bytes: u64) -> Result<(), NexusError> {

@@ -41,8 +41,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::dirty::DirtyMap;
 use crate::exec::{self, Signal};
 use crate::label::META_BYTES;
-use crate::nexus::Geometry;
 use crate::routing::ChildShared;
+use crate::types::Geometry;
 
 pub(crate) mod task;
 

@@ -1,5 +1,5 @@
-//! The I/O path of the nexus: one [`NexusChannel`] per reactor, holding a channel to every
-//! child that takes I/O.
+//! The I/O path of the nexus: the nexus as a [`Bdev`] (what it supports, and its channels),
+//! and one [`NexusChannel`] per reactor, holding a channel to every child that takes I/O.
 //!
 //! * **Writes** (write, write zeroes, deallocate, flush) go to every child that takes writes
 //!   (online and rebuilding). The host's buffers go to the first child; the others get shared
@@ -42,7 +42,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_bdev::reactor::{Reactor, TimerId};
-use shoal_bdev::{BdevChannel, BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList};
+use shoal_bdev::{
+    Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoBuf, IoChannel, IoFlags, IoSink, IoType,
+    SgList,
+};
 
 use crate::gate::{ChanCounters, Gate};
 use crate::nexus::Nexus;
@@ -142,6 +145,35 @@ impl Parent {
         self.err = None;
         self.started = None;
         (self.sink.take(), self.tag, self.abandoned == 0)
+    }
+}
+
+impl Bdev for Nexus {
+    fn info(&self) -> &BdevInfo {
+        &self.info
+    }
+
+    fn supports(&self, io_type: IoType) -> bool {
+        match io_type {
+            IoType::Read | IoType::Write | IoType::Flush => true,
+            IoType::WriteZeroes => self.write_zeroes,
+            IoType::Unmap => self.unmap,
+        }
+    }
+
+    fn supports_flags(&self, io_type: IoType, flags: IoFlags) -> bool {
+        // Every leg carries the host's flags to its child, and a FUA write is answered only
+        // when every in-sync child has answered its FUA leg. Children are checked for FUA
+        // when they join (`types::check_spec`).
+        flags == IoFlags::FUA
+            && matches!(io_type, IoType::Read | IoType::Write | IoType::WriteZeroes)
+    }
+
+    fn create_channel(
+        self: Arc<Self>,
+        reactor: &Reactor,
+    ) -> Result<Box<dyn BdevChannel>, BdevError> {
+        Ok(Box::new(crate::io::NexusChannel::new(self, reactor)))
     }
 }
 

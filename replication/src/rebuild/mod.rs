@@ -18,28 +18,35 @@
 //! [`COPY_WORKERS`] workers run per rebuild, so a read and a write are in flight at once.
 //! A `Limiter` (token bucket on reactor timers) caps the copy rate; its default policy is
 //! adaptive: full speed while the host is idle, [`DEFAULT_BUSY_MIB_PER_SEC`] while it is not.
+//!
+//! Here: the copy tasks (`start` and its workers) and the limiter's refill. What the nexus
+//! holds of its rebuilds (the rate policy and the limiter's bucket, each rebuild's control and
+//! progress, the status types) is in `ctl`, below the nexus, which this module uses.
+
+pub(crate) mod ctl;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_bdev::{BdevIo, IoBuf, IoChannel, SgList, open_channel};
 
-use crate::control::{Op, State};
 use crate::dirty::DirtyMap;
 use crate::exec::{self, LocalFuture};
 use crate::gate::MAX_LOCK_SEGMENTS;
-use crate::nexus::Nexus;
+use crate::nexus::{Nexus, Op, State};
 use crate::routing::{ChildShared, Role, nth_slot, slot_bit};
 use crate::state::FaultReason;
+use ctl::{Bucket, Limiter, RebuildCtl};
+pub use ctl::{
+    DEFAULT_BUSY_MIB_PER_SEC, RebuildOutcome, RebuildRate, RebuildStatus, RebuildSummary,
+};
 
 /// Largest copy, in bytes.
 pub const MAX_COPY_BYTES: u64 = 1 << 20;
 /// Copies in flight per rebuild.
 pub const COPY_WORKERS: usize = 2;
-/// Default copy rate while the host does I/O (adaptive policy).
-pub const DEFAULT_BUSY_MIB_PER_SEC: u64 = 128;
 /// The host counts as idle when it submitted nothing for this long.
 const IDLE_AFTER: Duration = Duration::from_millis(20);
 /// How often a paused rebuild looks whether it may go on.
@@ -47,68 +54,8 @@ const IDLE_AFTER: Duration = Duration::from_millis(20);
 pub const FLUSH_EVERY_BYTES: u64 = 64 << 20;
 const PAUSE_POLL: Duration = Duration::from_millis(5);
 
-/// How fast rebuilds may copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RebuildRate {
-    /// Unlimited while the host is idle, `busy_mib_per_sec` while it does I/O (the default).
-    Adaptive {
-        /// MiB/s while the host does I/O.
-        busy_mib_per_sec: u64,
-    },
-    /// At most this many MiB/s, always.
-    Fixed {
-        /// MiB/s.
-        mib_per_sec: u64,
-    },
-    /// No limit.
-    Unlimited,
-}
-
-impl Default for RebuildRate {
-    fn default() -> RebuildRate {
-        RebuildRate::Adaptive {
-            busy_mib_per_sec: DEFAULT_BUSY_MIB_PER_SEC,
-        }
-    }
-}
-
-struct Bucket {
-    tokens: u64,
-    last: Instant,
-    seen_submitted: u64,
-    last_active: Instant,
-}
-
-/// The token bucket shared by the rebuilds of a nexus (used on the home reactor only).
-pub(crate) struct Limiter {
-    rate: Mutex<RebuildRate>,
-    bucket: Mutex<Bucket>,
-}
-
-impl Default for Limiter {
-    fn default() -> Limiter {
-        let now = Instant::now();
-        Limiter {
-            rate: Mutex::new(RebuildRate::default()),
-            bucket: Mutex::new(Bucket {
-                tokens: 0,
-                last: now,
-                seen_submitted: 0,
-                last_active: now,
-            }),
-        }
-    }
-}
-
+// The limiter's refill and wait (its state is in `ctl`).
 impl Limiter {
-    pub(crate) fn set(&self, r: RebuildRate) {
-        *self.rate.lock().unwrap_or_else(|e| e.into_inner()) = r;
-    }
-
-    pub(crate) fn rate(&self) -> RebuildRate {
-        *self.rate.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Bytes per second allowed now (`None`: unlimited).
     fn bytes_per_sec(&self, nx: &Nexus, b: &mut Bucket, now: Instant) -> Option<u64> {
         let mib = match self.rate() {
@@ -158,89 +105,6 @@ impl Limiter {
             };
             exec::sleep(wait.clamp(Duration::from_micros(50), Duration::from_millis(100))).await;
         }
-    }
-}
-
-/// How a rebuild ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RebuildOutcome {
-    /// Every dirty segment was copied.
-    Completed,
-    /// It was stopped (operator, fault of the child, removal, destroy).
-    Stopped,
-    /// The copy failed (the rebuilding child failed, or no online child was left).
-    Failed,
-}
-
-/// A running rebuild, as `nexus_get` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RebuildStatus {
-    /// Whether every segment is copied (a new or stale child) or only dirty ones.
-    pub full: bool,
-    /// Whether it is paused.
-    pub paused: bool,
-    /// Segments to copy when it started.
-    pub segments_total: u64,
-    /// Segments copied so far.
-    pub segments_copied: u64,
-    /// Bytes copied so far.
-    pub bytes_copied: u64,
-    /// 0 to 100.
-    pub progress: u8,
-}
-
-/// A finished rebuild.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RebuildSummary {
-    /// Full or partial.
-    pub full: bool,
-    /// How it ended.
-    pub outcome: RebuildOutcome,
-    /// Segments to copy when it started.
-    pub segments_total: u64,
-    /// Segments copied.
-    pub segments_copied: u64,
-    /// Bytes copied.
-    pub bytes_copied: u64,
-    /// How long it ran.
-    pub duration: Duration,
-}
-
-/// Control and progress of one rebuild.
-pub(crate) struct RebuildCtl {
-    full: bool,
-    total: AtomicU64,
-    copied: AtomicU64,
-    bytes: AtomicU64,
-    pub paused: AtomicBool,
-    pub stop: AtomicBool,
-    finished: AtomicBool,
-    started: Instant,
-    /// Segments copied whose copy is not known durable on the child yet (not flushed).
-    unflushed: DirtyMap,
-}
-
-impl RebuildCtl {
-    pub(crate) fn status(&self) -> RebuildStatus {
-        let total = self.total.load(Ordering::Acquire);
-        let copied = self.copied.load(Ordering::Acquire);
-        let progress = copied
-            .min(total)
-            .saturating_mul(100)
-            .checked_div(total)
-            .map_or(100, |p| u8::try_from(p).unwrap_or(100));
-        RebuildStatus {
-            full: self.full,
-            paused: self.paused.load(Ordering::Acquire),
-            segments_total: total,
-            segments_copied: copied,
-            bytes_copied: self.bytes.load(Ordering::Acquire),
-            progress,
-        }
-    }
-
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
     }
 }
 
