@@ -18,9 +18,9 @@ use shoal_bdev::delay::{DelayBdev, DelayLatencies};
 use shoal_bdev::error_bdev::ErrorBdev;
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::null::NullBdev;
-use shoal_bdev::reactor::{Reactor, ReactorConfig};
 use shoal_bdev::uring::UringBdev;
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoSink, SgList, open_channel};
+use shoal_reactor::{Reactor, ReactorConfig};
 
 const BATCH: usize = 32;
 const IO: usize = 4096;

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use host_common::{WAIT, free_port, host_reactors, pattern, start_target_with};
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::pfail::{Keep, PfailBdev};
-use shoal_bdev::reactor::{Reactor, ReactorConfig};
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoChannel, IoFlags, IoSink, open_channel};
 use shoal_nvmf::host::RemoteBdev;
 use shoal_nvmf::target::subsystem::TransportConfig;
+use shoal_reactor::{Reactor, ReactorConfig};
 
 const BS: usize = 4096;
 const BLOCKS: u64 = 256;

@@ -328,7 +328,7 @@ impl FakeConn {
 }
 
 struct Rig {
-    _host: shoal_bdev::reactor::ReactorSet,
+    _host: shoal_reactor::ReactorSet,
     ctrl: Arc<Controller>,
     d: Driver,
     qp: IoQueuePair,

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use host_common::{Collector, WAIT, free_port, host_reactors, options, start_target_with};
 use shoal_bdev::malloc::MallocBdev;
-use shoal_bdev::reactor::{Reactor, ReactorConfig};
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoChannel, open_channel};
 use shoal_nvmf::host::{Controller, ControllerState, RemoteBdev};
 use shoal_nvmf::target::subsystem::TransportConfig;
+use shoal_reactor::{Reactor, ReactorConfig};
 
 const BS: u32 = 512;
 

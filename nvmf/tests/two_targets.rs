@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use common::{NQN, TestHost};
 use shoal_bdev::malloc::MallocBdev;
-use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_nvmf::target::subsystem::{ListenAddress, SubsystemOptions, Target, TransportConfig};
 use shoal_nvmf::target::tcp::TcpTransport;
 use shoal_nvmf::target::tcp::limits::ListenLimits;
+use shoal_reactor::{Reactor, ReactorConfig, ReactorSet};
 
 /// A target with one RAM namespace, listening on a free loopback port on `set`'s reactor.
 fn target_on(set: &ReactorSet, name: &str) -> (TcpTransport, std::net::SocketAddr) {

@@ -40,8 +40,8 @@ use std::time::{Duration, Instant};
 
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::null::NullBdev;
-use shoal_bdev::reactor::{Reactor, ReactorConfig};
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList, open_channel};
+use shoal_reactor::{Reactor, ReactorConfig};
 use shoal_replication::{ChildSpec, ChildState, META_BYTES, Nexus, NexusOptions};
 
 const IO: u64 = 4096;

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shoal_bdev::reactor::ReactorHandle;
 use shoal_bdev::{BdevInfo, IoType};
+use shoal_reactor::ReactorHandle;
 use uuid::Uuid;
 
 use crate::NexusError;

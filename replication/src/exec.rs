@@ -23,8 +23,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use shoal_bdev::reactor::{Reactor, ReactorHandle};
 use shoal_bdev::{BdevError, BdevIo, IoChannel, IoSink};
+use shoal_reactor::{Reactor, ReactorHandle};
 
 use crate::NexusError;
 use crate::routing::ChildShared;
@@ -376,7 +376,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_bdev::reactor::ReactorConfig;
+    use shoal_reactor::ReactorConfig;
 
     #[test]
     fn tasks_sleep_join_and_answer() {

@@ -213,7 +213,7 @@ impl Gate {
 mod tests {
     use super::*;
     use crate::exec::run_on;
-    use shoal_bdev::reactor::{Reactor, ReactorConfig};
+    use shoal_reactor::{Reactor, ReactorConfig};
 
     #[test]
     fn lock_encoding_and_overlap() {

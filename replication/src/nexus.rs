@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use shoal_bdev::reactor::ReactorHandle;
 use shoal_bdev::{BdevInfo, SizeKey};
+use shoal_reactor::ReactorHandle;
 use uuid::Uuid;
 
 use crate::exec::{Reply, Signal, Ticket, ticket};

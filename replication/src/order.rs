@@ -30,7 +30,7 @@
 //! A reactor that is the only one writing to the volume (the usual case) has no other lane to
 //! look at, and skips the fence too: its claim is a load and a store. That needs the rare side
 //! to pay instead. A lane that joins makes every thread of the process pass a full memory
-//! barrier ([`shoal_bdev::reactor::process_barrier`], `membarrier(2)`) before its reactor
+//! barrier ([`shoal_reactor::process_barrier`], `membarrier(2)`) before its reactor
 //! claims anything: a claim made alone before that barrier is visible to the newcomer's
 //! checks, and one made after it sees the new lane and takes the fenced path. Where the
 //! process barrier is not available, every claim takes the fenced path.
@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, compiler_fence, fence};
 use std::sync::{Mutex, OnceLock};
 use std::thread::ThreadId;
 
-use shoal_bdev::reactor::{process_barrier, process_barrier_available};
+use shoal_reactor::{process_barrier, process_barrier_available};
 
 /// Words of one lane (64 units of 4 KiB each): 32 KiB per lane, covering 1 GiB.
 pub(crate) const TABLE_WORDS: usize = 4096;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::*;
 use shoal_bdev::pfail::{Keep, PfailBdev};
-use shoal_bdev::reactor::Reactor;
 use shoal_bdev::{Bdev, BdevIo};
+use shoal_reactor::Reactor;
 use shoal_replication::{ChildSpec, ChildState, ChildUri, Nexus};
 
 const BLOCKS: u64 = 4096;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use common::{WAIT, ram_bs};
 use shoal_bdev::delay::{DelayBdev, DelayLatencies};
 use shoal_bdev::error_bdev::ErrorBdev;
-use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_bdev::{Bdev, IoType};
 use shoal_bdev_conformance::{Backend, Fixture, NUM_BLOCKS, conformance};
+use shoal_reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_replication::{ChildSpec, Nexus, NexusOptions};
 
 fn nexus(children: Vec<Arc<dyn Bdev>>, bs: u32) -> Fixture {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use common::*;
 use shoal_bdev::pfail::{Keep, PfailBdev};
-use shoal_bdev::reactor::Reactor;
 use shoal_bdev::{Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoFlags, IoType};
+use shoal_reactor::Reactor;
 use shoal_replication::{ChildSpec, Nexus};
 
 const BLOCKS: u64 = 1024;

@@ -17,11 +17,7 @@ use shoal_replication::{ChildSpec, ChildState};
 const BLOCKS: u64 = 8 << 11; // 8 MiB of 512-byte blocks
 
 /// Adds `b`, retrying while the nexus answers busy (as an operator or the CSI plugin would).
-fn add_when_free(
-    r: &shoal_bdev::reactor::Reactor,
-    nx: &shoal_replication::Nexus,
-    b: &Arc<dyn Bdev>,
-) {
+fn add_when_free(r: &shoal_reactor::Reactor, nx: &shoal_replication::Nexus, b: &Arc<dyn Bdev>) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         match nx
@@ -50,7 +46,7 @@ fn faulted(nx: &shoal_replication::Nexus, b: &Arc<dyn Bdev>) -> bool {
 /// second write, W2 at block 1600, sent after it (to `c` only). Neither may be acknowledged
 /// yet: `a` is still recorded in sync and lacks both. Block 0 holds pattern 1 on both.
 fn hold_writes_in_the_window(
-    r: &shoal_bdev::reactor::Reactor,
+    r: &shoal_reactor::Reactor,
     a: &Arc<ErrorBdev>,
     c: &Arc<ErrorBdev>,
 ) -> (
@@ -88,7 +84,7 @@ fn hold_writes_in_the_window(
 }
 
 /// A nexus over `a` and `c` restarted after a "crash" (the first life ran on its own thread).
-fn restart(a: &Arc<ErrorBdev>, c: &Arc<ErrorBdev>) -> (shoal_bdev::reactor::Reactor, Io) {
+fn restart(a: &Arc<ErrorBdev>, c: &Arc<ErrorBdev>) -> (shoal_reactor::Reactor, Io) {
     a.clear();
     c.clear();
     let (ab, cb): (Arc<dyn Bdev>, Arc<dyn Bdev>) = (a.clone(), c.clone());
@@ -407,7 +403,7 @@ fn a_removed_child_with_io_still_out_is_not_added_back_until_it_is_back() {
 
 /// A nexus over `a` whose new child `b` has a rebuild copy write held (not yet timed out).
 fn copy_held() -> (
-    shoal_bdev::reactor::Reactor,
+    shoal_reactor::Reactor,
     Arc<Stall>,
     Arc<dyn Bdev>,
     Arc<shoal_replication::Nexus>,
@@ -437,7 +433,7 @@ fn copy_held() -> (
 
 /// Once the held copy is back: `b` can be added, is rebuilt, and holds the newest data.
 fn add_back_after_release(
-    r: &shoal_bdev::reactor::Reactor,
+    r: &shoal_reactor::Reactor,
     bb: &Arc<dyn Bdev>,
     nx: &shoal_replication::Nexus,
 ) {

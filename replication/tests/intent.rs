@@ -49,7 +49,7 @@ fn first_life(
 
 /// The data regions of two children are identical (compared 1 MiB at a time, without a
 /// checksum: fast in a debug build).
-fn same_data(r: &shoal_bdev::reactor::Reactor, a: &Arc<dyn Bdev>, b: &Arc<dyn Bdev>, blocks: u64) {
+fn same_data(r: &shoal_reactor::Reactor, a: &Arc<dyn Bdev>, b: &Arc<dyn Bdev>, blocks: u64) {
     let (ia, ib) = (Io::new(r, a), Io::new(r, b));
     let step = 2048;
     let mut at = meta(512);
@@ -126,8 +126,8 @@ fn a_crash_resyncs_only_the_marked_regions() {
 }
 
 /// The first life's reactor (the thread's own).
-fn nx_reactor() -> shoal_bdev::reactor::Reactor {
-    shoal_bdev::reactor::Reactor::current().expect("on the first life's reactor")
+fn nx_reactor() -> shoal_reactor::Reactor {
+    shoal_reactor::Reactor::current().expect("on the first life's reactor")
 }
 
 #[test]
@@ -246,7 +246,7 @@ impl Bdev for Recorder {
     }
     fn create_channel(
         self: Arc<Self>,
-        _r: &shoal_bdev::reactor::Reactor,
+        _r: &shoal_reactor::Reactor,
     ) -> Result<Box<dyn shoal_bdev::BdevChannel>, shoal_bdev::BdevError> {
         let base = shoal_bdev::open_channel(&self.base)?;
         Ok(Box::new(RecChan {
@@ -335,7 +335,7 @@ fn a_life_without_the_bitmap_invalidates_the_old_one() {
     nx.destroy().wait(WAIT).unwrap().unwrap();
 }
 
-fn add_when_free(r: &shoal_bdev::reactor::Reactor, nx: &Nexus, b: &Arc<dyn Bdev>) {
+fn add_when_free(r: &shoal_reactor::Reactor, nx: &Nexus, b: &Arc<dyn Bdev>) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         match nx

@@ -141,7 +141,7 @@ fn reads_go_to_the_fastest_remote_child() {
     );
 }
 
-fn label_of(r: &shoal_bdev::reactor::Reactor, b: &Arc<dyn Bdev>) -> Label {
+fn label_of(r: &shoal_reactor::Reactor, b: &Arc<dyn Bdev>) -> Label {
     let io = Io::new(r, b);
     let region = io.read(0, 8192 / u64::from(BS)).unwrap();
     Label::newest(&region).expect("a label")
@@ -441,10 +441,10 @@ impl shoal_bdev::IoSink for Counted {
 #[test]
 fn faults_seen_on_another_reactor_reach_the_home_reactor() {
     use std::sync::atomic::{AtomicU64, Ordering};
-    let set = shoal_bdev::reactor::ReactorSet::start(
+    let set = shoal_reactor::ReactorSet::start(
         &[0, 1],
-        shoal_bdev::reactor::ReactorConfig::default(),
-        Arc::new(|_: &shoal_bdev::reactor::Reactor| {}),
+        shoal_reactor::ReactorConfig::default(),
+        Arc::new(|_: &shoal_reactor::Reactor| {}),
     )
     .unwrap();
     let (home, other) = (set.handles()[0].clone(), set.handles()[1].clone());

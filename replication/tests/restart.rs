@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 const BLOCKS: u64 = 16 << 11; // 16 MiB
 
-fn write_some(r: &shoal_bdev::reactor::Reactor, nx: &Arc<Nexus>, seed: u64) {
+fn write_some(r: &shoal_reactor::Reactor, nx: &Arc<Nexus>, seed: u64) {
     let b: Arc<dyn Bdev> = nx.clone();
     let io = Io::new(r, &b);
     for i in 0..32u64 {
@@ -21,7 +21,7 @@ fn write_some(r: &shoal_bdev::reactor::Reactor, nx: &Arc<Nexus>, seed: u64) {
     }
 }
 
-fn check_some(r: &shoal_bdev::reactor::Reactor, nx: &Arc<Nexus>, seed: u64) {
+fn check_some(r: &shoal_reactor::Reactor, nx: &Arc<Nexus>, seed: u64) {
     let b: Arc<dyn Bdev> = nx.clone();
     let io = Io::new(r, &b);
     for i in 0..32u64 {
@@ -298,7 +298,7 @@ fn a_child_at_the_highest_generation_taken_over_still_restarts() {
 }
 
 /// Rewrites the newest label of `b` with generation `g` (and a valid checksum).
-fn set_generation(r: &shoal_bdev::reactor::Reactor, b: &Arc<dyn Bdev>, g: u64) {
+fn set_generation(r: &shoal_reactor::Reactor, b: &Arc<dyn Bdev>, g: u64) {
     let raw = Io::new(r, b);
     let region = raw.read(0, 16).unwrap();
     let mut l = shoal_replication::Label::newest(&region).unwrap();

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
-use shoal_bdev::reactor::{Reactor, ReactorConfig};
 use shoal_bdev::uring::UringBdev;
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoChannel, IoSink, IoType, open_channel};
+use shoal_reactor::{Reactor, ReactorConfig};
 use shoal_replication::{ChildSpec, ChildState, Nexus};
 
 /// Blocks of the nexus (512 bytes each): 2 MiB.

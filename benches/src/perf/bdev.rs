@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::null::NullBdev;
-use shoal_bdev::reactor::{Reactor, ReactorSet, parse_core_mask};
 use shoal_bdev::uring::UringBdev;
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoChannel, IoSink, open_channel};
+use shoal_reactor::{Reactor, ReactorSet, parse_core_mask};
 
 use super::job::{IoTarget, JobConfig, Progress};
 use super::report::Report;

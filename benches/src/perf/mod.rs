@@ -30,7 +30,7 @@ pub mod verify;
 
 use std::time::Duration;
 
-use shoal_bdev::reactor::ReactorConfig;
+use shoal_reactor::ReactorConfig;
 
 /// The access pattern (`-w`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,13 +11,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_bdev::reactor::{Reactor, ReactorSet, parse_core_mask};
 use shoal_bdev::{BdevIo, IoSink};
 use shoal_nvmf::host::{
     ConnectOptions, Controller, HostError, IoQueuePair, NamespaceInfo, QueueState, discover,
 };
 use shoal_nvmf::wire::spec::StatusCodeType;
 use shoal_nvmf::wire::spec::log::discovery;
+use shoal_reactor::{Reactor, ReactorSet, parse_core_mask};
 
 use super::job::{IoTarget, JobConfig, Progress};
 use super::report::Report;
@@ -174,7 +174,7 @@ fn options(args: &Args, id: &TransportId, subnqn: &str, cores: usize) -> Connect
 
 /// The `-r` entries with their subsystems: as given, or from the discovery log.
 fn resolve(
-    admin: &shoal_bdev::reactor::ReactorHandle,
+    admin: &shoal_reactor::ReactorHandle,
     args: &Args,
     ids: Vec<TransportId>,
 ) -> Result<Vec<TransportId>, String> {

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shoal_bdev::reactor::{Reactor, ReactorSet};
+use shoal_reactor::{Reactor, ReactorSet};
 
 use super::cpu;
 use super::job::{IoTarget, Job, JobConfig, Progress};

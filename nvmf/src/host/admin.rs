@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_bdev::SgList;
-use shoal_bdev::reactor::{Reactor, TimerId};
+use shoal_reactor::{Reactor, TimerId};
 
 use super::cmd::{self, Dir};
 use super::conn::{Conn, ConnConfig, QueueState};

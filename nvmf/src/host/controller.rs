@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use shoal_bdev::reactor::{Reactor, ReactorHandle};
+use shoal_reactor::{Reactor, ReactorHandle};
 use uuid::Uuid;
 
 use super::admin;

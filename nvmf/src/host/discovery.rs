@@ -9,7 +9,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use shoal_bdev::reactor::ReactorHandle;
+use shoal_reactor::ReactorHandle;
 
 use super::admin::{ADMIN_MAX_XFER, AdminCtx, with_admin};
 use super::cmd::{self, Dir};

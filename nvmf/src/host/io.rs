@@ -9,8 +9,8 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use shoal_bdev::reactor::Reactor;
 use shoal_bdev::{BdevError, BdevIo, IoFlags, IoSink, IoType};
+use shoal_reactor::Reactor;
 
 use super::conn::{self, Conn, ConnConfig, QueueState};
 use super::controller::{

@@ -20,7 +20,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use shoal_bdev::reactor::TimerId;
+use shoal_reactor::TimerId;
 
 use super::admin::AdminCtx;
 use super::error::HostError;

@@ -14,11 +14,11 @@
 
 use std::sync::{Arc, Weak};
 
-use shoal_bdev::reactor::{Reactor, ReactorHandle};
 use shoal_bdev::{
     Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoFlags, IoSink, IoType, SizeKey,
     valid_block_size,
 };
+use shoal_reactor::{Reactor, ReactorHandle};
 
 use super::controller::{Controller, NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES};
 use super::error::HostError;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_bdev::malloc::MallocBdev;
-use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_nvmf::target::subsystem::{ListenAddress, SubsystemOptions, Target, TransportConfig};
 use shoal_nvmf::target::tcp::TcpTransport;
 use shoal_nvmf::wire::pdu::{
@@ -19,6 +18,7 @@ use shoal_nvmf::wire::pdu::{
 use shoal_nvmf::wire::spec::fabrics::ConnectData;
 use shoal_nvmf::wire::spec::opcode::{admin, io};
 use shoal_nvmf::wire::spec::{Cqe, FabricsType, Opcode, SglDescriptor, Sqe, Status};
+use shoal_reactor::{Reactor, ReactorConfig, ReactorSet};
 
 pub const NQN: &str = "nqn.2016-06.io.shoal:test";
 pub const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_bdev::malloc::MallocBdev;
-use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoSink, SgList};
 use shoal_nvmf::host::{ConnectOptions, ControllerState};
 use shoal_nvmf::target::subsystem::{ListenAddress, SubsystemOptions, Target, TransportConfig};
 use shoal_nvmf::target::tcp::TcpTransport;
+use shoal_reactor::{Reactor, ReactorConfig, ReactorSet};
 
 use super::common::{HOSTNQN, NQN, TestTarget};
 

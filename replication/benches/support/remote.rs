@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_bdev::Bdev;
-use shoal_bdev::reactor::Reactor;
 use shoal_nvmf::host::{Controller, NvmfUri, RemoteBdev};
+use shoal_reactor::Reactor;
 use shoal_replication::{ChildSpec, ChildState, ChildUri, META_BYTES};
 
 use super::{WAIT, env_u64, nexus, pct, plain_copy, ram};

@@ -41,11 +41,11 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_bdev::reactor::{Reactor, TimerId};
 use shoal_bdev::{
     Bdev, BdevChannel, BdevError, BdevInfo, BdevIo, IoBuf, IoChannel, IoFlags, IoSink, IoType,
     SgList,
 };
+use shoal_reactor::{Reactor, TimerId};
 
 use crate::gate::{ChanCounters, Gate};
 use crate::nexus::Nexus;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_bdev::malloc::MallocBdev;
-use shoal_bdev::reactor::{Reactor, ReactorConfig};
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoChannel, IoSink, SgList, open_channel};
+use shoal_reactor::{Reactor, ReactorConfig};
 use shoal_replication::{ChildSpec, ChildState, ChildUri, META_BYTES, Nexus, NexusOptions};
 
 /// Longest wait of any step.

@@ -21,9 +21,9 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_bdev::reactor::ops::{OpHandler, Payload};
-use shoal_bdev::reactor::{PollStatus, Reactor, TimerId, shutdown_socket};
 use shoal_bdev::{IoBuf, SgList};
+use shoal_reactor::ops::{OpHandler, Payload};
+use shoal_reactor::{PollStatus, Reactor, TimerId, shutdown_socket};
 
 use super::cmd::Dir;
 use super::controller::CtrlShared;

@@ -6,8 +6,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
-use shoal_bdev::reactor::ops::{OpHandler, Payload};
-use shoal_bdev::reactor::{Reactor, ReactorHandle, set_listen_backlog, shutdown_socket};
+use shoal_reactor::ops::{OpHandler, Payload};
+use shoal_reactor::{Reactor, ReactorHandle, set_listen_backlog, shutdown_socket};
 
 use super::limits::{self, Accepted, ConnCounts, ListenLimits, Refusal};
 use crate::target::subsystem::ListenAddress;

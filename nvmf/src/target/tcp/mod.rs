@@ -31,9 +31,9 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
-use shoal_bdev::reactor::ops::{OpHandler, Payload};
-use shoal_bdev::reactor::{PollStatus, Reactor, TimerId, shutdown_socket};
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoChannel, IoSink, open_channel};
+use shoal_reactor::ops::{OpHandler, Payload};
+use shoal_reactor::{PollStatus, Reactor, TimerId, shutdown_socket};
 
 use crate::target::subsystem::ListenAddress;
 use qpair::{Action, Phase, QueuePair, QueuePairConfig};

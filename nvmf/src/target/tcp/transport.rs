@@ -14,7 +14,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shoal_bdev::reactor::ReactorHandle;
+use shoal_reactor::ReactorHandle;
 
 use super::limits::ListenLimits;
 use super::listener::{self, Listener};
