@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde_json::Value;
 use shoal_bdev::Bdev;
-use shoal_bdev::reactor::ReactorHandle;
 use shoal_bdev::registry::BdevRegistry;
 use shoal_nvmf::host::RemoteBdev;
 use shoal_nvmf::target::subsystem::{ListenAddress, Target};
 use shoal_nvmf::target::tcp::{self, TcpTransport};
+use shoal_reactor::ReactorHandle;
 
 /// How a bdev was created, so that `save_config` can recreate it.
 #[derive(Debug, Clone)]
@@ -185,7 +185,7 @@ impl Daemon {
                 .reactors
                 .iter()
                 .filter_map(|r| {
-                    r.call(|| shoal_bdev::reactor::Reactor::current().map_or(0, |x| x.in_flight()))
+                    r.call(|| shoal_reactor::Reactor::current().map_or(0, |x| x.in_flight()))
                 })
                 .sum();
             if live == 0 {

@@ -29,7 +29,7 @@ use multicore_common::worker::{
 };
 use multicore_common::{NEXUS_META_BYTES, Node, admin_reactor, connect};
 use serde_json::json;
-use shoal_bdev::reactor::ReactorSet;
+use shoal_reactor::ReactorSet;
 
 const NQN: &str = "nqn.2016-06.io.shoal:mc";
 

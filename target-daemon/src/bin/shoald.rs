@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet, parse_core_mask};
+use shoal_reactor::{Reactor, ReactorConfig, ReactorSet, parse_core_mask};
 use shoal_target::config::ConfigDocument;
 use shoal_target::daemon::Daemon;
 use shoal_target::methods;

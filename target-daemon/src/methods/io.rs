@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shoal_bdev::reactor::ReactorHandle;
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoChannel, IoSink, open_channel};
+use shoal_reactor::ReactorHandle;
 
 use crate::daemon::Daemon;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
-use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
+use shoal_reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_target::daemon::Daemon;
 use shoal_target::methods;
 use shoal_target::rpc::{Registry, RpcError};

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_nvmf::host::{ConnectOptions, Controller};
+use shoal_reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_target::rpc::client::RpcClient;
 
 use super::shoalctl_common::{Shoald, TempDir, free_port};

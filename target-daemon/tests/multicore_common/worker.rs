@@ -16,10 +16,10 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use shoal_bdev::reactor::{Reactor, ReactorConfig};
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoSink, SgList};
 use shoal_nvmf::host::{Controller, HostError, IoQueuePair, NamespaceInfo, QueueState, host_error};
 use shoal_nvmf::wire::spec::Status;
+use shoal_reactor::{Reactor, ReactorConfig};
 
 /// Requests in flight per lane.
 pub const DEPTH: u64 = 16;
