@@ -43,6 +43,8 @@ const FAST: u64 = 1 << 63;
 
 thread_local! {
     static CHANS: RefCell<HashMap<u64, Weak<Chan>>> = RefCell::new(HashMap::new());
+    /// Channels dropped by their user with I/O still out, kept until it has all come back.
+    static DRAINING: RefCell<HashMap<u64, Rc<Chan>>> = RefCell::new(HashMap::new());
 }
 static NEXT_CHAN: AtomicU64 = AtomicU64::new(1);
 
@@ -89,6 +91,8 @@ struct Chan {
     chain: RefCell<(u64, Vec<ClusterMap>)>,
     /// The volume's map as of `LvolShared::map_gen`.
     map: RefCell<(u64, ClusterMap)>,
+    /// Dropped by its user while I/O was out: leaves `DRAINING` once it has all finished.
+    dropped: Cell<bool>,
 }
 
 /// What one cluster-sized piece of an I/O maps to.
@@ -148,6 +152,7 @@ impl LvolChannel {
             asym: shoal_bdev::reactor::process_barrier_available(),
             chain,
             map,
+            dropped: Cell::new(false),
         });
         CHANS.with(|c| c.borrow_mut().insert(id, Rc::downgrade(&chan)));
         Ok(Box::new(LvolChannel { chan }))
@@ -156,13 +161,16 @@ impl LvolChannel {
 
 impl Drop for LvolChannel {
     fn drop(&mut self) {
-        CHANS.with(|c| c.borrow_mut().remove(&self.chan.id));
         let c = &self.chan;
-        let mut chans = c.sh.chans.lock().unwrap_or_else(|e| e.into_inner());
-        // Keep counters of I/O still out: a freed cluster waits for them.
         if c.counters.started.load(Ordering::Acquire) == c.counters.finished.load(Ordering::Acquire)
         {
-            chans.retain(|x| !Arc::ptr_eq(x, &c.counters));
+            c.forget();
+        } else {
+            // I/O still out (at the base, or at the home for an allocation): the channel
+            // stays until it has all come back, so that the answers find it and its count
+            // finishes (a freeze or a freed cluster waits for that count).
+            c.dropped.set(true);
+            DRAINING.with(|d| d.borrow_mut().insert(c.id, c.clone()));
         }
     }
 }
@@ -254,6 +262,24 @@ impl Chan {
         }
         self.done_below.set(below);
         self.counters.finished.store(below, Ordering::Release);
+        if self.dropped.get() && below == self.counters.started.load(Ordering::Relaxed) {
+            // The last I/O of a dropped channel: let it go (on a later pass, not under
+            // this call, which a strong reference of its caller keeps alive).
+            self.dropped.set(false);
+            let id = self.id;
+            self.reactor.defer(move || {
+                if let Some(c) = DRAINING.with(|d| d.borrow_mut().remove(&id)) {
+                    c.forget();
+                }
+            });
+        }
+    }
+
+    /// The channel is gone and has no I/O out: its answers and counters are no longer needed.
+    fn forget(&self) {
+        CHANS.with(|c| c.borrow_mut().remove(&self.id));
+        let mut chans = self.sh.chans.lock().unwrap_or_else(|e| e.into_inner());
+        chans.retain(|x| !Arc::ptr_eq(x, &self.counters));
     }
 
     /// Completes on a later pass (never from inside `submit`).

@@ -1,5 +1,6 @@
 //! Freezing a volume's I/O on the home reactor, for the operations that change which clusters
-//! back it (a snapshot moves its clusters to the snapshot, a merge gives it the snapshot's, a
+//! back it or whether it may change (a snapshot moves its clusters to the snapshot, a merge
+//! gives it the snapshot's, making it read-only waits out its writes in flight, a
 //! decoupling changes its parent).
 //!
 //! [`freeze`] sets each volume's `frozen` flag, waits out a process-wide barrier, takes every

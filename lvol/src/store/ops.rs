@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use shoal_bdev::{Bdev, BdevIo, IoBuf, IoFlags, SgList};
 use uuid::Uuid;
 
+use super::freeze::{freeze, thaw};
 use super::home::{Home, kick, submit, sync, uninstall};
 use super::{Lvs, lock};
 use crate::LvolError;
@@ -171,20 +172,53 @@ impl Lvs {
     /// inflate or decouple).
     pub fn set_read_only(&self, uuid: Uuid) -> Result<(), LvolError> {
         self.on_home(move |h, reply| {
-            let mut hm = h.borrow_mut();
-            let Some(flags) = hm.table.lvols.get(&uuid).map(|m| m.header.flags) else {
-                return reply(Err(LvolError::NotFound(format!("volume {uuid}"))));
+            let was = {
+                let hm = h.borrow();
+                if !hm.table.lvols.contains_key(&uuid) {
+                    return reply(Err(LvolError::NotFound(format!("volume {uuid}"))));
+                }
+                if let Err(e) = super::snap::busy(&hm, &uuid) {
+                    return reply(Err(e));
+                }
+                let b = lock(&hm.lvs.lvols).get(&uuid).cloned();
+                b.map(|b| b.shared.read_only.swap(true, Ordering::AcqRel))
             };
-            if let Err(e) = super::snap::busy(&hm, &uuid) {
-                return reply(Err(e));
-            }
-            if let Some(b) = lock(&hm.lvs.lvols).get(&uuid) {
-                b.shared.read_only.store(true, Ordering::Release);
-            }
-            let rno = hm.append(Record::SetFlags(uuid, flags | FLAG_READ_ONLY));
-            hm.when_durable(rno, reply);
-            drop(hm);
-            kick(h);
+            h.borrow_mut().busy.insert(uuid);
+            // A write that passed the channel's read-only check before the flag was set may
+            // still be out: wait for it (freeze), so that the volume never changes once this
+            // answers (a clone made next shares its clusters). Writes held by the freeze see
+            // the flag when they go on, and are refused.
+            let hc = h.clone();
+            let frozen: super::home::Done = Box::new(move |r| {
+                let out = {
+                    let mut hm = hc.borrow_mut();
+                    hm.busy.remove(&uuid);
+                    let flags = hm.table.lvols.get(&uuid).map(|m| m.header.flags);
+                    match (r, flags) {
+                        (Ok(()), Some(flags)) => {
+                            Ok(hm.append(Record::SetFlags(uuid, flags | FLAG_READ_ONLY)))
+                        }
+                        (Err(e), _) => Err(e),
+                        (Ok(()), None) => Err(LvolError::NotFound(format!("volume {uuid}"))),
+                    }
+                };
+                thaw(&hc, &[uuid]);
+                match out {
+                    Ok(rno) => {
+                        hc.borrow_mut().when_durable(rno, reply);
+                        kick(&hc);
+                    }
+                    Err(e) => {
+                        if was == Some(false)
+                            && let Some(b) = lock(&hc.borrow().lvs.lvols).get(&uuid)
+                        {
+                            b.shared.read_only.store(false, Ordering::Release);
+                        }
+                        reply(Err(e));
+                    }
+                }
+            });
+            freeze(h, &[uuid], frozen);
         })
     }
 
