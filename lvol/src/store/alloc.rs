@@ -255,8 +255,24 @@ pub(crate) fn alloc_write(
     submit(&chan, io, move |mut io, r| {
         io.offset_blocks = user_offset;
         io.flags = user_flags;
+        // The write's own device error goes back to it as it was (its NVMe status); the
+        // writes waiting for the cluster hear a copy.
+        let (r, own) = match r {
+            Ok(()) => (Ok(()), None),
+            Err(e) => (Err(clone_err(&e)), Some(e)),
+        };
         // This write hears first, then the writes that came for the cluster meanwhile.
-        let mine: Done = Box::new(move |r| done(io, r.map(|()| true)));
+        let mine: Done = Box::new(move |res| {
+            let res = match (res, own) {
+                (Ok(()), _) => Ok(true),
+                (Err(_), Some(source)) => Err(LvolError::Io {
+                    context: format!("writing new cluster {phys}"),
+                    source,
+                }),
+                (Err(e), None) => Err(e),
+            };
+            done(io, res);
+        });
         let orphan = match hc.borrow_mut().allocating.get_mut(&(lvol, index)) {
             Some(a) => {
                 a.waiters.insert(0, mine);
