@@ -1,4 +1,5 @@
-//! The API's handlers for snapshots (see [`crate::api`] and [`crate::snapshot`]).
+//! The API's handlers for snapshots (see [`crate::api`] and [`crate::snapshot`]; what the
+//! handlers share is in `api_common.rs`).
 
 use std::collections::HashMap;
 
@@ -8,15 +9,15 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::api::{ApiError, ApiState, answer, forward, parse_body};
+use crate::api_common::{ApiError, ApiState, answer, forward, parse_body};
 use crate::snapshot::{self, SnapshotSpec};
-use crate::volume_ops;
+use crate::volume_store;
 
 /// Most snapshots per page.
 const MAX_PAGE: usize = 1000;
 
 fn check_token(what: &str, t: &str) -> Result<(), ApiError> {
-    volume_ops::get_check_id(t)
+    volume_store::get_check_id(t)
         .map_err(|_| ApiError::invalid(format!("{what} {t:?}: not an id of ours")))
 }
 

@@ -1,4 +1,5 @@
-//! The API's handlers for pools, volumes and capacity (see [`crate::api`]).
+//! The API's handlers for pools, volumes, capacity and events (see [`crate::api`]; what the
+//! handlers share is in `api_common.rs`).
 
 use std::collections::HashMap;
 
@@ -9,11 +10,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{ApiError, ApiState, answer, forward, parse_body};
+use crate::api_common::{ApiError, ApiState, answer, forward, parse_body};
 use crate::model::Status;
 use crate::pool::{self, PoolSpec, PoolState};
 use crate::volume::{VolumeRecord, VolumeSpec};
-use crate::{events, keys, volume_ops};
+use crate::{events, keys, nexus_state, volume_ops, volume_store};
 
 /// Most volumes per page.
 const MAX_PAGE: i64 = 1000;
@@ -121,10 +122,10 @@ pub async fn get_volume(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let v = volume_ops::get(&s, &id).await?;
+    let v = volume_store::get(&s, &id).await?;
     let nodes = s.store.list_nodes().await?;
     let mut view = v.view(&nodes);
-    crate::heal::live_progress(&s, &v, &mut view).await;
+    nexus_state::live_progress(&s, &v, &mut view).await;
     Ok(answer(StatusCode::OK, view))
 }
 
@@ -254,7 +255,7 @@ pub async fn list_events(
                     })?;
             }
             "volume" => {
-                volume_ops::get_check_id(val)?;
+                volume_store::get_check_id(val)?;
                 f.volume = Some(val.clone());
             }
             "node" => {

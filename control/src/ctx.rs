@@ -1,13 +1,21 @@
 //! What the leader's work and the API handlers share: etcd, the nodes' token, whether this
-//! instance leads, and the lock that serialises the changes this instance makes.
+//! instance leads ([`LeaderState`], which [`crate::leader::run`] publishes), and the lock that
+//! serialises the changes this instance makes.
+//!
+//! The bottom of the crate's operations: every operation module (pools, volumes, snapshots,
+//! growth, healing, the leader's loop, the API) uses it, and it uses none of them.
 
 use std::time::Duration;
 
-use crate::leader::LeaderState;
+use tokio::sync::watch;
+
 use crate::model::{InstanceInfo, NodeView, Status};
 use crate::node_rpc::NodeClient;
 use crate::store::Store;
 use crate::{Error, Result};
+
+/// Whether this instance leads, and with which election key.
+pub type LeaderState = watch::Receiver<Option<Vec<u8>>>;
 
 /// Shared by the API and the leader loop.
 pub struct Ctx {

@@ -18,6 +18,10 @@
 //! events, brings pools online ([`crate::pool::reconcile`]), finishes interrupted volume
 //! operations ([`crate::volume_ops::reconcile`]) and heals volumes ([`crate::heal`]); the
 //! API's changes run on the leader too.
+//!
+//! It sits above the operations its loop runs, which never use it: the leadership they check
+//! is the [`crate::ctx::LeaderState`] in their context, which [`run`] publishes. Only the API
+//! uses this module, for [`current`] (whom to forward a change to).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,9 +35,6 @@ use crate::events::{Event, EventKind};
 use crate::model::{InstanceInfo, NodeState, Status};
 use crate::store::{Store, encode};
 use crate::{Error, Result, keys, now_ms};
-
-/// Whether this instance leads, and with which election key.
-pub type LeaderState = watch::Receiver<Option<Vec<u8>>>;
 
 /// Runs the election until `shutdown` turns true; publishes the leadership on `state`.
 pub async fn run(

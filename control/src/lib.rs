@@ -22,6 +22,7 @@
 
 pub mod agent;
 pub mod api;
+mod api_common;
 mod api_snapshots;
 mod api_volumes;
 pub mod binary;
@@ -32,14 +33,17 @@ pub mod heal;
 pub mod keys;
 pub mod leader;
 pub mod model;
+pub mod nexus_state;
 pub mod node_ops;
 pub mod node_rpc;
+pub mod placement;
 pub mod pool;
 pub mod resize;
 pub mod snapshot;
 pub mod store;
 pub mod volume;
 pub mod volume_ops;
+pub mod volume_store;
 
 /// Why a control-plane operation failed.
 #[derive(Debug, thiserror::Error)]

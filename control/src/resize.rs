@@ -34,7 +34,7 @@ use crate::model::{NodeView, Status};
 use crate::node_rpc::{NodeClient, NodeRpcError};
 use crate::pool::{self, PoolRecord};
 use crate::volume::{MAX_SIZE, TargetState, VolumeRecord, VolumeState, replica_bytes_for};
-use crate::volume_ops::{get, put_volume};
+use crate::volume_store::{get, put_volume};
 use crate::{Error, Result, keys};
 
 /// `ENOSPC`.

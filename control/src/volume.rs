@@ -1,6 +1,7 @@
 //! Volumes: what a client asks for ([`VolumeSpec`]), what the leader records in etcd
-//! ([`VolumeRecord`]: the intent first, then each step's outcome) and what the API shows
-//! ([`VolumeView`]).
+//! ([`VolumeRecord`]: the intent first, then each step's outcome), what the API shows
+//! ([`VolumeView`]), and the NQNs Shoal exports them under (the volume's, a replica's, and
+//! [`host_nqn`], the host NQN of a node's nexus). Types and pure functions only.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -268,6 +269,12 @@ pub fn replica_bytes_for(size_bytes: u64, cluster: u64) -> u64 {
     let raw = size_bytes.saturating_add(META_BYTES);
     let c = cluster.max(1);
     raw.div_ceil(c).saturating_mul(c)
+}
+
+/// The host NQN a node's nexus uses towards the replicas.
+#[must_use]
+pub fn host_nqn(node: &str) -> String {
+    format!("{NQN_PREFIX}:node:{node}")
 }
 
 impl VolumeRecord {

@@ -13,193 +13,30 @@
 //! | delete | (unpublish) 1 put: `deleting`; 1 txn deleting both keys | per replica: `nvmf_delete_subsystem`, `bdev_lvol_delete` |
 //!
 //! Reads: each operation reads the node list (3 prefix reads) and the volume once.
+//!
+//! What they build on: the records' reads and writes ([`crate::volume_store`]), placement
+//! ([`crate::placement`]), a volume made from a snapshot ([`crate::snapshot`]'s `source`
+//! functions), growth ([`crate::resize`], which [`resize`] and [`reconcile`] hand over to),
+//! and the nexus's children as `nexus_get` reports them ([`crate::nexus_state`]). None of
+//! those uses this module; the healer's nexus move ([`crate::heal::nexus_move`]) does, for
+//! `make_target`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use etcd_client::{Compare, CompareOp};
 
 use crate::ctx::Ctx;
 use crate::model::{NodeView, Status};
 use crate::node_ops::{self, Export};
-use crate::pool::{self, PoolRecord, PoolState};
+use crate::placement::place;
+use crate::pool::{self, PoolRecord};
 use crate::store::encode;
 use crate::volume::{
-    NQN_PREFIX, ReplicaRecord, Target, TargetRecord, TargetState, VolumeRecord, VolumeSpec,
-    VolumeState, replica_state,
+    Target, TargetRecord, TargetState, VolumeRecord, VolumeSpec, VolumeState, host_nqn,
+    replica_state,
 };
+use crate::volume_store::{get, put_volume};
 use crate::{Error, Result, keys, now_ms};
-
-/// The host NQN a node's nexus uses towards the replicas.
-#[must_use]
-pub fn host_nqn(node: &str) -> String {
-    format!("{NQN_PREFIX}:node:{node}")
-}
-
-pub(crate) async fn put_volume(ctx: &Ctx, leader: &[u8], v: &VolumeRecord) -> Result<()> {
-    ctx.store
-        .fenced_txn(
-            leader,
-            vec![],
-            vec![(keys::volume(&v.id), encode(v))],
-            vec![],
-        )
-        .await
-}
-
-/// One volume by id.
-///
-/// # Errors
-/// [`Error::NotFound`]; etcd errors.
-pub async fn get(ctx: &Ctx, id: &str) -> Result<VolumeRecord> {
-    check_id(id)?;
-    ctx.store
-        .get::<VolumeRecord>(&keys::volume(id))
-        .await?
-        .map(|(v, _)| v)
-        .ok_or_else(|| Error::NotFound(format!("no volume {id}")))
-}
-
-/// Checks that `id` is a volume id (a UUID).
-///
-/// # Errors
-/// [`Error::Invalid`].
-pub fn get_check_id(id: &str) -> Result<()> {
-    check_id(id)
-}
-
-fn check_id(id: &str) -> Result<()> {
-    uuid_ok(id).then_some(()).ok_or_else(|| Error::Invalid {
-        what: "volume id",
-        detail: format!("{id:?} is not a UUID"),
-    })
-}
-
-fn uuid_ok(s: &str) -> bool {
-    s.len() == 36
-        && s.chars().enumerate().all(|(i, c)| {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                c == '-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        })
-}
-
-/// Chooses `spec.replicas` pools on distinct online nodes: within the topology, with room,
-/// the most free space first, then the fewest replicas; a node in a zone not used yet is
-/// preferred, so replicas spread over distinct zones as far as the zones go.
-///
-/// # Errors
-/// [`Error::Exhausted`] saying why when there are not enough.
-pub fn place(
-    spec: &VolumeSpec,
-    nodes: &[NodeView],
-    pools: &[PoolRecord],
-    volumes: &[VolumeRecord],
-    exclude_nodes: &BTreeSet<String>,
-) -> Result<Vec<ReplicaRecord>> {
-    let mut load: HashMap<&str, usize> = HashMap::new();
-    for v in volumes {
-        for r in &v.replica_list {
-            *load.entry(r.node.as_str()).or_default() += 1;
-        }
-    }
-    let topo = spec.topology.clone().unwrap_or_default();
-    let probe = VolumeRecord {
-        id: String::new(),
-        spec: spec.clone(),
-        state: VolumeState::Creating,
-        replica_list: vec![],
-        target: None,
-        created_ms: 0,
-        retired: vec![],
-        adopt: None,
-        resizing_to: None,
-    };
-    // The best pool of each eligible node: (node, zone, pool, free).
-    let mut cands: Vec<(&NodeView, Option<&str>, &PoolRecord)> = Vec::new();
-    let mut eligible_nodes = 0;
-    for n in nodes {
-        let id = n.record.id.as_str();
-        if n.status != Status::Online || exclude_nodes.contains(id) {
-            continue;
-        }
-        if topo
-            .nodes
-            .as_ref()
-            .is_some_and(|l| !l.iter().any(|x| x == id))
-        {
-            continue;
-        }
-        let zone = n.record.zone();
-        if let Some(zs) = &topo.zones
-            && !zone.is_some_and(|z| zs.iter().any(|x| x == z))
-        {
-            continue;
-        }
-        eligible_nodes += 1;
-        let best = pools
-            .iter()
-            .filter(|p| p.spec.node == id && p.state == PoolState::Online)
-            .filter(|p| {
-                let need = probe.replica_bytes(p.cluster_bytes);
-                if spec.thin {
-                    p.capacity_bytes >= need && p.free_bytes >= p.cluster_bytes
-                } else {
-                    p.free_bytes >= need
-                }
-            })
-            .max_by_key(|p| p.free_bytes);
-        if let Some(p) = best {
-            cands.push((n, zone, p));
-        }
-    }
-    cands.sort_by(|a, b| {
-        b.2.free_bytes
-            .cmp(&a.2.free_bytes)
-            .then_with(|| {
-                let la = load.get(a.0.record.id.as_str()).copied().unwrap_or(0);
-                let lb = load.get(b.0.record.id.as_str()).copied().unwrap_or(0);
-                la.cmp(&lb)
-            })
-            .then_with(|| a.0.record.id.cmp(&b.0.record.id))
-    });
-    let want = spec.replicas as usize;
-    if cands.len() < want {
-        return Err(Error::Exhausted(format!(
-            "{want} replicas of {} bytes need {want} online nodes with a pool that has room{}; {} eligible node(s), {} with room",
-            spec.size_bytes,
-            if topo.zones.is_some() || topo.nodes.is_some() {
-                " within the topology asked"
-            } else {
-                ""
-            },
-            eligible_nodes,
-            cands.len()
-        )));
-    }
-    let mut chosen: Vec<usize> = Vec::new();
-    let mut zones: BTreeSet<&str> = BTreeSet::new();
-    while chosen.len() < want {
-        let next = cands
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !chosen.contains(i))
-            .find(|(_, c)| c.1.is_none_or(|z| !zones.contains(z)))
-            .or_else(|| cands.iter().enumerate().find(|(i, _)| !chosen.contains(i)))
-            .map(|(i, _)| i);
-        let Some(i) = next else { break };
-        if let Some(z) = cands.get(i).and_then(|c| c.1) {
-            zones.insert(z);
-        }
-        chosen.push(i);
-    }
-    Ok(chosen
-        .into_iter()
-        .filter_map(|i| cands.get(i))
-        .map(|(n, _, p)| ReplicaRecord::planned(&n.record.id, &p.spec.name))
-        .collect())
-}
 
 /// Creates a volume, or answers the one of that name: `(volume, created)`.
 ///
@@ -670,7 +507,7 @@ async fn record_nexus_faults(
     let Some(nx) = node_ops::nexus(c, v.lvol_name()).await? else {
         return Ok(());
     };
-    let kids = crate::heal::children(v, target, &nx);
+    let kids = crate::nexus_state::children(v, target, &nx);
     if !kids.values().any(|k| k.state == "online") {
         return Ok(());
     }

@@ -110,6 +110,13 @@ fn the_server_answers_as_the_document_says() {
     wait_for("a leader", Duration::from_secs(10), || {
         !ctl_json(&api, &["leader"])["leader"].is_null()
     });
+    // The leader records the node's arrival on its next pass (every 500 ms), which the cases
+    // below may outrun; `/v1/events` is checked against that event.
+    let arrived = format!("{api}/v1/events?node=node-11&kind=node_online");
+    wait_for("the node_online event", Duration::from_secs(10), || {
+        let (_, evs) = http("GET", &arrived, None);
+        evs["events"].as_array().is_some_and(|a| !a.is_empty())
+    });
     let doc = doc();
     let disk = disk_file(&dir.0, "d.img", 64);
     let pool =

@@ -34,8 +34,8 @@ use shoal_bdev::{
     BdevChannel, BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList, open_channel,
 };
 
-use crate::lvol::{ChanCounters, ClusterMap, LvolBdev, LvolShared, chain_phys, map_phys};
-use crate::store::{FreeKind, Lvs};
+use crate::state::{ChanCounters, ClusterMap, LvolBdev, LvolShared, Lvs, chain_phys, map_phys};
+use crate::store::FreeKind;
 
 /// How often a write retries its allocation when the cluster was freed again meanwhile.
 const MAX_ALLOC_ROUNDS: u32 = 8;

@@ -35,24 +35,28 @@
 //!
 //! Unpublished volumes are not healed (there is no nexus to rebuild from); their retired
 //! replicas are still deleted.
+//!
+//! The healer reads the nexuses through [`crate::nexus_state`] and places replacements with
+//! [`crate::placement`]; its nexus move rebuilds a nexus with the publish's node steps
+//! ([`crate::volume_ops`]). Only the leader's loop ([`crate::leader`]) uses this module.
 
-mod children;
 pub mod nexus_move;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-pub use children::{Child, child_node, children, live_progress};
-use children::{published, replica_fault};
 use serde_json::Value;
 
 use crate::ctx::Ctx;
 use crate::events::{Event, EventKind};
 use crate::model::{NodeView, Status};
+use crate::nexus_state::{Child, children, published, replica_fault};
 use crate::node_ops::{self, Export};
+use crate::placement;
 use crate::pool::{self, PoolRecord};
 use crate::store::encode;
-use crate::volume::{ReplicaRecord, TargetRecord, VolumeRecord, VolumeState, replica_state as rs};
-use crate::volume_ops::{self, host_nqn};
+use crate::volume::{
+    ReplicaRecord, TargetRecord, VolumeRecord, VolumeState, host_nqn, replica_state as rs,
+};
 use crate::{Error, Result, keys, now_ms};
 
 /// Re-adds of a replica faulted for a path reason before it is replaced.
@@ -366,7 +370,7 @@ async fn replacement(ctx: &Ctx, v: &VolumeRecord, nodes: &[NodeView]) -> Result<
         .collect();
     let mut one = v.spec.clone();
     one.replicas = 1;
-    volume_ops::place(&one, nodes, &pools, &volumes, &exclude)?
+    placement::place(&one, nodes, &pools, &volumes, &exclude)?
         .into_iter()
         .next()
         .ok_or_else(|| Error::Exhausted("no node to place a replica on".into()))

@@ -61,10 +61,11 @@ use super::{Healer, commit, is_online, offline_ms};
 use crate::ctx::Ctx;
 use crate::events::{Event, EventKind};
 use crate::model::NodeView;
+use crate::nexus_state::published;
 use crate::node_ops;
 use crate::node_rpc::NodeClient;
-use crate::volume::{TargetState, VolumeRecord, replica_state as rs};
-use crate::volume_ops::{self, host_nqn};
+use crate::volume::{TargetState, VolumeRecord, host_nqn, replica_state as rs};
+use crate::volume_ops;
 use crate::{Error, Result, keys};
 
 /// How long the old node's `shoald` gets to answer before it is presumed dead.
@@ -81,8 +82,7 @@ pub fn moving(v: &VolumeRecord) -> bool {
 /// Whether `v`'s nexus must move now: published on a node offline for `--heal-after`.
 pub(super) fn due(ctx: &Ctx, h: &Healer, nodes: &[NodeView], v: &VolumeRecord) -> bool {
     let heal_ms = u64::try_from(ctx.heal_after.as_millis()).unwrap_or(u64::MAX);
-    super::published(v)
-        .is_some_and(|t| offline_ms(h, nodes, &t.node).is_some_and(|ms| ms >= heal_ms))
+    published(v).is_some_and(|t| offline_ms(h, nodes, &t.node).is_some_and(|ms| ms >= heal_ms))
 }
 
 /// Starts (steps 1-3) or finishes (4-5) the move of `v`'s nexus.

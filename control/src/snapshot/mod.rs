@@ -46,7 +46,8 @@ use crate::node_ops;
 use crate::node_rpc::NodeRpcError;
 use crate::store::encode;
 use crate::volume::{MAX_VOLUME_NAME, TargetState, VolumeRecord, VolumeState, replica_state};
-use crate::{Error, Result, keys, now_ms, volume_ops};
+use crate::volume_store;
+use crate::{Error, Result, keys, now_ms};
 
 mod source;
 pub use source::{ensure_clone, place_from, replica_on, source_of};
@@ -178,7 +179,7 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 fn check_id(id: &str) -> Result<()> {
-    volume_ops::get_check_id(id).map_err(|_| Error::Invalid {
+    volume_store::get_check_id(id).map_err(|_| Error::Invalid {
         what: "snapshot id",
         detail: format!("{id:?} is not a UUID"),
     })
@@ -244,7 +245,7 @@ async fn put(ctx: &Ctx, leader: &[u8], s: &SnapshotRecord, event: Option<&Event>
 /// lapsed); nothing is left behind on an error.
 pub async fn create(ctx: &Ctx, spec: SnapshotSpec) -> Result<(SnapshotRecord, bool)> {
     check_name(&spec.name)?;
-    volume_ops::get_check_id(&spec.volume_id)?;
+    volume_store::get_check_id(&spec.volume_id)?;
     let _g = ctx.ops.lock().await;
     let leader = ctx.leader_key()?;
     let nodes = ctx.store.list_nodes().await?;
@@ -269,7 +270,7 @@ pub async fn create(ctx: &Ctx, spec: SnapshotSpec) -> Result<(SnapshotRecord, bo
             SnapshotState::Creating => remove_everywhere(ctx, &leader, &s, &nodes, false).await?,
         }
     }
-    let v = volume_ops::get(ctx, &spec.volume_id).await?;
+    let v = volume_store::get(ctx, &spec.volume_id).await?;
     if matches!(v.state, VolumeState::Creating | VolumeState::Deleting) {
         return Err(Error::FailedPrecondition(format!(
             "volume {} is {:?}",

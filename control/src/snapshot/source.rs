@@ -8,8 +8,9 @@ use super::{SnapshotRecord, SnapshotState, Source, get};
 use crate::ctx::Ctx;
 use crate::model::NodeView;
 use crate::node_ops;
+use crate::placement;
 use crate::volume::VolumeRecord;
-use crate::{Error, Result, volume_ops};
+use crate::{Error, Result};
 
 /// The snapshot a new volume is made from (`source.snapshot_id`), checked: ready, of the
 /// volume's size. `None` for a volume from nothing.
@@ -86,7 +87,7 @@ pub fn place_from(
         extra.replicas = u32::try_from(want - out.len()).unwrap_or(u32::MAX);
         let taken: std::collections::BTreeSet<String> =
             s.replica_list.iter().map(|r| r.node.clone()).collect();
-        out.extend(volume_ops::place(&extra, nodes, pools, volumes, &taken)?);
+        out.extend(placement::place(&extra, nodes, pools, volumes, &taken)?);
     }
     Ok(out)
 }

@@ -12,7 +12,9 @@
 //! volume, a shrink): the mapping leaves the volume's map at once and an `Unmap` record is
 //! appended; the cluster goes into quarantine and back to the free set only when that record
 //! is durable (a crash cannot give it back to its old volume after another took it) and every
-//! I/O that might have read the old mapping has completed.
+//! I/O that might have read the old mapping has completed. The state both keep on the home
+//! (writes waiting for an allocation, the quarantine) and the quarantine's release, which
+//! runs after each journal write, are [`super::home`]'s: this module uses it, not the reverse.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -22,22 +24,10 @@ use std::sync::atomic::Ordering;
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoFlags, IoType, SgList};
 use uuid::Uuid;
 
-use super::home::{Done, Home, arm_quarantine_timer, kick, submit};
+use super::home::{Allocating, Done, Home, Quarantined, kick, submit};
 use crate::LvolError;
 use crate::format::record::Record;
-use crate::lvol::{ChanCounters, LvolShared, UNMAPPED};
-
-/// Writes waiting for one cluster's allocation.
-pub(crate) struct Allocating {
-    waiters: Vec<Done>,
-}
-
-/// Clusters freed but not yet reusable.
-pub(crate) struct Quarantined {
-    pub clusters: Vec<u64>,
-    pub rno: u64,
-    pub quiesce: Vec<(Arc<ChanCounters>, u64)>,
-}
+use crate::state::{LvolShared, UNMAPPED};
 
 /// What a freeing request asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,28 +470,4 @@ pub(crate) fn quarantine(hm: &mut Home, sh: &LvolShared, clusters: Vec<u64>, rno
         rno,
         quiesce: sh.quiesce_point(),
     });
-}
-
-/// Returns to the free set the quarantined clusters that are safe to reuse.
-pub(crate) fn release_quarantine(h: &Rc<RefCell<Home>>) {
-    {
-        let mut hm = h.borrow_mut();
-        let durable = hm.j.durable_rno;
-        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut hm.quarantine)
-            .into_iter()
-            .partition(|q| {
-                q.rno <= durable
-                    && q.quiesce
-                        .iter()
-                        .all(|(c, s)| c.finished.load(Ordering::Acquire) >= *s)
-            });
-        hm.quarantine = wait;
-        if !ready.is_empty() {
-            for q in ready {
-                hm.free.extend(q.clusters);
-            }
-            hm.free_count_changed();
-        }
-    }
-    arm_quarantine_timer(h);
 }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::home::{Done, Home};
 use crate::LvolError;
-use crate::lvol::ChanCounters;
+use crate::state::ChanCounters;
 
 /// How often the home checks whether the frozen volumes' I/O has drained.
 const POLL: Duration = Duration::from_micros(200);

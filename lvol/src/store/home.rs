@@ -1,5 +1,8 @@
-//! The pool's state on its home reactor: the authoritative table, the free clusters, and the
-//! journal writer with group commit and checkpoints.
+//! The pool's state on its home reactor: the authoritative table, the free clusters (and the
+//! freed ones in quarantine, returned to the free set here once safe), the writes waiting
+//! for an allocation, and the journal writer with group commit and checkpoints. The
+//! operations on the home (`alloc`, `freeze`, `ops`, `snap`, `resize`) use this module; it
+//! uses none of them.
 //!
 //! Every change to the table is a [`Record`] appended here; it is applied to the table at
 //! once, and its callers wait until the journal page holding it is durable. One journal write
@@ -19,19 +22,19 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shoal_bdev::reactor::Reactor;
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoChannel, IoFlags, IoSink, SgList};
 use uuid::Uuid;
 
-use super::Lvs;
-use super::alloc::{Allocating, Quarantined};
 use crate::LvolError;
 use crate::format::checkpoint::{CkptHeader, encode_table};
 use crate::format::journal::{PAGE_ROOM, encode_page};
 use crate::format::record::Record;
 use crate::format::{MAX_POOL_CLUSTERS, PAGE};
+use crate::state::{ChanCounters, Lvs};
 use crate::table::Table;
 
 /// A callback on the home reactor.
@@ -122,6 +125,19 @@ pub(crate) struct Home {
     /// appended only once their clusters are zeroed, and every check of a new name, volume or
     /// size counts them meanwhile.
     pub pending: Pending,
+}
+
+/// Writes waiting for one cluster's allocation (`alloc`).
+pub(crate) struct Allocating {
+    pub(super) waiters: Vec<Done>,
+}
+
+/// Clusters freed but not yet reusable (put there by `alloc::quarantine`, released by
+/// [`release_quarantine`]).
+pub(crate) struct Quarantined {
+    pub clusters: Vec<u64>,
+    pub rno: u64,
+    pub quiesce: Vec<(Arc<ChanCounters>, u64)>,
 }
 
 /// See [`Home::pending`].
@@ -284,7 +300,7 @@ fn journal_written(
     for (r, f) in ready {
         f(r);
     }
-    super::alloc::release_quarantine(h);
+    release_quarantine(h);
     kick(h);
 }
 
@@ -370,6 +386,30 @@ pub(crate) fn arm_quarantine_timer(h: &Rc<RefCell<Home>>) {
     let hc = h.clone();
     hm.reactor.call_after(Duration::from_millis(1), move || {
         hc.borrow_mut().quarantine_timer = false;
-        super::alloc::release_quarantine(&hc);
+        release_quarantine(&hc);
     });
+}
+
+/// Returns to the free set the quarantined clusters that are safe to reuse.
+pub(crate) fn release_quarantine(h: &Rc<RefCell<Home>>) {
+    {
+        let mut hm = h.borrow_mut();
+        let durable = hm.j.durable_rno;
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut hm.quarantine)
+            .into_iter()
+            .partition(|q| {
+                q.rno <= durable
+                    && q.quiesce
+                        .iter()
+                        .all(|(c, s)| c.finished.load(Ordering::Acquire) >= *s)
+            });
+        hm.quarantine = wait;
+        if !ready.is_empty() {
+            for q in ready {
+                hm.free.extend(q.clusters);
+            }
+            hm.free_count_changed();
+        }
+    }
+    arm_quarantine_timer(h);
 }

@@ -1,4 +1,7 @@
-//! A pool (lvstore) on a bdev.
+//! A pool (lvstore) on a bdev: its operations, in `impl Lvs` blocks here and in the
+//! submodules (the struct [`Lvs`] itself is defined with its volumes' in the crate's core
+//! state, `state.rs`, which uses nothing of this module; the I/O path, `channel.rs`, uses
+//! this module to reach the home, never the reverse).
 //!
 //! Control operations (create, open, volume create/delete/rename/...) are blocking calls for
 //! RPC threads (or a test thread that is a reactor: it keeps running its reactor while it
@@ -31,12 +34,14 @@ use uuid::Uuid;
 
 pub use alloc::FreeKind;
 pub use ops::LvolOptions;
+// The pool's struct is defined with its volumes' in the crate's core state.
+pub use crate::state::Lvs;
 
 use crate::LvolError;
 use crate::format::check_name;
 use crate::format::record::{FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN, Record};
 use crate::format::superblock::Superblock;
-use crate::lvol::{LvolBdev, LvolShared, PRODUCT_NAME};
+use crate::state::{LvolBdev, LvolShared, PRODUCT_NAME, new_map};
 use home::{Home, Journal, with_home};
 use load::Loaded;
 
@@ -75,28 +80,6 @@ pub struct JournalStats {
     pub replayed_pages: u64,
     /// Whether a metadata write failed (the pool then refuses every change).
     pub failed: bool,
-}
-
-/// A pool.
-pub struct Lvs {
-    pub(crate) id: u64,
-    pub(crate) sb: Superblock,
-    base: Arc<dyn Bdev>,
-    home: ReactorHandle,
-    name: Mutex<String>,
-    lvols: Mutex<BTreeMap<Uuid, Arc<LvolBdev>>>,
-    free: AtomicU64,
-    closed: AtomicBool,
-    replayed_pages: u64,
-}
-
-impl std::fmt::Debug for Lvs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lvs")
-            .field("uuid", &self.sb.uuid)
-            .field("name", &self.name())
-            .finish()
-    }
 }
 
 /// The answer of an operation run on the home reactor.
@@ -371,7 +354,7 @@ impl Lvs {
         let bs = u64::from(self.sb.block_size);
         let cb = self.sb.cluster_size / bs;
         let n = usize::try_from(h.num_clusters).unwrap_or(0);
-        let atoms = crate::lvol::new_map(n);
+        let atoms = new_map(n);
         for (&i, &p) in map {
             if let Some(a) = usize::try_from(i).ok().and_then(|i| atoms.get(i)) {
                 a.store(p, Ordering::Relaxed);

@@ -15,7 +15,7 @@ use super::{Lvs, lock};
 use crate::LvolError;
 use crate::format::record::{ClearMethod, FLAG_READ_ONLY, FLAG_THIN, LvolHeader, Record};
 use crate::format::{MAX_LVOLS, PAGE, check_name};
-use crate::lvol::LvolBdev;
+use crate::state::LvolBdev;
 
 /// What `bdev_lvol_create` asks for.
 #[derive(Debug, Clone)]

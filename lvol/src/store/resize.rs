@@ -38,7 +38,7 @@ use super::snap::{busy, chain_changed};
 use super::{Lvs, lock};
 use crate::LvolError;
 use crate::format::record::{ClearMethod, FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN, Record};
-use crate::lvol::new_map;
+use crate::state::new_map;
 
 type Reply = Box<dyn FnOnce(Result<(), LvolError>)>;
 

@@ -32,7 +32,7 @@ use super::{Lvs, lock};
 use crate::LvolError;
 use crate::format::record::{FLAG_READ_ONLY, FLAG_SNAPSHOT, FLAG_THIN, LvolHeader, Record};
 use crate::format::{MAX_LVOLS, check_name};
-use crate::lvol::LvolBdev;
+use crate::state::LvolBdev;
 use shoal_bdev::Bdev;
 
 /// Clusters allocated at a time by inflate and decouple.

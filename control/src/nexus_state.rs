@@ -1,5 +1,9 @@
-//! What the healer reads from a nexus: its children by node (`nexus_get`), which faults are
-//! the replica's own, and the live rebuild progress the API shows.
+//! What the control plane reads from a nexus: its children by node (`nexus_get`), which
+//! faults are the replica's own, and the live rebuild progress the API shows.
+//!
+//! A leaf used by the healer ([`crate::heal`]), by unpublishing ([`crate::volume_ops`], which
+//! records the replicas the nexus had faulted before it goes) and by the API; it uses the
+//! shared context, the node calls and the volume records, none of those.
 
 use std::collections::HashMap;
 
@@ -93,14 +97,14 @@ pub fn children(v: &VolumeRecord, target: &str, nexus: &Value) -> HashMap<String
 }
 
 /// Fault reasons that are the replica's own (replace it), not its path's (re-add it).
-pub(super) fn replica_fault(reason: Option<&str>) -> bool {
+pub(crate) fn replica_fault(reason: Option<&str>) -> bool {
     !matches!(
         reason,
         Some("disconnected" | "timed_out" | "cannot_open") | None
     )
 }
 
-pub(super) fn published(v: &VolumeRecord) -> Option<&TargetRecord> {
+pub(crate) fn published(v: &VolumeRecord) -> Option<&TargetRecord> {
     v.target
         .as_ref()
         .filter(|t| t.state == TargetState::Published)
