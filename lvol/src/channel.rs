@@ -19,7 +19,7 @@
 //! started, of which every one has completed (I/Os complete out of order: one slow I/O holds
 //! `finished` back until it is done). The home reuses a freed cluster only once every
 //! channel's `finished` has passed the `started` it saw after unmapping it (with a
-//! process-wide barrier between, `shoal_bdev::reactor::process_barrier`, so that the I/O path
+//! process-wide barrier between, `shoal_reactor::process_barrier`, so that the I/O path
 //! needs no locked instruction).
 
 use std::cell::{Cell, RefCell};
@@ -29,10 +29,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shoal_bdev::buf::{sg_copy_in, sg_copy_out};
-use shoal_bdev::reactor::Reactor;
 use shoal_bdev::{
     BdevChannel, BdevError, BdevIo, IoBuf, IoChannel, IoSink, IoType, SgList, open_channel,
 };
+use shoal_reactor::Reactor;
 
 use crate::state::{ChanCounters, ClusterMap, LvolBdev, LvolShared, Lvs, chain_phys, map_phys};
 use crate::store::FreeKind;
@@ -149,7 +149,7 @@ impl LvolChannel {
             id,
             me: me.clone(),
             bs,
-            asym: shoal_bdev::reactor::process_barrier_available(),
+            asym: shoal_reactor::process_barrier_available(),
             chain,
             map,
             dropped: Cell::new(false),

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use shoal_bdev::reactor::Reactor;
 use shoal_bdev::{Bdev, BdevChannel, BdevError, BdevInfo, IoFlags, IoType};
+use shoal_reactor::Reactor;
 
 pub use crate::state::{
     ChanCounters, ClusterMap, LvolBdev, LvolShared, PRODUCT_NAME, UNMAPPED, chain_phys, map_phys,

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use shoal_bdev::reactor::ReactorHandle;
 use shoal_bdev::{Bdev, BdevInfo};
+use shoal_reactor::ReactorHandle;
 use uuid::Uuid;
 
 use crate::format::superblock::Superblock;

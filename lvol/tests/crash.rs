@@ -27,10 +27,10 @@ use common::{Collector, Harness, WAIT, flatten, sg};
 use lvs_common::{HomeReactor, cut, rng};
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::pfail::{Keep, PfailBdev};
-use shoal_bdev::reactor::Reactor;
 use shoal_bdev::{Bdev, BdevIo, IoFlags, open_channel};
 use shoal_lvol::format::record::ClearMethod;
 use shoal_lvol::{LvolOptions, Lvs};
+use shoal_reactor::Reactor;
 use uuid::Uuid;
 
 const BS: u32 = 512;

@@ -28,10 +28,10 @@ use common::{Collector, Harness, WAIT, sg};
 use lvs_common::{HomeReactor, cut, rng};
 use shoal_bdev::malloc::MallocBdev;
 use shoal_bdev::pfail::{Keep, PfailBdev};
-use shoal_bdev::reactor::Reactor;
 use shoal_bdev::{Bdev, BdevIo, IoFlags, open_channel};
 use shoal_lvol::format::record::ClearMethod;
 use shoal_lvol::{LvolBdev, LvolOptions, Lvs};
+use shoal_reactor::Reactor;
 
 const BS: u32 = 512;
 const CLUSTER: u64 = 4096;

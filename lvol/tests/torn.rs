@@ -17,10 +17,10 @@ use common::{Harness, WAIT, flatten, sg, sg_zeroed};
 use lvs_common::pool_on;
 use shoal_bdev::error_bdev::{ErrorBdev, Injection};
 use shoal_bdev::malloc::MallocBdev;
-use shoal_bdev::reactor::ReactorHandle;
 use shoal_bdev::{Bdev, BdevIo, IoType, open_channel};
 use shoal_lvol::format::record::ClearMethod;
 use shoal_lvol::{LvolOptions, Lvs};
+use shoal_reactor::ReactorHandle;
 
 const BS: u32 = 512;
 const BYTES: u64 = 8 << 20;

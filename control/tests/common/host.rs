@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoChannel, IoSink, SgList, open_channel};
 use shoal_nvmf::host::RemoteBdev;
+use shoal_reactor::{Reactor, ReactorConfig, ReactorSet};
 
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:5e1f0000-0000-4000-8000-00000000cafe";
 

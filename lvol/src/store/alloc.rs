@@ -462,7 +462,7 @@ pub(crate) fn quarantine(hm: &mut Home, sh: &LvolShared, clusters: Vec<u64>, rno
     }
     // The map entries were cleared: after this barrier, any I/O that has not counted itself
     // started yet will see them cleared.
-    if !shoal_bdev::reactor::process_barrier() {
+    if !shoal_reactor::process_barrier() {
         std::sync::atomic::fence(Ordering::SeqCst);
     }
     hm.quarantine.push(Quarantined {

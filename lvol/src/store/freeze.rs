@@ -39,7 +39,7 @@ pub(crate) fn freeze(h: &Rc<RefCell<Home>>, vols: &[Uuid], then: Done) {
             }
         }
         // After the barrier, an I/O not counted below sees the flag (see `channel.rs`).
-        if !shoal_bdev::reactor::process_barrier() {
+        if !shoal_reactor::process_barrier() {
             std::sync::atomic::fence(Ordering::SeqCst);
         }
         for u in vols {

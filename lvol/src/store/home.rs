@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use shoal_bdev::reactor::Reactor;
 use shoal_bdev::{BdevError, BdevIo, IoBuf, IoChannel, IoFlags, IoSink, SgList};
+use shoal_reactor::Reactor;
 use uuid::Uuid;
 
 use crate::LvolError;

@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_bdev::reactor::{Reactor, ReactorHandle};
 use shoal_bdev::{Bdev, BdevError, BdevInfo, BdevIo, IoFlags, IoType, open_channel};
+use shoal_reactor::{Reactor, ReactorHandle};
 use uuid::Uuid;
 
 pub use alloc::FreeKind;

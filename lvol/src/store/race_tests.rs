@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use shoal_bdev::error_bdev::{ErrorBdev, Injection};
 use shoal_bdev::malloc::MallocBdev;
-use shoal_bdev::reactor::{Reactor, ReactorConfig, ReactorSet};
 use shoal_bdev::{Bdev, BdevError, BdevIo, IoBuf, IoSink, IoType, SgList, open_channel};
+use shoal_reactor::{Reactor, ReactorConfig, ReactorSet};
 
 use super::{FreeKind, LvolOptions, Lvs};
 use crate::format::PAGE;

@@ -7,10 +7,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_bdev::reactor::{Reactor, ReactorConfig};
 use shoal_bdev::{
     Bdev, BdevError, BdevIo, IoBuf, IoChannel, IoFlags, IoSink, SgList, open_channel,
 };
+use shoal_reactor::{Reactor, ReactorConfig};
 
 use crate::LvolError;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use shoal_bdev::Bdev;
 use shoal_bdev::malloc::MallocBdev;
-use shoal_bdev::reactor::{ReactorConfig, ReactorHandle, ReactorSet};
 use shoal_lvol::Lvs;
+use shoal_reactor::{ReactorConfig, ReactorHandle, ReactorSet};
 
 /// A reactor thread that stops when dropped.
 pub struct HomeReactor(Option<ReactorSet>);
@@ -74,7 +74,7 @@ pub fn cut(pf: &Arc<shoal_bdev::pfail::PfailBdev>, keep: shoal_bdev::pfail::Keep
     let done = std::rc::Rc::new(std::cell::RefCell::new(None));
     let d = done.clone();
     pf.cut(keep, Box::new(move |r| *d.borrow_mut() = Some(r.is_ok())));
-    let r = shoal_bdev::reactor::Reactor::current().expect("on a reactor");
+    let r = shoal_reactor::Reactor::current().expect("on a reactor");
     assert!(r.run_until(std::time::Duration::from_secs(30), || {
         done.borrow().is_some()
     }));
