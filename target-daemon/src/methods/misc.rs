@@ -16,13 +16,10 @@
 //!
 //! Loading the document into a fresh daemon and saving again gives the same document.
 
-use std::sync::OnceLock;
-use std::time::Instant;
-
 use serde_json::{Map, Value, json};
 use shoal_nvmf::target::subsystem::{DISCOVERY_NQN, Subsystem, SubsystemKind};
 
-use super::lock;
+use super::common::lock;
 use super::nvmf::transport_json;
 use super::nvmf_query::address_json;
 use crate::config::ConfigDocument;
@@ -31,14 +28,6 @@ use crate::rpc::params::HexBytes;
 use crate::rpc::params::NoParams;
 use crate::rpc::params::misc::{FrameworkGetConfig, SpdkKillInstance};
 use crate::rpc::{Registry, RpcError, RpcState, StateMask};
-
-/// Nanoseconds since the first call in this process (SPDK reports TSC ticks).
-#[must_use]
-pub fn ticks() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// Registers the framework methods.
 pub fn register(r: &mut Registry<Daemon>) {

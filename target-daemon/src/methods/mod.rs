@@ -6,14 +6,28 @@
 //!
 //! * [`misc`]: `framework_*`, `save_config` and the document it builds, `spdk_kill_instance`;
 //! * [`bdev`]: `bdev_malloc_*`, `bdev_null_*`, `bdev_uring_*`, `bdev_get_bdevs`,
-//!   `bdev_get_iostat`, and the claim rules shared by every bdev deletion;
+//!   `bdev_get_iostat`;
 //! * [`vbdev`]: the stacked `bdev_error_*`, `bdev_delay_*` and `bdev_pfail_*` devices;
 //! * [`nvmf`]: transport, subsystems, namespaces and hosts;
 //! * [`nvmf_query`]: listeners, controllers, queue pairs and statistics;
 //! * [`io`]: running block I/O (flushes) from an RPC thread on a reactor, and [`flush_all`];
 //! * [`nexus`]: replicated volumes (`nexus_*`); [`nexus_pause`]: their writes held for a
 //!   snapshot;
-//! * [`lvol`]: pools and logical volumes (`bdev_lvol_*`), and examine.
+//! * [`lvol`]: pools and logical volumes (`bdev_lvol_*`).
+//!
+//! Below the method files, importing none of them, the parts they share:
+//!
+//! * [`claims`]: what every bdev creation and deletion shares (name checks, registration with
+//!   examine, recipes, the claim rules, deletion);
+//! * [`pools`]: the pool lookups the claims and `bdev_get_bdevs` consult, examine, and a
+//!   volume's registration as a bdev; [`nexus_live`]: the live nexuses and which one has a
+//!   given child;
+//! * [`common`]: the poison-ignoring lock, the `tgt_name` check, the clock behind `ticks`
+//!   ([`TICK_RATE`]) and the mapping of bdev-layer errors to RPC errors.
+//!
+//! The layers go one way: this file (the dispatch, naming every method) imports the method
+//! files; the method files import `claims`; `claims` imports `pools` and `nexus_live`; those
+//! import `common`. No file imports one above it.
 //!
 //! # Policies
 //!
@@ -31,24 +45,26 @@
 //!   order, so that `save_config` recreates the same devices; the NVMe-oF part of the document
 //!   is built from the live target.
 
-use std::sync::PoisonError;
-
 use crate::daemon::Daemon;
 use crate::rpc::params::HOUSEKEEPING_METHODS;
-use crate::rpc::params::nvmf::DEFAULT_TGT_NAME;
-use crate::rpc::{Registry, RpcError, RpcState};
+use crate::rpc::{Registry, RpcState};
 
 pub mod bdev;
+pub mod claims;
+pub mod common;
 pub mod io;
 pub mod lvol;
 pub mod misc;
 pub mod nexus;
+pub mod nexus_live;
 pub mod nexus_pause;
 pub mod nvmf;
 pub mod nvmf_query;
+pub mod pools;
 pub mod vbdev;
 
 pub use crate::stacked::Stacked;
+pub use common::TICK_RATE;
 pub use io::flush_all;
 
 /// Every method `shoald` serves.
@@ -71,24 +87,4 @@ pub fn registry() -> Registry<Daemon> {
 /// Moves the registry to its run-time state once the start-up configuration is applied.
 pub fn finish_init(registry: &Registry<Daemon>) {
     registry.state().set(RpcState::Runtime);
-}
-
-/// Ticks per second of the `ticks` Shoal reports (nanoseconds of a monotonic clock;
-/// [`misc::ticks`]).
-pub const TICK_RATE: u64 = 1_000_000_000;
-
-/// Locks `m`, ignoring poisoning (a panicking RPC handler must not wedge the daemon).
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Refuses a `tgt_name` other than SPDK's default target (Shoal has one target).
-pub(crate) fn check_tgt(tgt_name: Option<&str>) -> Result<(), RpcError> {
-    match tgt_name {
-        None => Ok(()),
-        Some(t) if t == DEFAULT_TGT_NAME => Ok(()),
-        Some(t) => Err(RpcError::internal(format!(
-            "Unable to find a target: `{t}` (Shoal has one target, `{DEFAULT_TGT_NAME}`)"
-        ))),
-    }
 }

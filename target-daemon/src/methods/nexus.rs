@@ -20,6 +20,8 @@
 //!   host ([`RemoteBdev`], admin queue on the first reactor). A remote child belongs to its
 //!   nexus: it is not registered as a bdev of this daemon.
 //! * A nexus runs its control path and rebuilds on the first reactor; the methods wait for it.
+//! * The live nexuses (the typed nexus behind a bdev, which nexus has a child) are in
+//!   [`super::nexus_live`], which the claim rules consult too.
 //!
 //! Result of `nexus_get`: `[{"name", "uuid", "size", "block_size", "num_blocks", "state",
 //! "generation", "rebuild_rate": {"mode", "mib_per_sec"}, "children": [{"uri", "state",
@@ -27,7 +29,7 @@
 //! "last_rebuild"}], "write_intent": {"region_bytes", "regions", "marked_regions",
 //! "bitmap_writes"} (null when the nexus keeps no bitmap)}]`.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -40,11 +42,14 @@ use shoal_replication::{
 };
 use uuid::Uuid;
 
-use super::bdev::{add_bdev, check_new_name, claimed_by};
-use super::lock;
+use super::claims::{add_bdev, check_new_name, claimed_by};
+use super::common::lock;
+pub use super::nexus_live::nexuses;
+use super::nexus_live::{LIVE, lookup, nexus_using};
 use crate::daemon::Daemon;
 use crate::rpc::params::params_knobs;
 use crate::rpc::{Registry, RpcError, error};
+use crate::stacked::Stacked;
 
 /// How long a method waits for the nexus's reactor (metadata I/O, barriers).
 pub const WAIT: Duration = Duration::from_secs(120);
@@ -192,43 +197,8 @@ pub fn register(r: &mut Registry<Daemon>) {
     );
 }
 
-/// Every nexus ever created in this process, to get the typed nexus behind a registered bdev.
-static LIVE: Mutex<Vec<Weak<Nexus>>> = Mutex::new(Vec::new());
-
-/// The nexus registered in `daemon` as `name`.
-fn lookup(daemon: &Daemon, name: &str) -> Option<Arc<Nexus>> {
-    let bdev = daemon.bdevs.get(name)?;
-    let live = lock(&LIVE);
-    live.iter()
-        .filter_map(Weak::upgrade)
-        .find(|n| std::ptr::addr_eq(Arc::as_ptr(n), Arc::as_ptr(&bdev)))
-}
-
 pub(super) fn find(daemon: &Daemon, name: &str) -> Result<Arc<Nexus>, RpcError> {
     lookup(daemon, name).ok_or_else(|| RpcError::no_such_device(format!("nexus {name}")))
-}
-
-/// Every nexus of `daemon`.
-pub fn nexuses(daemon: &Daemon) -> Vec<Arc<Nexus>> {
-    daemon
-        .bdevs
-        .list()
-        .iter()
-        .filter(|b| b.info().product_name == shoal_replication::PRODUCT_NAME)
-        .filter_map(|b| lookup(daemon, &b.info().name))
-        .collect()
-}
-
-/// The nexus of `daemon` that has bdev `name` as a child, if any: for the claim checks of bdev
-/// deletion and namespace creation (a child must not be deleted or exported on its own).
-pub fn child_of(daemon: &Daemon, name: &str) -> Option<String> {
-    nexus_using(
-        daemon,
-        &ChildUri::Local {
-            name: name.to_owned(),
-        },
-        None,
-    )
 }
 
 /// Maps a nexus error to the RPC error SPDK-style tools expect.
@@ -315,22 +285,12 @@ fn nexus_and_uri(d: &Daemon, name: &str, uri: &str) -> Result<(Arc<Nexus>, Child
     Ok((find(d, name)?, parse_uri(d, uri)?))
 }
 
-/// Which nexus of this daemon (other than `except`) has the child `uri`.
-fn nexus_using(daemon: &Daemon, uri: &ChildUri, except: Option<&Nexus>) -> Option<String> {
-    let uri = uri.to_string();
-    nexuses(daemon)
-        .into_iter()
-        .filter(|n| except.is_none_or(|e| !std::ptr::eq(Arc::as_ptr(n), e)))
-        .find(|n| n.status().children.iter().any(|c| c.uri == uri))
-        .map(|n| n.info().name.clone())
-}
-
 /// Checks that nothing else holds the child `uri` (another nexus; for a local bdev also a
 /// namespace or a stacked bdev). A child of `except` may be given again (a faulted child
 /// coming back).
 fn check_free(
     daemon: &Daemon,
-    stacked: &super::Stacked,
+    stacked: &Stacked,
     uri: &ChildUri,
     except: Option<&Nexus>,
 ) -> Result<(), RpcError> {

@@ -19,8 +19,8 @@ use shoal_nvmf::target::subsystem::{
     ConfigError, DISCOVERY_NQN, Subsystem, SubsystemKind, SubsystemOptions, TransportConfig,
 };
 
-use super::bdev::claimed_by_any;
-use super::{check_tgt, lock};
+use super::claims::claimed_by_any;
+use super::common::{check_tgt, lock};
 use crate::daemon::Daemon;
 use crate::rpc::params::nvmf::{
     NvmfCreateSubsystem, NvmfCreateTransport, NvmfDeleteSubsystem, NvmfGetTransports,

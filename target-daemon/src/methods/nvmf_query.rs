@@ -34,8 +34,7 @@ use shoal_nvmf::target::subsystem::{ListenAddress, Subsystem, SubsystemKind};
 use shoal_nvmf::target::tcp;
 use uuid::Uuid;
 
-use super::TICK_RATE;
-use super::check_tgt;
+use super::common::{TICK_RATE, check_tgt};
 use super::nvmf::{find_subsystem, is_tcp};
 use crate::daemon::Daemon;
 use crate::rpc::params::HexBytes;

@@ -19,8 +19,8 @@ use shoal_bdev::error_bdev::{ErrorBdev, Injection, IoTypeSet};
 use shoal_bdev::pfail::{Keep, PfailBdev};
 use shoal_bdev::{Bdev, IoType};
 
-use super::bdev::{add_bdev, bdev_error, check_new_name, claimed_by_any, delete};
-use super::lock;
+use super::claims::{add_bdev, check_new_name, claimed_by_any, delete};
+use super::common::{bdev_error, lock};
 use crate::daemon::Daemon;
 use crate::rpc::params::bdev::{
     BdevDelayCreate, BdevDelayUpdateLatency, BdevDelete, BdevErrorCreate, BdevErrorInjectError,
