@@ -26,8 +26,10 @@
 //!   ([`TICK_RATE`]) and the mapping of bdev-layer errors to RPC errors.
 //!
 //! The layers go one way: this file (the dispatch, naming every method) imports the method
-//! files; the method files import `claims`; `claims` imports `pools` and `nexus_live`; those
-//! import `common`. No file imports one above it.
+//! files; those that make, delete or export bdevs import `claims`; `claims` imports `pools`
+//! and `nexus_live`; all of them use `common`. Between method files the only arrows are
+//! `misc` to `nvmf` and `nvmf_query`, `nvmf_query` to `nvmf`, `nexus_pause` to `nexus`. No
+//! file imports one above it.
 //!
 //! # Policies
 //!
