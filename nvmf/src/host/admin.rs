@@ -4,6 +4,10 @@
 //! Bring-up is a chain of steps, each one admin command whose completion starts the next
 //! (the reactor never blocks). A [`Job`] carries what the steps learn; any failure ends the
 //! job with the error, and the caller ([`start`] or the reconnect logic) decides what next.
+//!
+//! [`AdminCtx`] and its outage record ([`Recovery`]) live here, below the reconnect logic
+//! ([`super::reconnect`]) and the events ([`super::aen`]) that add methods to it; so does
+//! [`CtrlShared::report_failure`], the way any queue pair reaches the admin reactor.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -16,12 +20,11 @@ use shoal_reactor::{Reactor, TimerId};
 
 use super::cmd::{self, Dir};
 use super::conn::{Conn, ConnConfig, QueueState};
-use super::controller::{Controller, ControllerInfo, CtrlShared, NamespaceInfo};
 use super::error::HostError;
-use super::io::QueueEvent;
+use super::info::{ControllerInfo, NamespaceInfo};
 use super::options::{ConnectOptions, ControllerState};
 use super::queue::{Limits, RawCompletion, sg_zeroed};
-use super::reconnect::Recovery;
+use super::shared::{Controller, CtrlShared, QueueEvent};
 use crate::wire::spec::Sqe;
 use crate::wire::spec::fabrics::CNTLID_DYNAMIC;
 use crate::wire::spec::features::FeatureId;
@@ -78,6 +81,17 @@ pub(crate) struct AdminCtx {
     pub(crate) closing: Cell<bool>,
 }
 
+/// The outage in progress, if any.
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    /// When the association was lost.
+    pub(crate) since: Option<Instant>,
+    /// Reconnect attempts of this outage.
+    pub(crate) attempts: u32,
+    pub(crate) retry: Option<TimerId>,
+    pub(crate) deadline: Option<TimerId>,
+}
+
 thread_local! {
     static ADMINS: RefCell<HashMap<u64, Rc<AdminCtx>>> = RefCell::new(HashMap::new());
 }
@@ -91,6 +105,16 @@ pub(crate) fn with_admin(id: u64, f: impl FnOnce(&Rc<AdminCtx>)) {
         .flatten();
     if let Some(a) = a {
         f(&a);
+    }
+}
+
+impl CtrlShared {
+    /// A connection of association `assoc` failed: the admin reactor starts recovery (if
+    /// that association is still the current one).
+    pub(crate) fn report_failure(&self, assoc: u64, err: HostError) {
+        let id = self.id;
+        self.admin
+            .send(move || with_admin(id, |a| a.on_failure(assoc, err)));
     }
 }
 

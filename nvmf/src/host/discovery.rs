@@ -13,10 +13,10 @@ use shoal_reactor::ReactorHandle;
 
 use super::admin::{ADMIN_MAX_XFER, AdminCtx, with_admin};
 use super::cmd::{self, Dir};
-use super::controller::{Controller, on_reactor};
 use super::error::HostError;
 use super::options::ConnectOptions;
 use super::queue::sg_zeroed;
+use super::shared::{Controller, on_reactor};
 use crate::wire::spec::log::{
     DISCOVERY_RECORD_SIZE, DiscoveryLogEntry, DiscoveryLogHeader, LogPageId, discovery,
 };

@@ -5,6 +5,9 @@
 //! [`IoSink`] and a tag, and the sink gets the `BdevIo` back, buffers included, on a later
 //! pass of the reactor loop (never from inside `submit`). Requests beyond the queue depth
 //! wait in a FIFO; while the controller reconnects they are held.
+//!
+//! The admin reactor's events reach the I/O queues here too: [`CtrlShared::notify_queues`]
+//! sends a [`QueueEvent`] to each registered queue's reactor, where [`on_event`] acts on it.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -12,35 +15,22 @@ use std::sync::Arc;
 use shoal_bdev::{BdevError, BdevIo, IoFlags, IoSink, IoType};
 use shoal_reactor::Reactor;
 
-use super::conn::{self, Conn, ConnConfig, QueueState};
-use super::controller::{
-    Controller, CtrlShared, NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES, QueueReg,
-};
+use super::conn::{self, Conn, ConnConfig, QueueState, with_conn};
 use super::error::HostError;
+use super::info::{NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES};
 use super::options::ControllerState;
 use super::queue::{Limits, Waiter, Work};
+use super::shared::{Controller, CtrlInner, CtrlShared, QueueEvent, QueueReg};
 
-/// What the admin reactor tells an I/O queue about its controller.
-#[derive(Debug, Clone)]
-pub(crate) enum QueueEvent {
-    /// The association was lost: drop the connection, hold requests.
-    Disconnect {
-        /// The association lost.
-        assoc: u64,
-    },
-    /// A new association is up: connect with its controller ID and reissue.
-    Reconnect {
-        /// The new association.
-        assoc: u64,
-        /// Its controller ID.
-        cntlid: u16,
-        /// In-capsule data limit (IOCCSZ).
-        in_capsule: u32,
-        /// Per-command transfer limit (MDTS).
-        max_xfer: u32,
-    },
-    /// The controller is gone for good (lost or closed): fail everything.
-    Fail(HostError),
+impl CtrlShared {
+    /// Sends `ev` to every registered I/O queue, on its reactor.
+    pub(crate) fn notify_queues(&self, ev: &QueueEvent) {
+        let g = self.lock();
+        for q in &g.queues {
+            let (conn, ev) = (q.conn, ev.clone());
+            q.handle.send(move || with_conn(conn, |c| on_event(c, ev)));
+        }
+    }
 }
 
 /// Handles a controller event on the queue's reactor.
@@ -143,8 +133,7 @@ impl IoQueuePair {
                 .clone()
                 .ok_or(HostError::NotReady("controller not identified"))?;
             let granted = info.io_queues;
-            let in_use =
-                |q: u16, g: &super::controller::CtrlInner| g.queues.iter().any(|r| r.qid == q);
+            let in_use = |q: u16, g: &CtrlInner| g.queues.iter().any(|r| r.qid == q);
             let start = g.next_qid.clamp(1, granted.max(1));
             let qid = (0..granted)
                 .map(|i| (start - 1 + i) % granted + 1)

@@ -3,6 +3,11 @@
 //!
 //! # Layers
 //!
+//! - `info` and `shared` (private): the bottom, importing none of the files listed below:
+//!   what Identify and CAP say ([`ControllerInfo`], [`NamespaceInfo`]), and a controller's
+//!   core state: the part its queue pairs on every reactor share, the [`Controller`] handle
+//!   struct and the events the admin reactor sends its I/O queues. The files below add
+//!   `impl` blocks to these types; none of them is imported back.
 //! - `queue` and `rx` (private): the sans-IO core of a queue pair: requests, the command
 //!   slot table (CID = slot), command issue with in-capsule data or R2T / H2CData, C2HData
 //!   into the caller's buffers, every controller-supplied field checked ([`ProtocolError`]).
@@ -16,6 +21,8 @@
 //! - `aen` (private): an Asynchronous Event Request kept outstanding; a Namespace Attribute
 //!   Changed notice (or [`RemoteBdev::refresh_size`]) re-reads Identify Namespace, and a
 //!   [`RemoteBdev`] follows its namespace's new size.
+//! - `io` (private): [`IoQueuePair`], and the I/O queues' side of controller events.
+//! - `controller` (private): [`Controller`]'s methods, over the admin queue.
 //! - The public API: [`Controller`], [`IoQueuePair`], [`RemoteBdev`], [`discover`].
 //!
 //! # Using it
@@ -58,26 +65,29 @@ mod conn;
 mod controller;
 mod discovery;
 mod error;
+mod info;
 mod io;
 mod options;
 mod queue;
 mod reconnect;
 mod remote_bdev;
 mod rx;
+mod shared;
 mod uri;
 
 pub use cmd::Dir;
 pub use conn::QueueState;
-pub use controller::{Controller, ControllerInfo, NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES};
 pub use discovery::{
     DISCOVERY_PORT, DiscoveryEntry, MAX_DISCOVERY_RECORDS, MAX_DISCOVERY_TRIES, discover,
     discover_async,
 };
 pub use error::{HostError, ProtocolError, host_error, to_bdev_error};
+pub use info::{ControllerInfo, NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES};
 pub use io::IoQueuePair;
 pub use options::{ConnectOptions, ControllerState, DEFAULT_PORT, StateCallback};
 pub use queue::RawCompletion;
 pub use remote_bdev::{PRODUCT_NAME, RemoteBdev};
+pub use shared::Controller;
 pub use uri::{MAX_URI_BYTES, NvmfUri, UriError, UriParam};
 
 #[cfg(test)]

@@ -16,6 +16,9 @@
 //! While reconnecting, I/O queues hold their requests (nothing is failed, nothing is sent);
 //! a block I/O that was on the wire is issued again from the start on the new connection,
 //! from the buffers it still owns.
+//!
+//! This file holds the recovery methods of [`AdminCtx`]; the outage record they keep
+//! ([`super::admin::Recovery`]) sits with the admin context in [`super::admin`].
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -24,19 +27,8 @@ use shoal_reactor::TimerId;
 
 use super::admin::AdminCtx;
 use super::error::HostError;
-use super::io::QueueEvent;
 use super::options::ControllerState;
-
-/// The outage in progress, if any.
-#[derive(Debug, Default)]
-pub(crate) struct Recovery {
-    /// When the association was lost.
-    pub(crate) since: Option<Instant>,
-    /// Reconnect attempts of this outage.
-    pub(crate) attempts: u32,
-    retry: Option<TimerId>,
-    deadline: Option<TimerId>,
-}
+use super::shared::QueueEvent;
 
 /// Which reactor timer of a recovery to disarm.
 fn cancel(a: &AdminCtx, t: Option<TimerId>) {

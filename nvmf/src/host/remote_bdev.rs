@@ -20,9 +20,10 @@ use shoal_bdev::{
 };
 use shoal_reactor::{Reactor, ReactorHandle};
 
-use super::controller::{Controller, NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES};
 use super::error::HostError;
+use super::info::{NamespaceInfo, ONCS_DSM, ONCS_WRITE_ZEROES};
 use super::io::IoQueuePair;
+use super::shared::Controller;
 use super::uri::NvmfUri;
 
 /// What [`RemoteBdev`]s report as their product name (SPDK's NVMe bdevs say the same).

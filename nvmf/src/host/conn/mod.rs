@@ -26,9 +26,9 @@ use shoal_reactor::ops::{OpHandler, Payload};
 use shoal_reactor::{PollStatus, Reactor, TimerId, shutdown_socket};
 
 use super::cmd::Dir;
-use super::controller::CtrlShared;
 use super::error::{HostError, ProtocolError};
 use super::queue::{Finished, Gate, Limits, Outcome, QueueCore, RawCompletion, Waiter, Work};
+use super::shared::CtrlShared;
 use crate::wire::pdu::Role;
 
 /// Where a queue pair is in its life.
