@@ -151,19 +151,8 @@ fn round(seed: u64, keep: Keep) {
             r.run_until(WAIT, || sink.done.borrow().len() >= want);
             let done: Vec<u64> = sink.done.borrow().iter().map(|d| d.0).collect();
             for t in done {
-                let (u, blk, len, val, fua) = batch[t as usize];
-                for i in 0..len {
-                    let b = model
-                        .vols
-                        .get_mut(&u)
-                        .unwrap()
-                        .1
-                        .get_mut(&(blk + i))
-                        .unwrap();
-                    if fua {
-                        make_durable(b, val + i);
-                    }
-                }
+                // Before the cut: only what FUA made durable counts.
+                completed(&mut model, batch[t as usize], false);
             }
             cut(&pf, keep);
             r.run_until(WAIT, || sink.done.borrow().len() == n as usize);
@@ -173,21 +162,7 @@ fn round(seed: u64, keep: Keep) {
         assert!(r.run_until(WAIT, || sink.done.borrow().len() == n));
         for (t, _, res) in sink.done.borrow().iter() {
             res.as_ref().unwrap();
-            let (u, blk, len, val, fua) = batch[*t as usize];
-            for i in 0..len {
-                let b = model
-                    .vols
-                    .get_mut(&u)
-                    .unwrap()
-                    .1
-                    .get_mut(&(blk + i))
-                    .unwrap();
-                if fua {
-                    make_durable(b, val + i);
-                } else {
-                    b.completed.push(val + i);
-                }
-            }
+            completed(&mut model, batch[*t as usize], true);
         }
         if rng(&mut s).is_multiple_of(2) {
             // A flush of every volume makes every completed write durable.
@@ -248,6 +223,21 @@ fn round(seed: u64, keep: Keep) {
         }
     }
     let _ = flatten;
+}
+
+/// A write of the batch (volume, first block, blocks, first value, FUA) completed: a FUA write
+/// is durable; otherwise its values are completed, and recorded so when `keep` says so.
+fn completed(model: &mut Model, w: (Uuid, u64, u64, u64, bool), keep: bool) {
+    let (u, blk, len, val, fua) = w;
+    let blocks = &mut model.vols.get_mut(&u).unwrap().1;
+    for i in 0..len {
+        let b = blocks.get_mut(&(blk + i)).unwrap();
+        if fua {
+            make_durable(b, val + i);
+        } else if keep {
+            b.completed.push(val + i);
+        }
+    }
 }
 
 fn make_durable(b: &mut Block, val: u64) {

@@ -118,17 +118,10 @@ fn alloc_one(h: &Rc<RefCell<Home>>, lvol: Uuid, index: u64, done: Done) {
         a.waiters.push(done);
         return;
     }
-    let Some(phys) = hm.free.pop_first() else {
-        let name = hm.lvs.name();
-        let total = hm.lvs.sb.total_clusters;
-        tracing::warn!(lvs = %name, lvol = %lvol, "pool full: a write needs a new cluster");
-        let e = LvolError::NoSpace(format!(
-            "pool {name} has no free cluster left (all {total} are allocated)"
-        ));
-        reactor.defer(move || done(Err(e)));
-        return;
+    let phys = match take_free(&mut hm, lvol) {
+        Ok(p) => p,
+        Err(e) => return reactor.defer(move || done(Err(e))),
     };
-    hm.free_count_changed();
     hm.allocating.insert(
         (lvol, index),
         Allocating {
@@ -219,17 +212,10 @@ pub(crate) fn alloc_write(
         reactor.defer(move || done(io, Ok(false)));
         return;
     }
-    let Some(phys) = hm.free.pop_first() else {
-        let name = hm.lvs.name();
-        let total = sb.total_clusters;
-        tracing::warn!(lvs = %name, lvol = %lvol, "pool full: a write needs a new cluster");
-        let e = LvolError::NoSpace(format!(
-            "pool {name} has no free cluster left (all {total} are allocated)"
-        ));
-        reactor.defer(move || done(io, Err(e)));
-        return;
+    let phys = match take_free(&mut hm, lvol) {
+        Ok(p) => p,
+        Err(e) => return reactor.defer(move || done(io, Err(e))),
     };
-    hm.free_count_changed();
     hm.allocating.insert(
         (lvol, index),
         Allocating {
@@ -279,6 +265,20 @@ pub(crate) fn alloc_write(
         }
         fill_done(&hc, lvol, index, phys, r);
     });
+}
+
+/// Takes the lowest free data cluster for a write of volume `lvol`, or says the pool is full.
+fn take_free(hm: &mut Home, lvol: Uuid) -> Result<u64, LvolError> {
+    let Some(phys) = hm.free.pop_first() else {
+        let name = hm.lvs.name();
+        let total = hm.lvs.sb.total_clusters;
+        tracing::warn!(lvs = %name, lvol = %lvol, "pool full: a write needs a new cluster");
+        return Err(LvolError::NoSpace(format!(
+            "pool {name} has no free cluster left (all {total} are allocated)"
+        )));
+    };
+    hm.free_count_changed();
+    Ok(phys)
 }
 
 /// The data cluster holding `index` in the nearest ancestor of a volume, if any.
