@@ -45,6 +45,7 @@ fn build(t: &TestDaemon, image: &str, ports: (u16, u16)) {
         "nvmf_create_transport",
         json!({"trtype": "TCP", "max_queue_depth": 64, "in_capsule_data_size": 4096,
                "max_io_qpairs_per_ctrlr": 4, "max_aq_depth": 32, "c2h_success": false,
+               "c2h_success_sq_flow_control": false,
                "max_unsent_bytes": 524_288, "ic_timeout_ms": 2500,
                "max_connections_per_listener": 64, "max_connections_per_host": 16}),
     );
@@ -163,6 +164,7 @@ fn save_load_save_round_trip() {
     let nvmf_cfg = &saved["subsystems"][1]["config"];
     assert_eq!(nvmf_cfg[0]["params"]["max_queue_depth"], 64);
     assert_eq!(nvmf_cfg[0]["params"]["c2h_success"], false);
+    assert_eq!(nvmf_cfg[0]["params"]["c2h_success_sq_flow_control"], false);
     assert_eq!(nvmf_cfg[0]["params"]["max_unsent_bytes"], 524_288);
     assert_eq!(nvmf_cfg[0]["params"]["ic_timeout_ms"], 2500);
     assert_eq!(nvmf_cfg[0]["params"]["max_connections_per_listener"], 64);

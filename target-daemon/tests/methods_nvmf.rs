@@ -81,7 +81,8 @@ fn transport() {
     // rpc.py sends knobs Shoal accepts and ignores (no_srq, zcopy, ...).
     let p = json!({"trtype": "tcp", "max_queue_depth": 64, "in_capsule_data_size": 4096,
                    "max_io_qpairs_per_ctrlr": 8, "no_srq": false, "zcopy": false,
-                   "c2h_success": true, "sock_priority": 0, "acceptor_backlog": 512,
+                   "c2h_success": true, "c2h_success_sq_flow_control": false,
+                   "sock_priority": 0, "acceptor_backlog": 512,
                    "max_unsent_bytes": 1_048_576, "ic_timeout_ms": 3000,
                    "max_connections_per_listener": 100, "max_connections_per_host": 10});
     assert_eq!(t.ok("nvmf_create_transport", p), true);
@@ -97,6 +98,7 @@ fn transport() {
     assert_eq!(list[0]["in_capsule_data_size"], 4096);
     assert_eq!(list[0]["max_io_qpairs_per_ctrlr"], 8);
     assert_eq!(list[0]["c2h_success"], true);
+    assert_eq!(list[0]["c2h_success_sq_flow_control"], false);
     // The limits on what a host may hold are visible (issue 19).
     assert_eq!(list[0]["acceptor_backlog"], 512);
     assert_eq!(list[0]["max_unsent_bytes"], 1_048_576);

@@ -71,8 +71,14 @@ pub struct TransportConfig {
     pub max_io_size: u32,
     /// Largest H2CData PDU payload (MAXH2CDATA).
     pub io_unit_size: u32,
-    /// Whether a read's last C2HData may carry the SUCCESS flag instead of a response capsule.
+    /// Whether a read's last C2HData may carry the SUCCESS flag instead of a response capsule
+    /// (SPDK's option; see `c2h_success_sq_flow_control` for when).
     pub c2h_success: bool,
+    /// With `c2h_success`, whether the flag is also used on I/O queues whose host kept SQ flow
+    /// control on (Linux's and SPDK's hosts by default), with a response capsule carrying
+    /// SQHD at least every half queue of commands. Off: only on queues whose host disabled SQ
+    /// flow control, as NVMe/TCP 1.0a section 3.6.2.9 and Linux's target have it.
+    pub c2h_success_sq_flow_control: bool,
     /// Bytes of unsent output (responses, R2Ts, read data) a connection may hold before it
     /// stops reading commands from its socket until the host reads (back-pressure); see the
     /// per-connection memory bound in `ARCHITECTURE.md`. At least 64 KiB.
@@ -99,6 +105,7 @@ impl Default for TransportConfig {
             max_io_size: 131_072,
             io_unit_size: 131_072,
             c2h_success: true,
+            c2h_success_sq_flow_control: true,
             max_unsent_bytes: 2 << 20,
             ic_timeout_ms: 10_000,
             max_connections_per_listener: 16_384,

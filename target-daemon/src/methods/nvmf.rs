@@ -98,6 +98,9 @@ fn create_transport(daemon: &Daemon, p: NvmfCreateTransport) -> Result<Value, Rp
     if let Some(v) = p.c2h_success {
         cfg.c2h_success = v;
     }
+    if let Some(v) = p.c2h_success_sq_flow_control {
+        cfg.c2h_success_sq_flow_control = v;
+    }
     if let Some(v) = p.acceptor_backlog {
         cfg.acceptor_backlog = v;
     }
@@ -150,6 +153,10 @@ pub fn transport_json(cfg: &TransportConfig, for_config: bool) -> Value {
         }
         m.insert("max_aq_depth".into(), json!(cfg.max_aq_depth));
         m.insert("c2h_success".into(), json!(cfg.c2h_success));
+        m.insert(
+            "c2h_success_sq_flow_control".into(),
+            json!(cfg.c2h_success_sq_flow_control),
+        );
         // Limits on what a host may hold (issue 19); see ARCHITECTURE.md for the memory bound
         // of a connection.
         m.insert("acceptor_backlog".into(), json!(cfg.acceptor_backlog));

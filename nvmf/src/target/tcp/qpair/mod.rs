@@ -164,6 +164,9 @@ pub struct QueuePair<C> {
     /// read's C2HData may carry SUCCESS.
     sq_flow_disabled: bool,
     sqhd: u16,
+    /// Commands received since the last response capsule (which carried SQHD); see
+    /// [`QueuePair::success_may_answer`].
+    since_sqhd: u32,
     ctrl: Option<Arc<ControllerShared>>,
     /// This queue's I/O counters, registered with its controller (SMART log).
     counters: Option<Arc<QueueCounters>>,
@@ -209,6 +212,7 @@ impl<C: Clone> QueuePair<C> {
             sqsize: 0,
             sq_flow_disabled: false,
             sqhd: 0,
+            since_sqhd: 0,
             ctrl: None,
             counters: None,
             subsystem: None,

@@ -111,6 +111,7 @@ impl<C: Clone> QueuePair<C> {
     fn on_capsule(&mut self, sqe: &Sqe, data: &[u8], now: Instant) {
         let cid = sqe.cid();
         self.sqhd = self.sqhd.wrapping_add(1) % self.sqsize.max(1);
+        self.since_sqhd = self.since_sqhd.saturating_add(1);
         if sqe.opcode() == Opcode::FABRICS {
             self.on_fabrics(sqe, data, now);
             return;

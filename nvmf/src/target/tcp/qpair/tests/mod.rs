@@ -5,13 +5,15 @@
 //! - `r2t`: writes, compares and dataset management through in-capsule data and R2T flows;
 //! - `digests`: header and data digests, good and bad;
 //! - `ends`: a termination at every state, Disconnect, controller reset, timers;
-//! - `backpressure`: a host that never reads.
+//! - `backpressure`: a host that never reads;
+//! - `sqhd`: the SUCCESS flag and SQHD on queues with SQ flow control.
 
 mod backpressure;
 mod digests;
 mod ends;
 mod order;
 mod r2t;
+mod sqhd;
 
 use std::sync::Arc;
 use std::time::Instant;

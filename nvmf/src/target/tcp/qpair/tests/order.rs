@@ -247,24 +247,6 @@ fn a_failed_device_io_is_answered_once_with_its_status() {
 }
 
 #[test]
-fn with_sq_flow_control_a_read_gets_data_then_a_response_with_sqhd() {
-    let t = target(TransportConfig::default());
-    let (_a, cntlid) = admin_queue(&t, false, 0);
-    let mut q = Sim::new(&t, now());
-    ic(&mut q, false);
-    q.capsule(connect_sqe(1, 1, 31, false), &connect_data(cntlid));
-    let c = resp(&mut q);
-    assert!(c.status().is_success());
-    assert_eq!(c.sqhd.get(), 1);
-    q.capsule(rw(io::READ, 2, 0, 1, false), &[]);
-    q.complete_all();
-    assert!(matches!(q.next_pdu(), Some((PduHeader::C2HData(d), _)) if !d.success));
-    let c = resp(&mut q);
-    assert_eq!((c.cid(), c.sqhd.get()), (2, 2));
-    sound(&mut q);
-}
-
-#[test]
 fn flush_and_write_zeroes_reach_the_device_and_are_answered() {
     let (_t, _a, mut q) = pair(TransportConfig::default(), false);
     let mut f = Sqe::new(io::FLUSH, 1);
