@@ -12,7 +12,8 @@
 //!   slot table (CID = slot), command issue with in-capsule data or R2T / H2CData, C2HData
 //!   into the caller's buffers, every controller-supplied field checked ([`ProtocolError`]).
 //! - `conn` (private): a queue pair on a reactor: one `recv` always outstanding, PDUs queued
-//!   during a reactor pass sent with one `sendmsg` by the queue's poller, command timeouts,
+//!   during a reactor pass sent by the queue's poller (`sendmsg`s of at most 64 buffers, one
+//!   in flight), command timeouts,
 //!   and the connect sequence (TCP, ICReq / ICResp, Fabrics Connect).
 //! - `admin` and `reconnect` (private): the admin queue on one reactor: enable (CC.EN,
 //!   CSTS.RDY within CAP.TO), Identify, Number of Queues, namespaces, keep-alive every

@@ -1,7 +1,7 @@
 //! The send queue of an NVMe/TCP connection (target or host): PDU headers (and, on the host,
 //! copied write data) packed back to back into pooled "arena" buffers, data buffers queued as
-//! they are, everything queued during a reactor pass sent with one `sendmsg`, one in flight at
-//! a time; a short send keeps the unsent tail at the head.
+//! they are, what is queued sent with one `sendmsg` of at most [`MAX_BATCH_BUFFERS`] buffers,
+//! one in flight at a time; a short send keeps the unsent tail at the head.
 
 use shoal_bdev::IoBuf;
 
@@ -9,6 +9,16 @@ use shoal_bdev::IoBuf;
 pub(crate) const TARGET_ARENA: usize = 4096;
 /// Arena size for a host connection, which also copies write data into its arenas.
 pub(crate) const HOST_ARENA: usize = 64 * 1024;
+
+/// Buffers in one `sendmsg` at most (SPDK's sockets send 64 iovecs at a time too). Larger
+/// bursts made the kernel's TCP pace the connection: with BBR (this machine's default), a
+/// connection that sent everything one deep queue had ready at once (128 4 KiB reads, 256
+/// buffers, about 530 KB) left BBR's start-up phase and was paced by a timer at 1.25 times the
+/// measured rate, about 10,000 timer interrupts a second in the target's reactor; 4 KiB reads
+/// at depth 128 ran at 0.67 of SPDK's rate. At 64 buffers (about 130 KB of 4 KiB reads) the
+/// connection stays application-limited, is never paced, and ran at 1.0 of SPDK's rate
+/// (`docs/PERFORMANCE.md`).
+pub(crate) const MAX_BATCH_BUFFERS: usize = 64;
 
 /// Output waiting to be sent, in order.
 pub(crate) struct TxQueue {
@@ -97,7 +107,8 @@ impl TxQueue {
         !self.queue.is_empty() || self.arena.as_ref().is_some_and(|a| !a.is_empty())
     }
 
-    /// Takes everything queued for one `sendmsg`, unless one is already in flight.
+    /// Takes what is queued, up to [`MAX_BATCH_BUFFERS`] buffers, for one `sendmsg`, unless
+    /// one is already in flight.
     pub(crate) fn take_batch(&mut self) -> Option<(Vec<IoBuf>, usize)> {
         if self.in_flight {
             return None;
@@ -106,7 +117,10 @@ impl TxQueue {
         if self.queue.is_empty() {
             return None;
         }
-        let next = std::mem::take(&mut self.spare);
+        let mut next = std::mem::take(&mut self.spare);
+        if self.queue.len() > MAX_BATCH_BUFFERS {
+            next.extend(self.queue.drain(MAX_BATCH_BUFFERS..));
+        }
         let batch = std::mem::replace(&mut self.queue, next);
         self.in_flight = true;
         Some((batch, self.skip))
@@ -196,6 +210,34 @@ mod tests {
         t.sent(batch, 6);
         assert!(!t.has_pending() && !t.in_flight);
         assert_eq!(t.held(), 0, "everything sent, nothing held");
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_max_batch_buffers_and_the_rest_follows_in_order() {
+        let mut t = TxQueue::new(TARGET_ARENA);
+        let n = MAX_BATCH_BUFFERS * 2 + 5;
+        let mut want = Vec::new();
+        for i in 0..n {
+            let b = [u8::try_from(i % 251).unwrap(); 3];
+            t.push_data(IoBuf::copy_from(&b));
+            want.extend_from_slice(&b);
+        }
+        let mut got = Vec::new();
+        let mut batches = 0;
+        while let Some((batch, skip)) = t.take_batch() {
+            assert!(batch.len() <= MAX_BATCH_BUFFERS, "{} buffers", batch.len());
+            assert!(t.take_batch().is_none(), "one send at a time");
+            // Each send is short by one byte: the tail comes first in the next batch.
+            let all = bytes(&batch, skip);
+            let n = all.len().saturating_sub(1).max(1).min(all.len());
+            got.extend_from_slice(&all[..n]);
+            t.sent(batch, n);
+            batches += 1;
+        }
+        assert_eq!(got, want);
+        assert!(batches >= 3);
+        assert!(!t.has_pending() && !t.in_flight);
+        assert_eq!(t.held(), 0);
     }
 
     #[test]

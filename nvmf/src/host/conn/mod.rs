@@ -3,7 +3,8 @@
 //!
 //! Like the target's connections, a [`Conn`] lives on one reactor (`Rc` + `RefCell`, no
 //! locks): one `recv` is always outstanding into a connection buffer; PDUs queued during a
-//! reactor pass go out in one `sendmsg` from the connection's poller. The protocol itself is
+//! reactor pass go out from the connection's poller, one `sendmsg` of at most 64 buffers in
+//! flight at a time. The protocol itself is
 //! the sans-IO [`QueueCore`]; this file only moves bytes and time to and from it.
 //!
 //! The TCP connect is a blocking `connect` with a timeout on a short-lived helper thread (the
@@ -336,7 +337,6 @@ impl Conn {
         self.st.borrow_mut().dirty = true;
     }
 
-    /// The poller: sends what this pass queued, in one `sendmsg`.
     /// The connection's poller: sends what is queued, then re-arms the receive if the last
     /// one was handled in this pass.
     fn flush(&self) -> PollStatus {
