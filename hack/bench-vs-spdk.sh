@@ -149,8 +149,13 @@ for line in open(raw):
 names = list(dict.fromkeys(n for n, _ in d))
 gens = list(dict.fromkeys(g for _, g in d))
 cores, extra = sys.argv[4], sys.argv[5]
+try:
+    cc = open("/proc/sys/net/ipv4/tcp_congestion_control").read().strip()
+except OSError:
+    cc = "unknown"
 print(f"Shoal / SPDK, median of {rounds} alternating rounds of {secs} s, both targets on cores {cores}, "
-      f"load on core 1{', load options ' + extra if extra else ''} ({datetime.date.today()})\n")
+      f"load on core 1{', load options ' + extra if extra else ''}, TCP congestion control {cc} "
+      f"({datetime.date.today()})\n")
 head = "| workload | " + " | ".join(f"SPDK IOPS ({g}) | Shoal IOPS ({g}) | ratio ({g})" for g in gens) + " |"
 print(head)
 print("|" + "---|" * (1 + 3 * len(gens)))
