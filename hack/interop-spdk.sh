@@ -7,7 +7,7 @@
 #
 # Shoal host -> SPDK nvmf_tgt (-m 0x1; nvmf_create_transport with {"trtype": "TCP"} only, so
 # SPDK's defaults, c2h_success among them: C2HData PDUs carry SUCCESS and no response capsule
-# follows, on a queue where Shoal's host keeps SQ flow control on):
+# follows, also on the admin queue, where Shoal's host keeps SQ flow control on):
 #   shoal-perf       shoal-perf -V, random 4 KiB reads and writes on a 16 MiB malloc namespace,
 #                    every read checked against the last write of its block; -H -I for digests;
 #   nexus child      a shoald (127.0.0.53) with nexus nx (32 MiB) over a local uring child and a

@@ -73,12 +73,14 @@ impl Peer {
     /// Everything the core queued, decoded.
     fn take(&self, core: &mut QueueCore) -> Vec<(PduHeader, Vec<u8>)> {
         let mut bytes = Vec::new();
-        if let Some((batch, skip)) = core.tx.take_batch() {
+        while let Some((batch, skip)) = core.tx.take_batch() {
+            let mut sent = Vec::new();
             for b in &batch {
-                bytes.extend_from_slice(b.as_slice());
+                sent.extend_from_slice(b.as_slice());
             }
-            bytes.drain(..skip);
-            let n = bytes.len();
+            sent.drain(..skip);
+            let n = sent.len();
+            bytes.extend_from_slice(&sent);
             core.tx.sent(batch, n);
         }
         let mut out = Vec::new();

@@ -168,6 +168,8 @@ impl TxQueue {
     /// The send in flight failed or belonged to a closed socket: forget it.
     pub(crate) fn abandon(&mut self, mut batch: Vec<IoBuf>) {
         self.in_flight = false;
+        // `skip` counted bytes of the batch's first buffer, which is gone.
+        self.skip = 0;
         self.held = self
             .held
             .saturating_sub(batch.iter().map(IoBuf::capacity).sum::<usize>());
@@ -238,6 +240,38 @@ mod tests {
         assert!(batches >= 3);
         assert!(!t.has_pending() && !t.in_flight);
         assert_eq!(t.held(), 0);
+    }
+
+    #[test]
+    fn a_failed_batch_with_a_tail_queued_leaves_the_tail_from_its_start() {
+        let mut t = TxQueue::new(TARGET_ARENA);
+        let cap = IoBuf::copy_from(&[0; 5]).capacity();
+        for i in 0..MAX_BATCH_BUFFERS + 3 {
+            t.push_data(IoBuf::copy_from(&[u8::try_from(i).unwrap(); 5]));
+        }
+        let (batch, _) = t.take_batch().unwrap();
+        t.sent(batch, 2); // a short send: skip is 2
+        let (batch, skip) = t.take_batch().unwrap();
+        assert_eq!(skip, 2);
+        t.abandon(batch);
+        assert_eq!(t.held(), 3 * cap, "only the tail is held");
+        let (batch, skip) = t.take_batch().unwrap();
+        assert_eq!((batch.len(), skip), (3, 0));
+        t.abandon(batch);
+        assert_eq!(t.held(), 0);
+        // clear() while a batch is in flight with a tail queued drops the tail.
+        for _ in 0..MAX_BATCH_BUFFERS + 3 {
+            t.push_data(IoBuf::copy_from(&[1; 5]));
+        }
+        let (batch, _) = t.take_batch().unwrap();
+        t.clear();
+        assert_eq!(
+            t.held(),
+            MAX_BATCH_BUFFERS * cap,
+            "the batch in flight is still held"
+        );
+        t.sent(batch, MAX_BATCH_BUFFERS * 5);
+        assert!(!t.has_pending() && t.held() == 0);
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! - **receive**: one `recv` into the receive buffer is always outstanding while the queue
 //!   pair [wants to read](qpair::QueuePair::wants_read); the bytes go to
 //!   [`qpair::QueuePair::handle_rx`], which says how many it consumed;
-//! - **send**: what the queue pair queued in a reactor pass goes out in one `sendmsg` of at
-//!   most 64 buffers, one in flight (a per-reactor poller flushes the connections that queued
-//!   something; see `wire::txq` for why the bound);
+//! - **send**: what the queue pair queued goes out in `sendmsg`s of at most 64 buffers, one in
+//!   flight at a time (a per-reactor poller flushes the connections that queued something;
+//!   see `wire::txq` for why the bound);
 //! - **actions**: block I/O is submitted on the reactor's channel to the namespace with the
 //!   connection as its sink; `Closed` takes the connection out of the reactor's table;
 //!   `Shutdown` shuts the socket;

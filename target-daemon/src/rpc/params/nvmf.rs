@@ -52,7 +52,8 @@ pub struct NvmfCreateTransport {
     pub c2h_success: Option<bool>,
     /// Shoal: with `c2h_success`, also on I/O queues whose host kept SQ flow control on, with
     /// a response capsule (SQHD) at least every half queue (default true; false: only where
-    /// the host disabled SQ flow control, as the NVMe/TCP specification and Linux have it).
+    /// the host disabled SQ flow control, as the NVMe/TCP specification and Linux have it; for
+    /// a host that ignores the flag on a queue with SQ flow control).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub c2h_success_sq_flow_control: Option<bool>,
     /// Knob: I/O buffer unit size.

@@ -161,7 +161,7 @@ pub struct QueuePair<C> {
     /// Submission queue size (1's based) from Connect.
     sqsize: u16,
     /// Connect asked to disable SQ flow control (CATTR bit 2), so SQHD is not needed and a
-    /// read's C2HData may carry SUCCESS.
+    /// read's C2HData may always carry SUCCESS (see [`QueuePair::success_may_answer`]).
     sq_flow_disabled: bool,
     sqhd: u16,
     /// Commands received since the last response capsule (which carried SQHD); see
@@ -293,8 +293,9 @@ impl<C: Clone> QueuePair<C> {
         self.actions.pop_front()
     }
 
-    /// Everything queued to send, as one batch (buffers and the bytes of the first already
-    /// sent), unless a batch is in flight: give it back with [`QueuePair::handle_sent`].
+    /// The next batch to send, at most 64 buffers of what is queued (and the bytes of the first
+    /// already sent), unless a batch is in flight: give it back with
+    /// [`QueuePair::handle_sent`].
     pub fn poll_transmit(&mut self) -> Option<(Vec<IoBuf>, usize)> {
         self.tx.take_batch()
     }
@@ -315,7 +316,9 @@ impl<C: Clone> QueuePair<C> {
     /// the caller feeds the bytes it holds to [`QueuePair::handle_rx`] again.
     pub fn handle_sent(&mut self, batch: Vec<IoBuf>, result: i32, now: Instant) -> bool {
         let Ok(n) = usize::try_from(result) else {
+            // The stream is broken: what is queued behind the batch cannot follow it.
             self.tx.abandon(batch);
+            self.tx.clear();
             self.close("send failed", now);
             self.actions.push_back(Action::Shutdown);
             return false;

@@ -84,12 +84,22 @@ impl<C: Clone> QueuePair<C> {
         Ok(())
     }
 
+    /// A command capsule took its SQ entry: SQHD moves on (NVMe Base 2.0 section 3.3.1.2).
+    fn consume_sqe(&mut self) {
+        self.sqhd = self.sqhd.wrapping_add(1) % self.sqsize.max(1);
+        self.since_sqhd = self.since_sqhd.saturating_add(1);
+    }
+
     /// A capsule or H2CData whose data digest (DDGST, NVMe/TCP 1.0a sections 3.6.2.6 and
     /// 3.6.2.8) is wrong: the command fails with Transient Transport Error and the connection
     /// carries on.
     fn on_data_digest_error(&mut self, cid: u16, ttag: Option<u16>) -> Result<(), wire::Fatal> {
         match ttag {
-            None => self.respond(cid, Status::TRANSIENT_TRANSPORT_ERROR, 0),
+            None => {
+                // The capsule took its SQ entry all the same.
+                self.consume_sqe();
+                self.respond(cid, Status::TRANSIENT_TRANSPORT_ERROR, 0);
+            }
             Some(t) => {
                 // H2CData: it must name a command that is waiting for data, as any H2CData
                 // must (section 3.6.2.8); that command ends here, answered once.
@@ -110,8 +120,7 @@ impl<C: Clone> QueuePair<C> {
 
     fn on_capsule(&mut self, sqe: &Sqe, data: &[u8], now: Instant) {
         let cid = sqe.cid();
-        self.sqhd = self.sqhd.wrapping_add(1) % self.sqsize.max(1);
-        self.since_sqhd = self.since_sqhd.saturating_add(1);
+        self.consume_sqe();
         if sqe.opcode() == Opcode::FABRICS {
             self.on_fabrics(sqe, data, now);
             return;
