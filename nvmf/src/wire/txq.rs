@@ -15,9 +15,9 @@ pub(crate) const HOST_ARENA: usize = 64 * 1024;
 /// connection that sent everything one deep queue had ready at once (128 4 KiB reads, 256
 /// buffers, about 530 KB) left BBR's start-up phase and was paced by a timer at 1.25 times the
 /// measured rate, about 10,000 timer interrupts a second in the target's reactor; 4 KiB reads
-/// at depth 128 ran at 0.67 of SPDK's rate. At 64 buffers (about 130 KB of 4 KiB reads) the
-/// connection stays application-limited, is never paced, and ran at 1.0 of SPDK's rate
-/// (`docs/PERFORMANCE.md`).
+/// at depth 128 (`shoal-perf` as the load) ran at 0.67 of SPDK's rate. At 64 buffers (about
+/// 130 KB of 4 KiB reads) the connection stays application-limited and is rarely paced: 0.88
+/// of SPDK's rate, the median of five alternating rounds (`docs/PERFORMANCE.md`).
 pub(crate) const MAX_BATCH_BUFFERS: usize = 64;
 
 /// Output waiting to be sent, in order.

@@ -103,9 +103,7 @@ fn the_admin_queue_under_sq_flow_control_answers_data_with_a_response() {
     let t = target(TransportConfig::default());
     let mut a = Sim::new(&t, now());
     ic(&mut a, false);
-    let mut sqe = connect_sqe(1, 0, 31, false);
-    sqe.cdw12.set(0);
-    a.capsule(sqe, &connect_data(0xFFFF));
+    a.capsule(connect_sqe(1, 0, 31, false), &connect_data(0xFFFF));
     assert!(resp(&mut a).status().is_success());
     assert!(set_cc(&mut a, 2, true).status().is_success());
     for cid in 3..40u16 {
